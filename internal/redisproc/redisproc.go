@@ -1,0 +1,197 @@
+// Package redisproc starts and stops real redis-server processes on loopback
+// ports. `granary dev` uses it for its local cluster and the tests use it
+// (through redistest) for every package that talks to Redis.
+package redisproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Config describes one redis-server.
+type Config struct {
+	// Dir is the working directory (dump files, logs). Required.
+	Dir string
+	// Port to listen on; 0 picks a free loopback port.
+	Port int
+	// ReplicaOf is the host:port of a master to replicate from, if any.
+	ReplicaOf string
+	// Args are extra "name value" config directives, e.g. {"maxmemory", "1gb"}.
+	Args []string
+	// Binary is the redis-server binary; default "redis-server" from PATH.
+	Binary string
+}
+
+// Proc is a running redis-server in its own process group.
+type Proc struct {
+	Addr string
+	Port int
+	Dir  string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// ErrNotFound is returned when redis-server is not installed.
+var ErrNotFound = errors.New("redis-server not found in PATH (apt-get install -y redis-server)")
+
+// FreePort asks the kernel for a free loopback port. Another process may take
+// it before it is used, so callers retry on a bind failure.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Start starts redis-server and waits until it answers PING. When Port is 0
+// it retries with other ports if the chosen one was taken meanwhile.
+func Start(ctx context.Context, cfg Config) (*Proc, error) {
+	bin := cfg.Binary
+	if bin == "" {
+		bin = "redis-server"
+	}
+	if _, err := exec.LookPath(bin); err != nil {
+		return nil, ErrNotFound
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for attempt := 0; attempt < 8; attempt++ {
+		port := cfg.Port
+		if port == 0 {
+			p, err := FreePort()
+			if err != nil {
+				return nil, err
+			}
+			port = p
+		}
+		p, err := startOn(ctx, bin, cfg, port)
+		if err == nil {
+			return p, nil
+		}
+		lastErr = err
+		if cfg.Port != 0 {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+func startOn(ctx context.Context, bin string, cfg Config, port int) (*Proc, error) {
+	args := []string{
+		"--port", strconv.Itoa(port),
+		"--bind", "127.0.0.1",
+		"--dir", cfg.Dir,
+		"--save", "",
+		"--appendonly", "no",
+		"--daemonize", "no",
+		"--logfile", filepath.Join(cfg.Dir, fmt.Sprintf("redis-%d.log", port)),
+		"--dbfilename", fmt.Sprintf("dump-%d.rdb", port),
+		"--protected-mode", "no",
+	}
+	if cfg.ReplicaOf != "" {
+		h, p, err := net.SplitHostPort(cfg.ReplicaOf)
+		if err != nil {
+			return nil, fmt.Errorf("replicaof %q: %w", cfg.ReplicaOf, err)
+		}
+		args = append(args, "--replicaof", h, p)
+	}
+	for i := 0; i+1 < len(cfg.Args); i += 2 {
+		args = append(args, "--"+strings.TrimPrefix(cfg.Args[i], "--"), cfg.Args[i+1])
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &Proc{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, Dir: cfg.Dir, cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+
+	c := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	defer c.Close()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err := c.Ping(ctx).Err(); err == nil {
+			return p, nil
+		}
+		select {
+		case <-p.done:
+			return nil, fmt.Errorf("redis-server on port %d exited at start (port taken?)", port)
+		case <-ctx.Done():
+			p.Kill()
+			return nil, ctx.Err()
+		case <-deadline.C:
+			p.Kill()
+			return nil, fmt.Errorf("redis-server on port %d did not answer within 10s", port)
+		case <-tick.C:
+		}
+	}
+}
+
+// Pid is the server's process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Signal sends sig to the server's whole process group.
+func (p *Proc) Signal(sig syscall.Signal) error {
+	return syscall.Kill(-p.cmd.Process.Pid, sig)
+}
+
+// Kill kills the process group with SIGKILL and waits for the exit.
+func (p *Proc) Kill() {
+	_ = p.Signal(syscall.SIGCONT)
+	_ = p.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// Stop asks the server to exit (SIGTERM) and kills it if it has not exited
+// within the timeout.
+func (p *Proc) Stop(timeout time.Duration) {
+	_ = p.Signal(syscall.SIGCONT)
+	_ = p.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		p.Kill()
+	}
+}
+
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// WaitLinkUp waits until the replica at addr reports master_link_status:up.
+func WaitLinkUp(ctx context.Context, addr string, timeout time.Duration) error {
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		info, err := c.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("replica %s link not up: %w", addr, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}

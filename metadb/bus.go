@@ -1,0 +1,173 @@
+package metadb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/granary-db/granary/proto/buspb"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
+)
+
+// topology is what a transaction announces on the bus. When bump is set the
+// transaction also increments the topology version, and every message gets
+// its own new version; the bump, the record changes and the PUBLISH happen in
+// one MULTI/EXEC, so subscribers see messages in version order.
+type topology struct {
+	sender string
+	msgs   []*buspb.Envelope
+}
+
+// stamp reads the current version (which the caller watches) and returns
+// the version after the messages, with each message stamped with its own
+// consecutive version and encoded. With no messages the version still
+// advances by one.
+func (t *topology) stamp(ctx context.Context, tx *redis.Tx) (next uint64, payloads [][]byte, err error) {
+	cur, err := tx.Get(ctx, keyVersion).Uint64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, nil, err
+	}
+	next = cur
+	for _, m := range t.msgs {
+		next++
+		m.Version = next
+		m.Sender = t.sender
+		m.UnixNanos = time.Now().UnixNano()
+		b, err := proto.Marshal(m)
+		if err != nil {
+			return 0, nil, err
+		}
+		payloads = append(payloads, b)
+	}
+	if len(t.msgs) == 0 {
+		next++
+	}
+	return next, payloads, nil
+}
+
+func queueTopology(ctx context.Context, p redis.Pipeliner, next uint64, payloads [][]byte) {
+	p.Set(ctx, keyVersion, next, 0)
+	for _, b := range payloads {
+		p.Publish(ctx, keyBus, b)
+	}
+}
+
+// Publish sends a notification that changes no topology (version 0): a
+// heartbeat, a keeper result. It may be lost; receivers must not depend on it.
+func (s *Store) Publish(ctx context.Context, sender string, env *buspb.Envelope) error {
+	env.Version = 0
+	env.Sender = sender
+	env.UnixNanos = time.Now().UnixNano()
+	b, err := proto.Marshal(env)
+	if err != nil {
+		return err
+	}
+	return s.rdb.Publish(ctx, keyBus, b).Err()
+}
+
+// Announce bumps the topology version and publishes the messages with it,
+// with no other change. The master uses it to tell proxies to reload.
+func (s *Store) Announce(ctx context.Context, f *Fence, sender string, msgs ...*buspb.Envelope) (uint64, error) {
+	t := &topology{sender: sender, msgs: msgs}
+	var next uint64
+	err := s.txn(ctx, f, func(tx *redis.Tx) error {
+		n, payloads, err := t.stamp(ctx, tx)
+		if err != nil {
+			return err
+		}
+		next = n
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			queueTopology(ctx, p, n, payloads)
+			return nil
+		})
+		return err
+	}, keyVersion)
+	return next, err
+}
+
+// Subscriber receives bus messages in version order. Handle is called for
+// every message whose version is the next expected one, and for every
+// notification (version 0). Resync is called at the start, after every
+// reconnect, and whenever a version gap shows that messages were lost; it
+// must reload the subscriber's state from metadb and return the version it
+// loaded. Handle and Resync are called from one goroutine.
+type Subscriber struct {
+	Handle func(ctx context.Context, env *buspb.Envelope)
+	Resync func(ctx context.Context) (uint64, error)
+	// OnError, if set, is told about decode and resync errors.
+	OnError func(err error)
+}
+
+// Subscribe delivers bus messages to sub until ctx ends. It blocks. go-redis
+// reconnects and resubscribes by itself after a dropped connection; each
+// (re)subscription triggers a resync because messages published meanwhile
+// are lost.
+func (s *Store) Subscribe(ctx context.Context, sub Subscriber) error {
+	ps := s.rdb.Subscribe(ctx, keyBus)
+	defer ps.Close()
+	var applied uint64
+	synced := false
+	resync := func() {
+		for {
+			v, err := sub.Resync(ctx)
+			if err == nil {
+				applied, synced = v, true
+				return
+			}
+			if sub.OnError != nil {
+				sub.OnError(fmt.Errorf("resync: %w", err))
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	for {
+		msg, err := ps.Receive(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			// The connection broke; go-redis redials on the next Receive.
+			synced = false
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				resync()
+			}
+		case *redis.Message:
+			var env buspb.Envelope
+			if err := proto.Unmarshal([]byte(m.Payload), &env); err != nil {
+				if sub.OnError != nil {
+					sub.OnError(fmt.Errorf("decode bus message: %w", err))
+				}
+				continue
+			}
+			if !synced {
+				resync()
+			}
+			switch {
+			case env.Version == 0:
+				sub.Handle(ctx, &env)
+			case env.Version <= applied:
+				// Stale: the snapshot already holds it.
+			case env.Version == applied+1:
+				sub.Handle(ctx, &env)
+				applied = env.Version
+			default:
+				resync()
+			}
+		}
+	}
+}

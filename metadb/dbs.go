@@ -1,0 +1,298 @@
+package metadb
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/granary-db/granary/proto/buspb"
+	"github.com/redis/go-redis/v9"
+)
+
+// claimScript atomically takes a free slot of one pair for a new tenant db:
+// it picks the tenant's lowest unused index, records the db (state
+// creating), marks the slot's owner and records the create job. Two claims
+// can never get the same slot, because SPOP hands each member out once.
+//
+// KEYS: 1 tenant record, 2 tenant dbs hash, 3 pair free set, 4 pair owners,
+// 5 job record, 6 jobs zset, 7 active jobs set.
+// ARGV: 1 db JSON, 2 job JSON, 3 job id, 4 now (unix ms), 5 tenant db limit.
+var claimScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOTENANT') end
+if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[5]) then return redis.error_reply('TENANTLIMIT') end
+local slot = redis.call('SPOP', KEYS[3])
+if not slot then return redis.error_reply('NOFREE') end
+local idx = 0
+while redis.call('HEXISTS', KEYS[2], tostring(idx)) == 1 do idx = idx + 1 end
+local db = cjson.decode(ARGV[1])
+db.index = idx
+db.slot_db = tonumber(slot)
+local job = cjson.decode(ARGV[2])
+job.index = idx
+job.slot_db = tonumber(slot)
+redis.call('HSET', KEYS[4], slot, db.tenant .. '/' .. idx)
+redis.call('HSET', KEYS[2], tostring(idx), cjson.encode(db))
+redis.call('SET', KEYS[5], cjson.encode(job))
+redis.call('ZADD', KEYS[6], ARGV[4], ARGV[3])
+redis.call('SADD', KEYS[7], ARGV[3])
+return {idx, tonumber(slot)}
+`)
+
+// ClaimDB takes a free slot of the given pair for a new db of the tenant and
+// records a create job for the master to finish. It returns ErrNoCapacity
+// when the pair has no free slot (the caller re-picks a pair), ErrNotFound
+// for an unknown tenant and ErrTenantLimit when the tenant has limit dbs.
+func (s *Store) ClaimDB(ctx context.Context, tenant string, pair *Pair, writeMode string, quota int64, limit int, jobID string) (*DB, *Job, error) {
+	ts := now()
+	db := &DB{Tenant: tenant, Size: pair.Size, QuotaBytes: quota, State: DBCreating, WriteMode: writeMode, Pair: pair.ID, Job: jobID, Created: ts}
+	job := &Job{ID: jobID, Kind: JobCreate, State: JobRunning, Step: "flush", Tenant: tenant, Pair: pair.ID, Created: ts, Updated: ts,
+		Log: []JobStep{{Step: "claim", At: ts}}}
+	dbJSON, _ := json.Marshal(db)
+	jobJSON, _ := json.Marshal(job)
+	keys := []string{keyTenant(tenant), keyTenantDBs(tenant), keyPairFree(pair.ID), keyPairOwners(pair.ID), keyJob(jobID), keyJobs, keyJobsActive}
+	res, err := s.runConfirmed(ctx, claimScript, keys, dbJSON, jobJSON, jobID, time.Now().UnixMilli(), limit)
+	if err != nil {
+		switch {
+		case strings.Contains(err.Error(), "NOFREE"):
+			return nil, nil, ErrNoCapacity
+		case strings.Contains(err.Error(), "NOTENANT"):
+			return nil, nil, fmt.Errorf("tenant %s: %w", tenant, ErrNotFound)
+		case strings.Contains(err.Error(), "TENANTLIMIT"):
+			return nil, nil, fmt.Errorf("%w (%d)", ErrTenantLimit, limit)
+		}
+		return nil, nil, fmt.Errorf("claim db: %w", err)
+	}
+	arr, _ := res.([]any)
+	if len(arr) != 2 {
+		return nil, nil, fmt.Errorf("claim db: unexpected reply %v", res)
+	}
+	db.Index = int(arr[0].(int64))
+	db.SlotDB = int(arr[1].(int64))
+	job.Index, job.SlotDB = db.Index, db.SlotDB
+	return db, job, nil
+}
+
+// DB loads one tenant db; ErrNotFound if the tenant has no such index.
+func (s *Store) DB(ctx context.Context, tenant string, index int) (*DB, error) {
+	return getDB(ctx, s.rdb, tenant, index)
+}
+
+func getDB(ctx context.Context, c redis.Cmdable, tenant string, index int) (*DB, error) {
+	b, err := c.HGet(ctx, keyTenantDBs(tenant), field(index)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("db %s/%d: %w", tenant, index, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var db DB
+	if err := json.Unmarshal(b, &db); err != nil {
+		return nil, fmt.Errorf("decode db %s/%d: %w", tenant, index, err)
+	}
+	return &db, nil
+}
+
+// DBs loads all dbs of a tenant, sorted by index.
+func (s *Store) DBs(ctx context.Context, tenant string) ([]*DB, error) {
+	m, err := s.rdb.HGetAll(ctx, keyTenantDBs(tenant)).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*DB, 0, len(m))
+	for k, v := range m {
+		var db DB
+		if err := json.Unmarshal([]byte(v), &db); err != nil {
+			return nil, fmt.Errorf("decode db %s/%s: %w", tenant, k, err)
+		}
+		out = append(out, &db)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Index < out[j].Index })
+	return out, nil
+}
+
+// AllDBs loads every tenant db.
+func (s *Store) AllDBs(ctx context.Context) ([]*DB, error) {
+	names, err := s.rdb.SMembers(ctx, keyTenants).Result()
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	var out []*DB
+	for _, n := range names {
+		dbs, err := s.DBs(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, dbs...)
+	}
+	return out, nil
+}
+
+// UpdateDB changes one tenant db through fn under an optimistic transaction,
+// retried on conflict. fn may return bus messages: then the topology version
+// is bumped and they are published in the same transaction. With a fence,
+// only the leading master may make the change.
+func (s *Store) UpdateDB(ctx context.Context, f *Fence, sender, tenant string, index int, fn func(*DB) ([]*buspb.Envelope, error)) (*DB, error) {
+	var out *DB
+	err := s.txn(ctx, f, func(tx *redis.Tx) error {
+		db, err := getDB(ctx, tx, tenant, index)
+		if err != nil {
+			return err
+		}
+		msgs, err := fn(db)
+		if err != nil {
+			return err
+		}
+		b, err := json.Marshal(db)
+		if err != nil {
+			return err
+		}
+		top := &topology{sender: sender, msgs: msgs}
+		var next uint64
+		var payloads [][]byte
+		if len(msgs) > 0 {
+			if next, payloads, err = top.stamp(ctx, tx); err != nil {
+				return err
+			}
+		}
+		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+			pl.HSet(ctx, keyTenantDBs(tenant), field(index), b)
+			if len(msgs) > 0 {
+				queueTopology(ctx, pl, next, payloads)
+			}
+			return nil
+		})
+		out = db
+		return err
+	}, keyTenantDBs(tenant), keyVersion)
+	return out, err
+}
+
+// StartDrop marks an active db as dropping and records its drop job, in one
+// transaction. Dropping a db that is already dropping returns its job.
+// It returns ErrBadState while the db is being created or resized.
+func (s *Store) StartDrop(ctx context.Context, tenant string, index int, jobID string) (*Job, error) {
+	var job *Job
+	err := s.txn(ctx, nil, func(tx *redis.Tx) error {
+		db, err := getDB(ctx, tx, tenant, index)
+		if err != nil {
+			return err
+		}
+		if db.State == DBDropping {
+			job, err = getJSON[Job](ctx, tx, keyJob(db.Job))
+			return err
+		}
+		if db.State != DBActive {
+			return fmt.Errorf("db %d is %s: %w", index, db.State, ErrBadState)
+		}
+		ts := now()
+		job = &Job{ID: jobID, Kind: JobDrop, State: JobRunning, Step: "unroute", Tenant: tenant, Index: index,
+			Pair: db.Pair, SlotDB: db.SlotDB, Created: ts, Updated: ts, Log: []JobStep{{Step: "requested", At: ts}}}
+		db.State, db.Job = DBDropping, jobID
+		dbJSON, _ := json.Marshal(db)
+		jobJSON, _ := json.Marshal(job)
+		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+			pl.HSet(ctx, keyTenantDBs(tenant), field(index), dbJSON)
+			pl.Set(ctx, keyJob(jobID), jobJSON, 0)
+			pl.ZAdd(ctx, keyJobs, redis.Z{Score: float64(time.Now().UnixMilli()), Member: jobID})
+			pl.SAdd(ctx, keyJobsActive, jobID)
+			return nil
+		})
+		return err
+	}, keyTenantDBs(tenant))
+	return job, err
+}
+
+// ReleaseSlot ends a drop job: it deletes the db record, returns the slot to
+// its pair's free list and marks the job done, all in one transaction, so a
+// slot is freed exactly once even if two masters race (the fence refuses
+// the deposed one).
+func (s *Store) ReleaseSlot(ctx context.Context, f *Fence, jobID string) error {
+	// The job's tenant and pair never change, so reading them before the
+	// transaction to know which keys to watch is safe.
+	j0, err := s.Job(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	return s.txn(ctx, f, func(tx *redis.Tx) error {
+		job, err := getJSON[Job](ctx, tx, keyJob(jobID))
+		if err != nil {
+			return err
+		}
+		if job.State != JobRunning {
+			return nil
+		}
+		owner := job.Tenant + "/" + strconv.Itoa(job.Index)
+		cur, err := tx.HGet(ctx, keyPairOwners(job.Pair), field(job.SlotDB)).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		db, err := getDB(ctx, tx, job.Tenant, job.Index)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		ts := now()
+		job.State, job.Step, job.Progress, job.Updated = JobDone, "done", 1, ts
+		job.Log = append(job.Log, JobStep{Step: "free", At: ts, By: f.ID})
+		jobJSON, _ := json.Marshal(job)
+		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+			if db != nil && db.Job == jobID {
+				pl.HDel(ctx, keyTenantDBs(job.Tenant), field(job.Index))
+			}
+			if cur == owner {
+				pl.HDel(ctx, keyPairOwners(job.Pair), field(job.SlotDB))
+				pl.SAdd(ctx, keyPairFree(job.Pair), job.SlotDB)
+			}
+			pl.Set(ctx, keyJob(jobID), jobJSON, 0)
+			pl.SRem(ctx, keyJobsActive, jobID)
+			return nil
+		})
+		return err
+	}, keyJob(jobID), keyPairOwners(j0.Pair), keyTenantDBs(j0.Tenant))
+}
+
+// RouteOf is the route a proxy needs for db on pair.
+func RouteOf(db *DB, pair *Pair) *buspb.Route {
+	mode := buspb.WriteMode_WRITE_MODE_CONFIRMED
+	if db.WriteMode == WriteAsync {
+		mode = buspb.WriteMode_WRITE_MODE_ASYNC
+	}
+	return &buspb.Route{Tenant: db.Tenant, Index: uint32(db.Index), Pair: pair.ID, Master: pair.Master,
+		Replica: pair.Replica, Db: uint32(db.SlotDB), QuotaBytes: db.QuotaBytes, WriteMode: mode}
+}
+
+// Routes is the snapshot a proxy loads: the topology version, then the route
+// of every db that serves clients (active or resizing). The version is read
+// first, so the routes are at least as new as it.
+func (s *Store) Routes(ctx context.Context) (uint64, []*buspb.Route, error) {
+	v, err := s.Version(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	dbs, err := s.AllDBs(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	pairs, err := s.Pairs(ctx, "")
+	if err != nil {
+		return 0, nil, err
+	}
+	byID := map[string]*Pair{}
+	for i := range pairs {
+		byID[pairs[i].ID] = &pairs[i].Pair
+	}
+	var out []*buspb.Route
+	for _, db := range dbs {
+		p := byID[db.Pair]
+		if p == nil || (db.State != DBActive && db.State != DBResizing) {
+			continue
+		}
+		out = append(out, RouteOf(db, p))
+	}
+	return v, out, nil
+}

@@ -1,0 +1,175 @@
+// Package metadb is Granary's state store: every record of the control plane
+// lives in one Redis (the metadb), and this is the only package that knows its
+// key names. It also carries the bus (pub/sub of versioned protobuf messages)
+// and the leader lease.
+//
+// Records change only through optimistic transactions (WATCH/MULTI/EXEC) or
+// Lua scripts, so concurrent writers never lose each other's changes. Writes
+// made on behalf of the leading master carry its Fence and are refused once
+// another master leads. When the metadb has replicas, every transaction is
+// confirmed on them with WAIT before it counts.
+package metadb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Sentinel errors. Callers match them with errors.Is.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrExists       = errors.New("already exists")
+	ErrConflict     = errors.New("too many concurrent changes, try again")
+	ErrNotLeader    = errors.New("not the leading master")
+	ErrNotConfirmed = errors.New("metadb replica did not confirm the write")
+	ErrNoCapacity   = errors.New("no free db")
+	ErrTenantLimit  = errors.New("tenant db limit reached")
+	ErrBadState     = errors.New("bad state for this operation")
+)
+
+// Config of a Store.
+type Config struct {
+	// URL of the metadb, e.g. redis://127.0.0.1:6379/0.
+	URL string
+	// Replicas is how many metadb replicas must confirm each write (WAIT).
+	// 0 disables the check. Default 0.
+	Replicas int
+	// ConfirmTimeout bounds each WAIT. Default 1s.
+	ConfirmTimeout time.Duration
+	// PoolSize of the go-redis client. Default 32.
+	PoolSize int
+}
+
+// DefaultConfig is a Config for a metadb on the local default port.
+func DefaultConfig() Config {
+	return Config{URL: "redis://127.0.0.1:6379/0", ConfirmTimeout: time.Second, PoolSize: 32}
+}
+
+// Validate checks the config.
+func (c Config) Validate() error {
+	if _, err := redis.ParseURL(c.URL); err != nil {
+		return fmt.Errorf("metadb url %q: %w", c.URL, err)
+	}
+	if c.Replicas < 0 {
+		return fmt.Errorf("metadb replicas %d < 0", c.Replicas)
+	}
+	return nil
+}
+
+// Store is the typed view of the metadb. It is safe for concurrent use.
+type Store struct {
+	rdb *redis.Client
+	cfg Config
+}
+
+// Open returns a Store for cfg. It does no I/O.
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	opt, _ := redis.ParseURL(cfg.URL)
+	if cfg.PoolSize > 0 {
+		opt.PoolSize = cfg.PoolSize
+	}
+	if cfg.ConfirmTimeout <= 0 {
+		cfg.ConfirmTimeout = time.Second
+	}
+	return &Store{rdb: redis.NewClient(opt), cfg: cfg}, nil
+}
+
+// Close closes the connections.
+func (s *Store) Close() error { return s.rdb.Close() }
+
+// Ping checks that the metadb answers.
+func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
+
+// Version is the current topology version.
+func (s *Store) Version(ctx context.Context) (uint64, error) {
+	v, err := s.rdb.Get(ctx, keyVersion).Uint64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	return v, err
+}
+
+// txn runs fn in an optimistic transaction over keys, retrying when a
+// watched key changed. With a non-nil fence the leader key is watched too
+// and the transaction is refused with ErrNotLeader unless the fence still
+// holds. fn reads through tx and queues its writes with tx.TxPipelined.
+func (s *Store) txn(ctx context.Context, f *Fence, fn func(tx *redis.Tx) error, keys ...string) error {
+	if f != nil {
+		keys = append(keys, keyLeader)
+	}
+	backoff := time.Millisecond
+	for attempt := 0; attempt < 100; attempt++ {
+		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			if f != nil {
+				v, err := tx.Get(ctx, keyLeader).Result()
+				if err != nil && !errors.Is(err, redis.Nil) {
+					return err
+				}
+				if v != f.value() {
+					return ErrNotLeader
+				}
+			}
+			if err := fn(tx); err != nil {
+				return err
+			}
+			return s.confirm(ctx, tx)
+		}, keys...)
+		if !errors.Is(err, redis.TxFailedErr) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		if backoff < 50*time.Millisecond {
+			backoff *= 2
+		}
+	}
+	return ErrConflict
+}
+
+// confirm waits until the configured number of metadb replicas has every
+// write sent so far on this connection.
+func (s *Store) confirm(ctx context.Context, c doer) error {
+	if s.cfg.Replicas == 0 {
+		return nil
+	}
+	n, err := c.Do(ctx, "WAIT", s.cfg.Replicas, s.cfg.ConfirmTimeout.Milliseconds()).Int64()
+	if err != nil {
+		return fmt.Errorf("wait: %w", err)
+	}
+	if int(n) < s.cfg.Replicas {
+		return fmt.Errorf("%w (%d of %d)", ErrNotConfirmed, n, s.cfg.Replicas)
+	}
+	return nil
+}
+
+type doer interface {
+	Do(ctx context.Context, args ...any) *redis.Cmd
+}
+
+// runConfirmed runs WAIT after a script on a dedicated connection.
+func (s *Store) runConfirmed(ctx context.Context, script *redis.Script, keys []string, args ...any) (any, error) {
+	if s.cfg.Replicas == 0 {
+		return script.Run(ctx, s.rdb, keys, args...).Result()
+	}
+	conn := s.rdb.Conn()
+	defer conn.Close()
+	res, err := script.Run(ctx, conn, keys, args...).Result()
+	if err != nil {
+		return res, err
+	}
+	return res, s.confirm(ctx, conn)
+}
+
+// Client exposes the underlying client for tests and for components that
+// need raw access to metadb health (never its keys).
+func (s *Store) Client() *redis.Client { return s.rdb }
