@@ -263,7 +263,8 @@ func RouteOf(db *DB, pair *Pair) *buspb.Route {
 		mode = buspb.WriteMode_WRITE_MODE_ASYNC
 	}
 	return &buspb.Route{Tenant: db.Tenant, Index: uint32(db.Index), Pair: pair.ID, Master: pair.Master,
-		Replica: pair.Replica, Db: uint32(db.SlotDB), QuotaBytes: db.QuotaBytes, WriteMode: mode}
+		Replica: pair.Replica, Db: uint32(db.SlotDB), QuotaBytes: db.QuotaBytes, WriteMode: mode,
+		Banned: db.Banned, Size: db.Size}
 }
 
 // Routes is the snapshot a proxy loads: the topology version, then the route

@@ -425,15 +425,19 @@ func (*Envelope_Heartbeat) isEnvelope_Payload() {}
 // Route says which servers serve one tenant db. An empty master means the
 // db has no route (dropped or not yet ready): proxies refuse it.
 type Route struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Index         uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
-	Pair          string                 `protobuf:"bytes,3,opt,name=pair,proto3" json:"pair,omitempty"`
-	Master        string                 `protobuf:"bytes,4,opt,name=master,proto3" json:"master,omitempty"`   // host:port of the pair's master
-	Replica       string                 `protobuf:"bytes,5,opt,name=replica,proto3" json:"replica,omitempty"` // host:port of the pair's replica
-	Db            uint32                 `protobuf:"varint,6,opt,name=db,proto3" json:"db,omitempty"`          // Redis db number on the pair
-	QuotaBytes    int64                  `protobuf:"varint,7,opt,name=quota_bytes,json=quotaBytes,proto3" json:"quota_bytes,omitempty"`
-	WriteMode     WriteMode              `protobuf:"varint,8,opt,name=write_mode,json=writeMode,proto3,enum=granary.bus.v1.WriteMode" json:"write_mode,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Tenant     string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Index      uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Pair       string                 `protobuf:"bytes,3,opt,name=pair,proto3" json:"pair,omitempty"`
+	Master     string                 `protobuf:"bytes,4,opt,name=master,proto3" json:"master,omitempty"`   // host:port of the pair's master
+	Replica    string                 `protobuf:"bytes,5,opt,name=replica,proto3" json:"replica,omitempty"` // host:port of the pair's replica
+	Db         uint32                 `protobuf:"varint,6,opt,name=db,proto3" json:"db,omitempty"`          // Redis db number on the pair
+	QuotaBytes int64                  `protobuf:"varint,7,opt,name=quota_bytes,json=quotaBytes,proto3" json:"quota_bytes,omitempty"`
+	WriteMode  WriteMode              `protobuf:"varint,8,opt,name=write_mode,json=writeMode,proto3,enum=granary.bus.v1.WriteMode" json:"write_mode,omitempty"`
+	// The db is over its quota: proxies refuse its denyoom commands.
+	Banned bool `protobuf:"varint,9,opt,name=banned,proto3" json:"banned,omitempty"`
+	// Size class name, e.g. "64M".
+	Size          string `protobuf:"bytes,10,opt,name=size,proto3" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -522,6 +526,20 @@ func (x *Route) GetWriteMode() WriteMode {
 		return x.WriteMode
 	}
 	return WriteMode_WRITE_MODE_UNSPECIFIED
+}
+
+func (x *Route) GetBanned() bool {
+	if x != nil {
+		return x.Banned
+	}
+	return false
+}
+
+func (x *Route) GetSize() string {
+	if x != nil {
+		return x.Size
+	}
+	return ""
 }
 
 // RouteChanged announces a new route for a tenant db, or its removal.
@@ -1311,7 +1329,7 @@ const file_bus_proto_rawDesc = "" +
 	"\x0ekeeper_command\x18\x11 \x01(\v2\x1d.granary.bus.v1.KeeperCommandH\x00R\rkeeperCommand\x12C\n" +
 	"\rkeeper_result\x18\x12 \x01(\v2\x1c.granary.bus.v1.KeeperResultH\x00R\fkeeperResult\x129\n" +
 	"\theartbeat\x18\x13 \x01(\v2\x19.granary.bus.v1.HeartbeatH\x00R\theartbeatB\t\n" +
-	"\apayload\"\xe6\x01\n" +
+	"\apayload\"\x92\x02\n" +
 	"\x05Route\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
@@ -1322,7 +1340,10 @@ const file_bus_proto_rawDesc = "" +
 	"\vquota_bytes\x18\a \x01(\x03R\n" +
 	"quotaBytes\x128\n" +
 	"\n" +
-	"write_mode\x18\b \x01(\x0e2\x19.granary.bus.v1.WriteModeR\twriteMode\"U\n" +
+	"write_mode\x18\b \x01(\x0e2\x19.granary.bus.v1.WriteModeR\twriteMode\x12\x16\n" +
+	"\x06banned\x18\t \x01(\bR\x06banned\x12\x12\n" +
+	"\x04size\x18\n" +
+	" \x01(\tR\x04size\"U\n" +
 	"\fRouteChanged\x12+\n" +
 	"\x05route\x18\x01 \x01(\v2\x15.granary.bus.v1.RouteR\x05route\x12\x18\n" +
 	"\aremoved\x18\x02 \x01(\bR\aremoved\"h\n" +
