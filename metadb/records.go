@@ -32,20 +32,20 @@ const (
 // DB is one tenant db: its logical index (stable for life), its size class
 // and the slot (pair and db number) that serves it now.
 type DB struct {
-	Tenant     string    `json:"tenant"`
-	Index      int       `json:"index"`
-	Size       string    `json:"size"`
-	QuotaBytes int64     `json:"quota_bytes"`
-	UsedBytes  int64     `json:"used_bytes"`
-	State      string    `json:"state"`
-	WriteMode  string    `json:"write_mode"`
-	Pair       string    `json:"pair"`
-	SlotDB     int       `json:"slot_db"`
-	Proxy      string    `json:"proxy"`
-	ProxyAddr  string    `json:"proxy_addr"`
-	Banned     bool      `json:"banned"`
-	Job        string    `json:"job"`
-	Created    string    `json:"created"`
+	Tenant     string `json:"tenant"`
+	Index      int    `json:"index"`
+	Size       string `json:"size"`
+	QuotaBytes int64  `json:"quota_bytes"`
+	UsedBytes  int64  `json:"used_bytes"`
+	State      string `json:"state"`
+	WriteMode  string `json:"write_mode"`
+	Pair       string `json:"pair"`
+	SlotDB     int    `json:"slot_db"`
+	Proxy      string `json:"proxy"`
+	ProxyAddr  string `json:"proxy_addr"`
+	Banned     bool   `json:"banned"`
+	Job        string `json:"job"`
+	Created    string `json:"created"`
 }
 
 // Pair states.
