@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"flag"
+
+	"github.com/granary-db/granary/master"
+	"github.com/granary-db/granary/metadb"
+	"github.com/rs/zerolog"
+)
+
+func init() {
+	register("master", "the controller (several may run; one leads)", runMaster)
+}
+
+func metadbFlags(fs *flag.FlagSet) *metadb.Config {
+	c := metadb.DefaultConfig()
+	fs.StringVar(&c.URL, "metadb-url", c.URL, "metadb Redis URL")
+	fs.IntVar(&c.Replicas, "metadb-replicas", c.Replicas, "metadb replicas that must confirm each write (WAIT); 0 disables")
+	return &c
+}
+
+func runMaster(ctx context.Context, log zerolog.Logger, args []string) error {
+	fs := flag.NewFlagSet("master", flag.ContinueOnError)
+	mc := metadbFlags(fs)
+	cfg := master.DefaultConfig()
+	fs.StringVar(&cfg.ID, "id", cfg.ID, "master id in the leader lease")
+	fs.DurationVar(&cfg.LeaseTTL, "lease", cfg.LeaseTTL, "leader lease time; a standby takes over within it")
+	fs.DurationVar(&cfg.BackendTimeout, "backend-timeout", cfg.BackendTimeout, "timeout of each command sent to a pair's Redis")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	store, err := metadb.Open(*mc)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	m, err := master.New(cfg, store, log)
+	if err != nil {
+		return err
+	}
+	return m.Run(ctx)
+}

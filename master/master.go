@@ -1,0 +1,223 @@
+// Package master is Granary's controller. It is stateless: everything it
+// knows it reads from metadb, and everything it decides it writes there with
+// its leader fence. Any number of masters may run; one leads (a lease in
+// metadb), the others wait to take over and then resume every job from the
+// step recorded in metadb.
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/granary-db/granary/metadb"
+	"github.com/granary-db/granary/proto/buspb"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+)
+
+// Config of a master. Zero durations take the defaults.
+type Config struct {
+	// ID names this master in the lease; default hostname-pid.
+	ID string
+	// LeaseTTL is how long the leader lease lasts without renewal: a
+	// standby takes over at most this long (plus one StandbyPoll) after the
+	// leader dies. Default 3s.
+	LeaseTTL time.Duration
+	// StandbyPoll is how often a standby tries to take the lease. Default
+	// LeaseTTL/10.
+	StandbyPoll time.Duration
+	// JobPoll is how often the leader looks for new jobs. Default 100ms.
+	JobPoll time.Duration
+	// StepRetryMax caps the backoff between failed attempts of a step.
+	// Default 5s.
+	StepRetryMax time.Duration
+	// BackendTimeout bounds each command the master sends to a pair's
+	// Redis. Default 5s.
+	BackendTimeout time.Duration
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		ID:             fmt.Sprintf("%s-%d", host, os.Getpid()),
+		LeaseTTL:       3 * time.Second,
+		JobPoll:        100 * time.Millisecond,
+		StepRetryMax:   5 * time.Second,
+		BackendTimeout: 5 * time.Second,
+	}
+}
+
+// Validate checks the config and fills derived defaults.
+func (c *Config) Validate() error {
+	d := DefaultConfig()
+	if c.ID == "" {
+		c.ID = d.ID
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = d.LeaseTTL
+	}
+	if c.LeaseTTL < 100*time.Millisecond {
+		return fmt.Errorf("lease ttl %v is below 100ms", c.LeaseTTL)
+	}
+	if c.StandbyPoll == 0 {
+		c.StandbyPoll = c.LeaseTTL / 10
+	}
+	if c.JobPoll == 0 {
+		c.JobPoll = d.JobPoll
+	}
+	if c.StepRetryMax == 0 {
+		c.StepRetryMax = d.StepRetryMax
+	}
+	if c.BackendTimeout == 0 {
+		c.BackendTimeout = d.BackendTimeout
+	}
+	return nil
+}
+
+// Store is what the master needs of metadb.
+type Store interface {
+	AcquireLeader(ctx context.Context, id string, ttl time.Duration) (*metadb.Fence, bool, error)
+	ReleaseLeader(ctx context.Context, f *metadb.Fence) error
+	ActiveJobs(ctx context.Context) ([]*metadb.Job, error)
+	Job(ctx context.Context, id string) (*metadb.Job, error)
+	UpdateJob(ctx context.Context, f *metadb.Fence, id string, fn func(*metadb.Job) error) (*metadb.Job, error)
+	DB(ctx context.Context, tenant string, index int) (*metadb.DB, error)
+	AllDBs(ctx context.Context) ([]*metadb.DB, error)
+	UpdateDB(ctx context.Context, f *metadb.Fence, sender, tenant string, index int, fn func(*metadb.DB) ([]*buspb.Envelope, error)) (*metadb.DB, error)
+	Pair(ctx context.Context, id string) (*metadb.Pair, error)
+	Pairs(ctx context.Context, size string) ([]metadb.PairView, error)
+	UpdatePair(ctx context.Context, f *metadb.Fence, id string, fn func(*metadb.Pair) error) (*metadb.Pair, error)
+	ReleaseSlot(ctx context.Context, f *metadb.Fence, jobID string) error
+	LiveMembers(ctx context.Context, kind metadb.Kind) ([]*metadb.Member, error)
+	Version(ctx context.Context) (uint64, error)
+}
+
+// Master is one controller process.
+type Master struct {
+	cfg      Config
+	store    Store
+	log      zerolog.Logger
+	backends *backends
+}
+
+// New returns a master; it does no I/O and starts nothing.
+func New(cfg Config, store Store, log zerolog.Logger) (*Master, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Master{cfg: cfg, store: store, log: log.With().Str("master", cfg.ID).Logger(), backends: newBackends(cfg.BackendTimeout)}, nil
+}
+
+func (m *Master) sender() string { return "master/" + m.cfg.ID }
+
+// Run campaigns for the lease and, while it leads, runs the jobs and the
+// periodic decisions. It blocks until ctx ends, then gives the lease up so a
+// standby takes over at once.
+func (m *Master) Run(ctx context.Context) error {
+	defer m.backends.close()
+	poll := time.NewTicker(m.cfg.StandbyPoll)
+	defer poll.Stop()
+	for {
+		f, ok, err := m.store.AcquireLeader(ctx, m.cfg.ID, m.cfg.LeaseTTL)
+		if err != nil && ctx.Err() == nil {
+			m.log.Warn().Err(err).Msg("lease attempt failed")
+		}
+		if ok {
+			m.log.Info().Int64("token", f.Token).Msg("leading")
+			err := m.lead(ctx, f)
+			if ctx.Err() != nil {
+				rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				_ = m.store.ReleaseLeader(rctx, f)
+				cancel()
+				return nil
+			}
+			m.log.Warn().Err(err).Msg("lost leadership")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-poll.C:
+		}
+	}
+}
+
+var errLostLease = errors.New("lease lost")
+
+// lead runs the leader's work until the lease is lost or ctx ends.
+func (m *Master) lead(ctx context.Context, f *metadb.Fence) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return m.keepLease(gctx, f) })
+	g.Go(func() error { return m.jobLoop(gctx, f) })
+	g.Go(func() error { return m.assignLoop(gctx, f) })
+	return g.Wait()
+}
+
+// keepLease renews the lease every third of its ttl. It returns
+// errLostLease when another master holds it, or when renewals kept failing
+// for a whole ttl (then the lease may have lapsed and someone else may lead).
+func (m *Master) keepLease(ctx context.Context, f *metadb.Fence) error {
+	t := time.NewTicker(m.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	lastOK := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		g, ok, err := m.store.AcquireLeader(ctx, m.cfg.ID, m.cfg.LeaseTTL)
+		switch {
+		case err != nil:
+			if time.Since(lastOK) >= m.cfg.LeaseTTL {
+				return fmt.Errorf("%w: %v", errLostLease, err)
+			}
+		case !ok || g.Token != f.Token:
+			return errLostLease
+		default:
+			lastOK = time.Now()
+		}
+	}
+}
+
+// jobLoop starts a runner for every active job that has none.
+func (m *Master) jobLoop(ctx context.Context, f *metadb.Fence) error {
+	var mu sync.Mutex
+	running := map[string]bool{}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	t := time.NewTicker(m.cfg.JobPoll)
+	defer t.Stop()
+	for {
+		jobs, err := m.store.ActiveJobs(ctx)
+		if err != nil && ctx.Err() == nil {
+			m.log.Warn().Err(err).Msg("list jobs failed")
+		}
+		for _, j := range jobs {
+			mu.Lock()
+			if running[j.ID] {
+				mu.Unlock()
+				continue
+			}
+			running[j.ID] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func(id string) {
+				defer wg.Done()
+				m.runJob(ctx, f, id)
+				mu.Lock()
+				delete(running, id)
+				mu.Unlock()
+			}(j.ID)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
