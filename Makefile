@@ -1,0 +1,39 @@
+# Granary. The two commands: `make dev` and `make test`.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin/granary
+DEV_DIR ?= .dev
+
+.PHONY: dev test deps build proto vet fuzz clean
+
+## dev: start a whole local cluster (Ctrl-C stops it) and print how to connect
+dev: deps build
+	$(BIN) dev --dir $(DEV_DIR)
+
+## test: every test, against real redis-server processes
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+## deps: install redis-server and redis-tools from Debian when missing
+deps:
+	@bash scripts/deps.sh redis-server redis-tools
+
+build:
+	$(GO) build -o $(BIN) ./cmd/granary
+
+## proto: regenerate proto/*pb from proto/*.proto (protoc + pinned protoc-gen-go)
+proto:
+	bash scripts/proto.sh
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l . | tee /dev/stderr)"
+
+## fuzz: run every fuzz target briefly (FUZZTIME=30s to go longer)
+FUZZTIME ?= 10s
+fuzz:
+	bash scripts/fuzz.sh $(FUZZTIME)
+
+clean:
+	rm -rf bin $(DEV_DIR)
