@@ -102,6 +102,8 @@ func startOn(ctx context.Context, bin string, cfg Config, port int) (*Proc, erro
 		"--logfile", filepath.Join(cfg.Dir, fmt.Sprintf("redis-%d.log", port)),
 		"--dbfilename", fmt.Sprintf("dump-%d.rdb", port),
 		"--protected-mode", "no",
+		// Full syncs start at once instead of waiting 5s for more replicas.
+		"--repl-diskless-sync-delay", "0",
 	}
 	if cfg.ReplicaOf != "" {
 		h, p, err := net.SplitHostPort(cfg.ReplicaOf)
