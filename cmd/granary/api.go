@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"os"
+
+	"github.com/granary-db/granary/metadb"
+	tenantapi "github.com/granary-db/granary/tenant-api"
+	"github.com/rs/zerolog"
+)
+
+func init() { register("api", "REST API for tenants and admins", runAPI) }
+
+// runAPI serves the REST API until ctx ends.
+func runAPI(ctx context.Context, log zerolog.Logger, args []string) error {
+	cfg := tenantapi.DefaultConfig()
+	mcfg := metadb.DefaultConfig()
+	if host, err := os.Hostname(); err == nil && host != "" {
+		cfg.ID = host
+	}
+	fs := flag.NewFlagSet("api", flag.ContinueOnError)
+	fs.StringVar(&mcfg.URL, "metadb-url", mcfg.URL, "metadb URL")
+	fs.IntVar(&mcfg.Replicas, "metadb-replicas", mcfg.Replicas, "metadb replicas that must confirm each write (0: none)")
+	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address host:port")
+	fs.StringVar(&cfg.AdminToken, "admin-token", "", "admin bearer token (required; better given as GRANARY_ADMIN_TOKEN)")
+	fs.DurationVar(&cfg.CreateWait, "create-wait", cfg.CreateWait, "how long POST /v1/dbs waits for the db to be ready")
+	fs.IntVar(&cfg.MaxDBsPerTenant, "max-dbs-per-tenant", cfg.MaxDBsPerTenant, "most dbs one tenant may hold")
+	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest request body accepted")
+	fs.StringVar(&cfg.ID, "id", cfg.ID, "this server's id on the bus, sender api/<id>")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if cfg.AdminToken == "" {
+		return errors.New("api: --admin-token or GRANARY_ADMIN_TOKEN is required")
+	}
+	store, err := metadb.Open(mcfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	srv, err := tenantapi.New(cfg, store, log)
+	if err != nil {
+		return err
+	}
+	return srv.Run(ctx)
+}

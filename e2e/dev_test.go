@@ -1,0 +1,189 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/granary-db/granary/internal/redisproc"
+)
+
+type devCluster struct {
+	API        string `json:"api"`
+	Proxy      string `json:"proxy"`
+	AdminToken string `json:"admin_token"`
+	Metadb     string `json:"metadb"`
+	Demo       struct {
+		User, Password, Token string
+	} `json:"demo"`
+}
+
+// startDev runs `granary dev` on free ports and waits for its cluster.json.
+func startDev(t *testing.T) (*proc, *devCluster, string) {
+	t.Helper()
+	dir := t.TempDir()
+	apiPort, _ := redisproc.FreePort()
+	proxyPort, _ := redisproc.FreePort()
+	p := startGranary(t, "dev", "--dir", dir,
+		"--api-addr", fmt.Sprintf("127.0.0.1:%d", apiPort), "--proxy-addr", fmt.Sprintf("127.0.0.1:%d", proxyPort))
+	var c devCluster
+	waitFor(t, 60*time.Second, "cluster.json", func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, "cluster.json"))
+		return err == nil && json.Unmarshal(b, &c) == nil
+	})
+	return p, &c, dir
+}
+
+type apiReply struct {
+	status int
+	body   map[string]any
+	raw    []byte
+}
+
+func call(t *testing.T, method, url, token string, body any) apiReply {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	r := apiReply{status: resp.StatusCode, raw: raw}
+	_ = json.Unmarshal(raw, &r.body)
+	return r
+}
+
+// TestDevCluster drives `granary dev` the way its printed curl lines do:
+// sign up, create a 64M db, list it, drop it; fills the 64M pool to the
+// last slot, then drops everything and gets every slot back; and on SIGINT
+// every redis child is gone.
+func TestDevCluster(t *testing.T) {
+	p, c, _ := startDev(t)
+
+	signup := call(t, "POST", c.API+"/v1/tenants", "", map[string]string{"name": "acme"})
+	if signup.status != 201 {
+		t.Fatalf("signup: %d %s", signup.status, signup.raw)
+	}
+	token := signup.body["token"].(string)
+
+	created := call(t, "POST", c.API+"/v1/dbs", token, map[string]string{"size": "64M"})
+	if created.status != 201 || created.body["state"] != "active" {
+		t.Fatalf("create: %d %s, want 201 and state active", created.status, created.raw)
+	}
+	list := call(t, "GET", c.API+"/v1/dbs", token, nil)
+	var dbs []map[string]any
+	if err := json.Unmarshal(list.raw, &dbs); err != nil || len(dbs) != 1 {
+		t.Fatalf("list: %s, want one db", list.raw)
+	}
+
+	// The demo tenant and acme share the 64M pool of 16: fill it.
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := call(t, "POST", c.API+"/v1/dbs", c.Demo.Token, map[string]string{"size": "64M"})
+			mu.Lock()
+			statuses[r.status]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if statuses[201] != 15 || statuses[409] != 5 {
+		t.Fatalf("20 creates on 15 free slots: statuses %v, want 15x201 and 5x409", statuses)
+	}
+
+	// Drop everything; every slot comes back.
+	var jobs []string
+	for _, tok := range []string{token, c.Demo.Token} {
+		var mine []map[string]any
+		_ = json.Unmarshal(call(t, "GET", c.API+"/v1/dbs", tok, nil).raw, &mine)
+		for _, db := range mine {
+			r := call(t, "DELETE", fmt.Sprintf("%s/v1/dbs/%v", c.API, db["index"]), tok, nil)
+			if r.status != 202 {
+				t.Fatalf("drop: %d %s", r.status, r.raw)
+			}
+			jobs = append(jobs, r.body["job"].(string))
+		}
+	}
+	if len(jobs) != 16 {
+		t.Fatalf("dropped %d dbs, want 16", len(jobs))
+	}
+	waitFor(t, 30*time.Second, "all 16 slots free again", func() bool {
+		r := call(t, "GET", c.API+"/v1/admin/pools", c.AdminToken, nil)
+		var pools []struct {
+			Size string
+			Free int
+		}
+		_ = json.Unmarshal(r.raw, &pools)
+		for _, pl := range pools {
+			if pl.Size == "64M" {
+				return pl.Free == 16
+			}
+		}
+		return false
+	})
+
+	// Ctrl-C stops everything it started.
+	redisPids := childRedis(t, p.cmd.Process.Pid)
+	if len(redisPids) != 6 {
+		t.Fatalf("dev runs %d redis-server children, want 6 (metadb, two pairs, a spare)", len(redisPids))
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("granary dev did not exit within 20s of SIGINT")
+	}
+	for _, pid := range redisPids {
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Fatalf("redis-server %d still running after granary dev exited", pid)
+		}
+	}
+}
+
+// childRedis lists the pids of the process's direct children.
+func childRedis(t *testing.T, pid int) []int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		// Children may hang off other threads of the Go process.
+		b = nil
+	}
+	var pids []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	seen := map[int]bool{}
+	for _, task := range tasks {
+		b, _ = os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		var n int
+		for _, f := range bytes.Fields(b) {
+			if _, err := fmt.Sscan(string(f), &n); err == nil && !seen[n] {
+				seen[n] = true
+				pids = append(pids, n)
+			}
+		}
+	}
+	return pids
+}

@@ -1,0 +1,69 @@
+package tenantapi
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/granary-db/granary/metadb"
+)
+
+// jobView is a job as the API shows it.
+type jobView struct {
+	ID       string           `json:"id"`
+	Kind     string           `json:"kind"`
+	State    string           `json:"state"`
+	Step     string           `json:"step"`
+	Progress float64          `json:"progress"`
+	Tenant   string           `json:"tenant"`
+	Index    int              `json:"index"`
+	Error    string           `json:"error"`
+	Created  string           `json:"created"`
+	Updated  string           `json:"updated"`
+	Log      []metadb.JobStep `json:"log"`
+}
+
+func viewJob(j *metadb.Job) jobView {
+	log := j.Log
+	if log == nil {
+		log = []metadb.JobStep{}
+	}
+	return jobView{ID: j.ID, Kind: j.Kind, State: j.State, Step: j.Step, Progress: j.Progress,
+		Tenant: j.Tenant, Index: j.Index, Error: j.Error, Created: j.Created, Updated: j.Updated, Log: log}
+}
+
+// getJob shows one of the caller's jobs; anyone else's is not found.
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	notFound := errorf(metadb.ErrNotFound, "no job %q", clip(id))
+	if !jobID.MatchString(id) {
+		s.writeError(w, r, notFound)
+		return
+	}
+	job, err := s.store.Job(r.Context(), id)
+	if errors.Is(err, metadb.ErrNotFound) || (err == nil && job.Tenant != tenantOf(r)) {
+		err = notFound
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, viewJob(job))
+}
+
+// listJobs shows the newest jobs of every tenant, for operators.
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+	jobs, err := s.store.Jobs(r.Context(), adminJobsLimit)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := make([]jobView, len(jobs))
+	for i, j := range jobs {
+		out[i] = viewJob(j)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// adminJobsLimit is how many of the newest jobs GET /v1/admin/jobs shows.
+const adminJobsLimit = 100

@@ -1,0 +1,254 @@
+// Package tenantapi is Granary's REST API: tenants sign up and manage their
+// dbs, the superadmin adds capacity and watches the cluster. It keeps no
+// state of its own; every call reads or changes metadb, so any number of API
+// servers can run side by side. The contract is DESIGN.md's "Public contract".
+package tenantapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/granary-db/granary/metadb"
+	"github.com/granary-db/granary/proto/buspb"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+)
+
+// Config of an API server.
+type Config struct {
+	// Addr to listen on, host:port. Default 127.0.0.1:8080.
+	Addr string
+	// AdminToken grants the /v1/admin calls. Required; only its hash is kept.
+	AdminToken string
+	// CreateWait bounds how long POST /v1/dbs waits for the master to finish
+	// the create job before answering with state "creating". Default 5s.
+	CreateWait time.Duration
+	// MaxDBsPerTenant caps the dbs one tenant may hold. Default 64.
+	MaxDBsPerTenant int
+	// MaxBodyBytes caps a request body; larger ones get 413. Default 1 MiB.
+	MaxBodyBytes int64
+	// ID names this server on the bus, as sender "api/<ID>". Default "api".
+	ID string
+	// ShutdownTimeout bounds the drain of in-flight requests when Run's
+	// context ends. Default 10s.
+	ShutdownTimeout time.Duration
+}
+
+// DefaultConfig is a Config with every default filled in except AdminToken.
+func DefaultConfig() Config {
+	return Config{
+		Addr:            "127.0.0.1:8080",
+		CreateWait:      5 * time.Second,
+		MaxDBsPerTenant: 64,
+		MaxBodyBytes:    1 << 20,
+		ID:              "api",
+		ShutdownTimeout: 10 * time.Second,
+	}
+}
+
+// Validate reports the first field that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Addr == "":
+		return errors.New("api: addr is empty")
+	case c.AdminToken == "":
+		return errors.New("api: admin token is empty")
+	case c.CreateWait < 0:
+		return fmt.Errorf("api: create wait %v < 0", c.CreateWait)
+	case c.MaxDBsPerTenant < 1:
+		return fmt.Errorf("api: max dbs per tenant %d < 1", c.MaxDBsPerTenant)
+	case c.MaxBodyBytes < 1:
+		return fmt.Errorf("api: max body bytes %d < 1", c.MaxBodyBytes)
+	case c.ID == "":
+		return errors.New("api: id is empty")
+	case c.ShutdownTimeout < 0:
+		return fmt.Errorf("api: shutdown timeout %v < 0", c.ShutdownTimeout)
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("api: addr %q: %w", c.Addr, err)
+	}
+	return nil
+}
+
+// Store is the part of metadb the API uses. *metadb.Store satisfies it.
+type Store interface {
+	Ping(ctx context.Context) error
+
+	// Tenants and their dbs.
+	CreateTenant(ctx context.Context, sender, name, token, password string) (*metadb.Tenant, error)
+	TenantByToken(ctx context.Context, token string) (*metadb.Tenant, error)
+	DBs(ctx context.Context, tenant string) ([]*metadb.DB, error)
+	DB(ctx context.Context, tenant string, index int) (*metadb.DB, error)
+	ClaimDB(ctx context.Context, tenant string, pair *metadb.Pair, writeMode string, quota int64, limit int, jobID string) (*metadb.DB, *metadb.Job, error)
+	StartDrop(ctx context.Context, tenant string, index int, jobID string) (*metadb.Job, error)
+	UpdateDB(ctx context.Context, f *metadb.Fence, sender, tenant string, index int, fn func(*metadb.DB) ([]*buspb.Envelope, error)) (*metadb.DB, error)
+	Job(ctx context.Context, id string) (*metadb.Job, error)
+
+	// Capacity and operators' views.
+	Pair(ctx context.Context, id string) (*metadb.Pair, error)
+	Pairs(ctx context.Context, size string) ([]metadb.PairView, error)
+	AddPair(ctx context.Context, size, master, replica string, dbs []int) (*metadb.Pair, error)
+	AddSpare(ctx context.Context, addr string) error
+	Spares(ctx context.Context) ([]string, error)
+	AddrRegistration(ctx context.Context, addr string) (string, error)
+	Members(ctx context.Context, kind metadb.Kind, forget time.Duration) ([]*metadb.Member, error)
+	Jobs(ctx context.Context, limit int) ([]*metadb.Job, error)
+}
+
+var _ Store = (*metadb.Store)(nil)
+
+// Server is the REST API. It is safe for concurrent use.
+type Server struct {
+	cfg       Config
+	store     Store
+	log       zerolog.Logger
+	adminHash string
+	sender    string
+	metrics   *metrics
+	handler   http.Handler
+}
+
+// New builds a Server. It does no I/O and starts nothing; it fails only on
+// an invalid Config or a nil store.
+func New(cfg Config, store Store, log zerolog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if store == nil {
+		return nil, errors.New("api: nil store")
+	}
+	s := &Server{
+		cfg:       cfg,
+		store:     store,
+		log:       log,
+		adminHash: metadb.HashSecret(cfg.AdminToken),
+		sender:    "api/" + cfg.ID,
+		metrics:   newMetrics(),
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler is the whole API as an http.Handler, for tests and embedding.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Run listens on cfg.Addr and serves until ctx ends, then drains in-flight
+// requests for at most ShutdownTimeout. It returns nil after a clean
+// shutdown, or the listen or serve error.
+func (s *Server) Run(ctx context.Context) error {
+	l, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("api listen: %w", err)
+	}
+	return s.Serve(ctx, l)
+}
+
+// Serve is Run on a listener the caller opened (tests use port 0). It takes
+// ownership of l.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      s.cfg.CreateWait + 30*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	s.log.Info().Str("addr", l.Addr().String()).Msg("api listening")
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("api serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		defer cancel()
+		if err := hs.Shutdown(sctx); err != nil {
+			hs.Close()
+			return fmt.Errorf("api shutdown: %w", err)
+		}
+		return nil
+	})
+	err := g.Wait()
+	s.log.Info().Msg("api stopped")
+	return err
+}
+
+// routes wires every URL. Tenant and admin routes sit in separate groups so
+// one kind of token can never reach the other's handlers.
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.metrics.middleware, s.recoverer)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, errorf(errNoRoute, "no route %s %s", r.Method, r.URL.Path))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, errorf(errMethod, "method %s is not allowed on %s", r.Method, r.URL.Path))
+	})
+
+	r.Get("/healthz", s.healthz)
+	r.Method(http.MethodGet, "/metrics", s.metrics.handler())
+
+	r.Route("/v1", func(r chi.Router) {
+		r.Post("/tenants", s.signup)
+		r.Group(func(r chi.Router) {
+			r.Use(s.tenantAuth)
+			r.Post("/dbs", s.createDB)
+			r.Get("/dbs", s.listDBs)
+			r.Get("/dbs/{index}", s.getDB)
+			r.Patch("/dbs/{index}", s.patchDB)
+			r.Delete("/dbs/{index}", s.dropDB)
+			r.Get("/jobs/{id}", s.getJob)
+		})
+		r.Route("/admin", func(r chi.Router) {
+			r.Use(s.adminAuth)
+			r.Get("/pools", s.listPools)
+			r.Post("/pools/{size}/pairs", s.addPair)
+			r.Get("/spares", s.listSpares)
+			r.Post("/spares", s.addSpare)
+			r.Get("/proxies", s.listMembers(metadb.KindProxy))
+			r.Get("/keepers", s.listMembers(metadb.KindKeeper))
+			r.Get("/jobs", s.listJobs)
+		})
+	})
+	return r
+}
+
+// recoverer turns a handler panic into a logged 500, so no input can take
+// the process down.
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil || v == http.ErrAbortHandler {
+				if v != nil {
+					panic(v)
+				}
+				return
+			}
+			s.writeError(w, r, fmt.Errorf("panic: %v\n%s", v, debug.Stack()))
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		s.log.Warn().Err(err).Msg("metadb does not answer")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ok": false, "error": "metadb does not answer"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+}
