@@ -38,6 +38,9 @@ type Config struct {
 	// BackendTimeout bounds each command the master sends to a pair's
 	// Redis. Default 5s.
 	BackendTimeout time.Duration
+	// QuotaInterval is how often the leader compares measured sizes with
+	// quotas and bans or releases writes. Default 200ms.
+	QuotaInterval time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
@@ -49,6 +52,7 @@ func DefaultConfig() Config {
 		JobPoll:        100 * time.Millisecond,
 		StepRetryMax:   5 * time.Second,
 		BackendTimeout: 5 * time.Second,
+		QuotaInterval:  200 * time.Millisecond,
 	}
 }
 
@@ -75,6 +79,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BackendTimeout == 0 {
 		c.BackendTimeout = d.BackendTimeout
+	}
+	if c.QuotaInterval == 0 {
+		c.QuotaInterval = d.QuotaInterval
 	}
 	return nil
 }
@@ -154,6 +161,7 @@ func (m *Master) lead(ctx context.Context, f *metadb.Fence) error {
 	g.Go(func() error { return m.keepLease(gctx, f) })
 	g.Go(func() error { return m.jobLoop(gctx, f) })
 	g.Go(func() error { return m.assignLoop(gctx, f) })
+	g.Go(func() error { return m.quotaLoop(gctx, f) })
 	return g.Wait()
 }
 

@@ -107,6 +107,10 @@ type Subscriber struct {
 func (s *Store) Subscribe(ctx context.Context, sub Subscriber) error {
 	ps := s.rdb.Subscribe(ctx, keyBus)
 	defer ps.Close()
+	// Receive does not watch ctx: it blocks in a read until a message comes.
+	// Closing the subscription ends that read, so Subscribe returns when
+	// ctx ends even on a quiet bus.
+	defer context.AfterFunc(ctx, func() { _ = ps.Close() })()
 	var applied uint64
 	synced := false
 	resync := func() {
@@ -170,4 +174,10 @@ func (s *Store) Subscribe(ctx context.Context, sub Subscriber) error {
 			}
 		}
 	}
+}
+
+// BusSubscribers counts the connections subscribed to the bus right now.
+func (s *Store) BusSubscribers(ctx context.Context) (int64, error) {
+	n, err := s.rdb.PubSubNumSub(ctx, keyBus).Result()
+	return n[keyBus], err
 }

@@ -1,0 +1,89 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/granary-db/granary/metadb"
+	"github.com/granary-db/granary/proto/buspb"
+)
+
+// banChange is one quota decision: put a db under a write ban, or lift it.
+type banChange struct {
+	tenant string
+	index  int
+	ban    bool
+	used   int64
+	quota  int64
+}
+
+// decideBans is the quota policy: a serving db measured above its quota is
+// banned from growing; a banned db measured at or under its quota is
+// released. No hysteresis band is needed: while banned, a db cannot grow,
+// so it only crosses back down when the tenant deletes or keys expire.
+func decideBans(dbs []*metadb.DB) []banChange {
+	var out []banChange
+	for _, db := range dbs {
+		if db.State != metadb.DBActive && db.State != metadb.DBResizing {
+			continue
+		}
+		over := db.QuotaBytes > 0 && db.UsedBytes > db.QuotaBytes
+		if over != db.Banned {
+			out = append(out, banChange{tenant: db.Tenant, index: db.Index, ban: over, used: db.UsedBytes, quota: db.QuotaBytes})
+		}
+	}
+	return out
+}
+
+// quotaLoop applies decideBans to the recorded sizes every QuotaInterval.
+func (m *Master) quotaLoop(ctx context.Context, f *metadb.Fence) error {
+	t := time.NewTicker(m.cfg.QuotaInterval)
+	defer t.Stop()
+	for {
+		if err := m.applyQuotas(ctx, f); err != nil {
+			if errors.Is(err, metadb.ErrNotLeader) {
+				return err
+			}
+			if ctx.Err() == nil {
+				m.log.Warn().Err(err).Msg("quota pass failed")
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (m *Master) applyQuotas(ctx context.Context, f *metadb.Fence) error {
+	dbs, err := m.store.AllDBs(ctx)
+	if err != nil {
+		return fmt.Errorf("list dbs: %w", err)
+	}
+	for _, c := range decideBans(dbs) {
+		_, err := m.store.UpdateDB(ctx, f, m.sender(), c.tenant, c.index, func(db *metadb.DB) ([]*buspb.Envelope, error) {
+			if db.Banned == c.ban {
+				return nil, nil
+			}
+			db.Banned = c.ban
+			reason := ""
+			if c.ban {
+				reason = fmt.Sprintf("db uses %d bytes of its %d-byte quota", c.used, c.quota)
+			}
+			return []*buspb.Envelope{{Payload: &buspb.Envelope_WriteBan{WriteBan: &buspb.WriteBan{
+				Tenant: db.Tenant, Index: uint32(db.Index), Banned: c.ban, Reason: reason}}}}, nil
+		})
+		if err != nil {
+			if errors.Is(err, metadb.ErrNotFound) {
+				continue // dropped meanwhile
+			}
+			return err
+		}
+		m.log.Info().Str("tenant", c.tenant).Int("index", c.index).Bool("banned", c.ban).
+			Int64("used", c.used).Int64("quota", c.quota).Msg("write ban changed")
+	}
+	return nil
+}
