@@ -2,6 +2,7 @@ package tenantapi
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -14,18 +15,20 @@ import (
 
 // dbView is a tenant db as the API shows it.
 type dbView struct {
-	Index      int      `json:"index"`
-	Size       string   `json:"size"`
-	State      string   `json:"state"`
-	WriteMode  string   `json:"write_mode"`
-	UsedBytes  int64    `json:"used_bytes"`
-	QuotaBytes int64    `json:"quota_bytes"`
-	Banned     bool     `json:"banned"`
-	Endpoint   string   `json:"endpoint"`
-	URL        string   `json:"url"`
-	Slot       slotView `json:"slot"`
-	Job        string   `json:"job,omitempty"`
-	Created    string   `json:"created"`
+	Index      int    `json:"index"`
+	Size       string `json:"size"`
+	State      string `json:"state"`
+	WriteMode  string `json:"write_mode"`
+	UsedBytes  int64  `json:"used_bytes"`
+	QuotaBytes int64  `json:"quota_bytes"`
+	Banned     bool   `json:"banned"`
+	// Warning is set once the db uses 80 % of its quota or more.
+	Warning  string   `json:"warning,omitempty"`
+	Endpoint string   `json:"endpoint"`
+	URL      string   `json:"url"`
+	Slot     slotView `json:"slot"`
+	Job      string   `json:"job,omitempty"`
+	Created  string   `json:"created"`
 }
 
 type slotView struct {
@@ -42,6 +45,12 @@ func viewDB(db *metadb.DB) dbView {
 		UsedBytes: db.UsedBytes, QuotaBytes: db.QuotaBytes, Banned: db.Banned,
 		Endpoint: db.ProxyAddr, Slot: slotView{Pair: db.Pair, DB: db.SlotDB},
 		Job: db.Job, Created: db.Created,
+	}
+	switch {
+	case db.Banned:
+		v.Warning = "over quota: writes that grow the db are refused; delete keys or resize to a bigger size"
+	case db.QuotaBytes > 0 && db.UsedBytes*5 >= db.QuotaBytes*4:
+		v.Warning = fmt.Sprintf("db uses %d%% of its quota", db.UsedBytes*100/db.QuotaBytes)
 	}
 	if db.ProxyAddr != "" {
 		v.URL = "redis://" + db.Tenant + "@" + db.ProxyAddr + "/" + strconv.Itoa(db.Index)
