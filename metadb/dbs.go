@@ -238,7 +238,11 @@ func (s *Store) ReleaseSlot(ctx context.Context, f *Fence, jobID string) error {
 		}
 		ts := now()
 		job.State, job.Step, job.Progress, job.Updated = JobDone, "done", 1, ts
-		job.Log = append(job.Log, JobStep{Step: "free", At: ts, By: f.ID})
+		by := ""
+		if f != nil {
+			by = f.ID
+		}
+		job.Log = append(job.Log, JobStep{Step: "free", At: ts, By: by})
 		jobJSON, _ := json.Marshal(job)
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 			if db != nil && db.Job == jobID {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // Sentinel errors. Callers match them with errors.Is.
@@ -72,6 +73,11 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	opt, _ := redis.ParseURL(cfg.URL)
+	// Plain Redis does not know CLIENT MAINT_NOTIFICATIONS. In go-redis's
+	// default "auto" mode the refused handshake rewrites the client's options
+	// on a new connection while Watch copies them: a data race (go-redis
+	// #3739). The metadb is never a managed endpoint that would send them.
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	if cfg.PoolSize > 0 {
 		opt.PoolSize = cfg.PoolSize
 	}
@@ -142,7 +148,10 @@ func (s *Store) confirm(ctx context.Context, c doer) error {
 	if s.cfg.Replicas == 0 {
 		return nil
 	}
-	n, err := c.Do(ctx, "WAIT", s.cfg.Replicas, s.cfg.ConfirmTimeout.Milliseconds()).Int64()
+	// The typed Wait stretches the read deadline to the WAIT timeout; a raw
+	// Do("WAIT") hits the client's read timeout (3s) first and breaks the
+	// connection instead of reporting ErrNotConfirmed.
+	n, err := c.Wait(ctx, s.cfg.Replicas, s.cfg.ConfirmTimeout).Result()
 	if err != nil {
 		return fmt.Errorf("wait: %w", err)
 	}
@@ -153,7 +162,7 @@ func (s *Store) confirm(ctx context.Context, c doer) error {
 }
 
 type doer interface {
-	Do(ctx context.Context, args ...any) *redis.Cmd
+	Wait(ctx context.Context, numSlaves int, timeout time.Duration) *redis.IntCmd
 }
 
 // runConfirmed runs WAIT after a script on a dedicated connection.

@@ -50,7 +50,11 @@ func CheckPair(size Size, dbs []int, master, replica ServerView) error {
 	if len(dbs) == 0 {
 		return fail("no db numbers given")
 	}
-	maxDB := dbs[len(dbs)-1]
+	// dbs need not be sorted: the highest number decides what `databases` must cover.
+	maxDB := dbs[0]
+	for _, d := range dbs {
+		maxDB = max(maxDB, d)
+	}
 	need := int64(len(dbs)) * size.Bytes()
 	for _, s := range []ServerView{master, replica} {
 		if s.Databases <= maxDB {
