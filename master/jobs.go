@@ -111,7 +111,7 @@ func (m *Master) runJob(ctx context.Context, f *metadb.Fence, id string) {
 			if j.Step != cur.name {
 				return nil // someone recorded it already
 			}
-			j.Log = append(j.Log, metadb.JobStep{Step: cur.name, At: time.Now().UTC().Format(time.RFC3339Nano), By: f.ID})
+			j.Log = append(j.Log, metadb.JobStep{Step: cur.name, At: metadb.Timestamp(time.Now()), By: f.ID})
 			j.Error = ""
 			if next == "done" {
 				j.State, j.Step, j.Progress = metadb.JobDone, "done", 1

@@ -100,6 +100,13 @@ type Subscriber struct {
 	OnError func(err error)
 }
 
+// The bus keep-alive: a ping every busPing; silence for busSilence means
+// the connection is dead.
+const (
+	busPing    = 2 * time.Second
+	busSilence = 3 * busPing
+)
+
 // Subscribe delivers bus messages to sub until ctx ends. It blocks. go-redis
 // reconnects and resubscribes by itself after a dropped connection; each
 // (re)subscription triggers a resync because messages published meanwhile
@@ -111,6 +118,22 @@ func (s *Store) Subscribe(ctx context.Context, sub Subscriber) error {
 	// Closing the subscription ends that read, so Subscribe returns when
 	// ctx ends even on a quiet bus.
 	defer context.AfterFunc(ctx, func() { _ = ps.Close() })()
+	// A metadb host that vanishes without closing the connection would
+	// leave Receive blocked forever. Pinging keeps traffic flowing, and a
+	// read that sees nothing for busSilence means the link is dead: the
+	// timeout makes go-redis drop the connection and redial.
+	go func() {
+		t := time.NewTicker(busPing)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = ps.Ping(ctx)
+			}
+		}
+	}()
 	var applied uint64
 	synced := false
 	resync := func() {
@@ -131,7 +154,7 @@ func (s *Store) Subscribe(ctx context.Context, sub Subscriber) error {
 		}
 	}
 	for {
-		msg, err := ps.Receive(ctx)
+		msg, err := ps.ReceiveTimeout(ctx, busSilence)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil

@@ -125,4 +125,12 @@ type Job struct {
 	Data     map[string]string `json:"data,omitempty"`
 }
 
-func now() string { return time.Now().UTC().Format(time.RFC3339Nano) }
+// timeFormat is RFC 3339 with a fixed-width fraction, so that timestamps
+// sort as strings (RFC3339Nano drops trailing zeros).
+const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+func now() string { return Timestamp(time.Now()) }
+
+// Timestamp formats t the way records store times: UTC, RFC 3339 with a
+// fixed-width fraction, so that timestamps sort as strings.
+func Timestamp(t time.Time) string { return t.UTC().Format(timeFormat) }

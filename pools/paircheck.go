@@ -3,6 +3,8 @@ package pools
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 )
 
 // ErrPairCheck is wrapped by every reason CheckPair refuses a pair.
@@ -47,6 +49,11 @@ func CheckPair(size Size, dbs []int, master, replica ServerView) error {
 	if replica.Role != "slave" || !replica.LinkUp || replica.ReplID != master.ReplID {
 		return fail("replica %s does not follow master %s (role %s, link up %v)", replica.Addr, master.Addr, replica.Role, replica.LinkUp)
 	}
+	// A replica chained behind another replica shares the master's
+	// replication id; only its master_host/port say whom it follows.
+	if !followsDirectly(replica, master.Addr) {
+		return fail("replica %s follows %s:%d, not master %s directly", replica.Addr, replica.MasterHost, replica.MasterPort, master.Addr)
+	}
 	if len(dbs) == 0 {
 		return fail("no db numbers given")
 	}
@@ -77,4 +84,23 @@ func CheckPair(size Size, dbs []int, master, replica ServerView) error {
 		}
 	}
 	return nil
+}
+
+// followsDirectly compares the replica's master_host/master_port with the
+// master's address. Ports must match; hosts are compared when both are IP
+// literals (a name and an address cannot be compared without I/O, and the
+// replication id check already tied the two together).
+func followsDirectly(replica ServerView, masterAddr string) bool {
+	host, port, err := net.SplitHostPort(masterAddr)
+	if err != nil {
+		return false
+	}
+	if strconv.Itoa(replica.MasterPort) != port {
+		return false
+	}
+	a, b := net.ParseIP(host), net.ParseIP(replica.MasterHost)
+	if a != nil && b != nil {
+		return a.Equal(b) || (a.IsLoopback() && b.IsLoopback())
+	}
+	return true
 }
