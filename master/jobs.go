@@ -17,6 +17,11 @@ var errWait = errors.New("waiting")
 // be idempotent, because a new leader repeats the step it finds recorded
 // when the old leader died between doing it and recording it. run returns
 // the job's next step, or "" when run itself finished the job.
+//
+// A step with a nil run belongs to the keeper watching the job's pair: the
+// master waits while the keeper performs it and records the next step
+// itself (metadb.Store.UpdateJob); if that keeper dies, the master assigns
+// the pair to another keeper, which resumes the step.
 type step struct {
 	name string
 	run  func(ctx context.Context, f *metadb.Fence, j *metadb.Job) (next string, err error)
@@ -77,6 +82,12 @@ func (m *Master) runJob(ctx context.Context, f *metadb.Fence, id string) {
 		if cur == nil {
 			m.failJob(ctx, f, id, fmt.Sprintf("unknown step %q of %s job", j.Step, j.Kind))
 			return
+		}
+		if cur.run == nil {
+			if !sleep(ctx, m.cfg.JobPoll) {
+				return
+			}
+			continue
 		}
 		next, err := cur.run(ctx, f, j)
 		switch {
