@@ -14,12 +14,14 @@ import (
 //	granary:tenants                SET   tenant names
 //	granary:tenant:<name>          STR   JSON Tenant (credentials hashed)
 //	granary:tenant:<name>:dbs      HASH  db index -> JSON DB (the tenant's dbs and the slot serving each)
+//	granary:tenant:<name>:sizes    HASH  db index -> JSON DBSize (the keeper's last measurement of the db)
 //	granary:token:<sha256 hex>     STR   tenant name owning an API token
 //	granary:pairs                  SET   all pair ids
 //	granary:pool:<size>            SET   pair ids of one size class ("64M")
 //	granary:pair:<id>              STR   JSON Pair
 //	granary:pair:<id>:free         SET   free db numbers of a pair
 //	granary:pair:<id>:owners       HASH  db number -> "<tenant>/<index>" owning it
+//	granary:pair:<id>:health       STR   JSON PairHealth: the watching keeper's last report on the pair
 //	granary:addrs                  HASH  host:port -> "pair <id> master|replica" or "spare"
 //	granary:spares                 SET   spare server addresses
 //	granary:proxies                ZSET  proxy id -> lease expiry (unix ms)
@@ -58,3 +60,6 @@ func keyJob(id string) string         { return "granary:job:" + id }
 func keySeq(name string) string       { return "granary:seq:" + name }
 
 func field(index int) string { return strconv.Itoa(index) }
+
+func keyPairHealth(id string) string    { return "granary:pair:" + id + ":health" }
+func keyTenantSizes(name string) string { return "granary:tenant:" + name + ":sizes" }

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"flag"
+
+	"github.com/granary-db/granary/keeper"
+	"github.com/granary-db/granary/metadb"
+	"github.com/rs/zerolog"
+)
+
+func init() {
+	register("keeper", "agent beside the Redis servers: health, sizing", runKeeper)
+}
+
+func runKeeper(ctx context.Context, log zerolog.Logger, args []string) error {
+	fs := flag.NewFlagSet("keeper", flag.ContinueOnError)
+	mc := metadbFlags(fs)
+	cfg := keeper.DefaultConfig()
+	fs.StringVar(&cfg.ID, "id", cfg.ID, "keeper id in its lease and in the pairs assigned to it")
+	fs.DurationVar(&cfg.LeaseTTL, "lease", cfg.LeaseTTL, "keeper lease time; its pairs move to another keeper within it after a crash")
+	fs.DurationVar(&cfg.PairsPoll, "pairs-poll", cfg.PairsPoll, "how often to read which pairs are assigned to this keeper")
+	fs.DurationVar(&cfg.ProbeInterval, "probe-interval", cfg.ProbeInterval, "how often each watched server gets PING and INFO")
+	fs.DurationVar(&cfg.ProbeTimeout, "probe-timeout", cfg.ProbeTimeout, "a probe slower than this counts as the server being down")
+	fs.DurationVar(&cfg.ReportInterval, "report-interval", cfg.ReportInterval, "a pair's health report is rewritten at least this often")
+	fs.DurationVar(&cfg.SizingSweep, "sizing-sweep", cfg.SizingSweep, "every db on this keeper's pairs is measured at least this often")
+	fs.DurationVar(&cfg.MeasureGap, "measure-gap", cfg.MeasureGap, "shortest time between two measurements of one db")
+	fs.IntVar(&cfg.MeasureWorkers, "measure-workers", cfg.MeasureWorkers, "dbs measured at once")
+	fs.DurationVar(&cfg.MeasureTimeout, "measure-timeout", cfg.MeasureTimeout, "bound of one measurement")
+	fs.DurationVar(&cfg.Recalibrate, "recalibrate", cfg.Recalibrate, "measure each db exactly (every key) this often from the sweep; negative disables")
+	fs.Int64Var(&cfg.ExactKeys, "exact-keys", cfg.ExactKeys, "dbs with at most this many keys are always measured exactly; negative: only recalibration is exact")
+	fs.Int64Var(&cfg.SampleKeys, "sample-keys", cfg.SampleKeys, "pilot sample of a sampled measurement")
+	fs.Int64Var(&cfg.MaxSampleKeys, "max-sample-keys", cfg.MaxSampleKeys, "most keys a sampled measurement reads")
+	fs.Float64Var(&cfg.TargetError, "target-error", cfg.TargetError, "relative half-width of the 95% interval a sampled measurement aims at")
+	fs.IntVar(&cfg.ElementSamples, "element-samples", cfg.ElementSamples, "MEMORY USAGE SAMPLES in sampled measurements; negative: every element")
+	fs.IntVar(&cfg.ScanBatch, "scan-batch", cfg.ScanBatch, "SCAN COUNT, keys per round trip when measuring")
+	fs.IntVar(&cfg.BigKeys, "big-keys", cfg.BigKeys, "largest keys of a db measured every time instead of sampled")
+	fs.Float64Var(&cfg.BigKeyFactor, "big-key-factor", cfg.BigKeyFactor, "times the mean key size a key must be to count as big")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	store, err := metadb.Open(*mc)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	k, err := keeper.New(cfg, store, log)
+	if err != nil {
+		return err
+	}
+	return k.Run(ctx)
+}

@@ -1,0 +1,188 @@
+package keeper
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// Config of a keeper. Zero values take the defaults of DefaultConfig.
+type Config struct {
+	// ID names the keeper in its lease and in Pair.Keeper; default
+	// hostname-pid. Two keepers must not share an id.
+	ID string
+	// LeaseTTL is how long the keeper's lease lasts without renewal; it is
+	// renewed every third of it. A keeper that could not renew for a whole
+	// LeaseTTL stops reporting and measuring until it renews, because the
+	// master may have given its pairs to another keeper. Default 3s.
+	LeaseTTL time.Duration
+	// PairsPoll is how often the keeper reads which pairs it is assigned.
+	// Default 1s.
+	PairsPoll time.Duration
+
+	// ProbeInterval is how often each server of a watched pair gets PING
+	// and INFO server+replication. Default 250ms.
+	ProbeInterval time.Duration
+	// ProbeTimeout bounds one probe of one server; a probe that takes
+	// longer counts as the server being down. Default 500ms.
+	ProbeTimeout time.Duration
+	// ReportInterval: a pair's health report is written on every change of
+	// up/down, role, link or run id, and at least this often otherwise.
+	// Default 1s.
+	ReportInterval time.Duration
+
+	// SizingSweep is how often every db on the keeper's pairs is measured,
+	// written or not. Default 60s.
+	SizingSweep time.Duration
+	// MeasureGap is the shortest time between two measurements of one db;
+	// writes reported meanwhile are coalesced into the next one. Default
+	// 500ms.
+	MeasureGap time.Duration
+	// MeasureWorkers is how many dbs are measured at once. Default 2.
+	MeasureWorkers int
+	// MeasureTimeout bounds one measurement (exact passes of big dbs take
+	// longest: about 8s per million keys). Default 2m.
+	MeasureTimeout time.Duration
+	// Recalibrate: the sweep measures a db exactly (every key) when its last
+	// exact measurement is older than this, which also refreshes the list
+	// of big keys measured every time. Negative disables. Default 1h.
+	Recalibrate time.Duration
+
+	// ExactKeys: dbs with at most this many keys are always measured
+	// exactly; negative: only recalibration is exact. Default 20000.
+	ExactKeys int64
+	// SampleKeys is the pilot sample of a sampled measurement: the spread
+	// of its key sizes decides how many more keys to read. Default 2000.
+	SampleKeys int64
+	// MaxSampleKeys caps the keys read by a sampled measurement. At the
+	// default, 10000, a 1M-key db costs about 1% of an exact pass.
+	MaxSampleKeys int64
+	// TargetError is the relative half-width of the 95% interval a sampled
+	// measurement aims at (within MaxSampleKeys). Default 0.02.
+	TargetError float64
+	// ElementSamples is the SAMPLES argument of MEMORY USAGE in sampled
+	// measurements: how many elements of a collection are read to size it.
+	// Negative means every element (SAMPLES 0). Default 5 (Redis's own
+	// default).
+	ElementSamples int
+	// ScanBatch is the SCAN COUNT, and so the keys per round trip. Default
+	// 500.
+	ScanBatch int
+	// BigKeys is how many of a db's largest keys are measured in every
+	// measurement instead of being sampled; BigKeyFactor is how many times
+	// the mean key size a key must be to count as big. Defaults 64 and 16.
+	BigKeys      int
+	BigKeyFactor float64
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		ID:             fmt.Sprintf("%s-%d", host, os.Getpid()),
+		LeaseTTL:       3 * time.Second,
+		PairsPoll:      time.Second,
+		ProbeInterval:  250 * time.Millisecond,
+		ProbeTimeout:   500 * time.Millisecond,
+		ReportInterval: time.Second,
+		SizingSweep:    60 * time.Second,
+		MeasureGap:     500 * time.Millisecond,
+		MeasureWorkers: 2,
+		MeasureTimeout: 2 * time.Minute,
+		Recalibrate:    time.Hour,
+		ExactKeys:      20000,
+		SampleKeys:     2000,
+		MaxSampleKeys:  10000,
+		TargetError:    0.02,
+		ElementSamples: 5,
+		ScanBatch:      500,
+		BigKeys:        64,
+		BigKeyFactor:   16,
+	}
+}
+
+// Validate fills zero fields with their defaults and checks the rest.
+func (c *Config) Validate() error {
+	d := DefaultConfig()
+	fill := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	if c.ID == "" {
+		c.ID = d.ID
+	}
+	fill(&c.LeaseTTL, d.LeaseTTL)
+	fill(&c.PairsPoll, d.PairsPoll)
+	fill(&c.ProbeInterval, d.ProbeInterval)
+	fill(&c.ProbeTimeout, d.ProbeTimeout)
+	fill(&c.ReportInterval, d.ReportInterval)
+	fill(&c.SizingSweep, d.SizingSweep)
+	fill(&c.MeasureGap, d.MeasureGap)
+	fill(&c.MeasureTimeout, d.MeasureTimeout)
+	fill(&c.Recalibrate, d.Recalibrate)
+	if c.MeasureWorkers == 0 {
+		c.MeasureWorkers = d.MeasureWorkers
+	}
+	if c.ExactKeys == 0 {
+		c.ExactKeys = d.ExactKeys
+	}
+	if c.SampleKeys == 0 {
+		c.SampleKeys = d.SampleKeys
+	}
+	if c.MaxSampleKeys == 0 {
+		c.MaxSampleKeys = d.MaxSampleKeys
+	}
+	if c.TargetError == 0 {
+		c.TargetError = d.TargetError
+	}
+	if c.ElementSamples == 0 {
+		c.ElementSamples = d.ElementSamples
+	}
+	if c.ScanBatch == 0 {
+		c.ScanBatch = d.ScanBatch
+	}
+	if c.BigKeys == 0 {
+		c.BigKeys = d.BigKeys
+	}
+	if c.BigKeyFactor == 0 {
+		c.BigKeyFactor = d.BigKeyFactor
+	}
+	switch {
+	case c.LeaseTTL < 100*time.Millisecond:
+		return fmt.Errorf("lease ttl %v is below 100ms", c.LeaseTTL)
+	case c.ProbeInterval < 10*time.Millisecond:
+		return fmt.Errorf("probe interval %v is below 10ms", c.ProbeInterval)
+	case c.PairsPoll < 0, c.ProbeTimeout < 0, c.ReportInterval < 0, c.SizingSweep < 0,
+		c.MeasureGap < 0, c.MeasureTimeout < 0:
+		return fmt.Errorf("negative duration in keeper config")
+	case c.MeasureWorkers < 1:
+		return fmt.Errorf("measure workers %d < 1", c.MeasureWorkers)
+	case c.SampleKeys < 2:
+		return fmt.Errorf("sample keys %d < 2", c.SampleKeys)
+	case c.MaxSampleKeys < c.SampleKeys:
+		return fmt.Errorf("max sample keys %d < sample keys %d", c.MaxSampleKeys, c.SampleKeys)
+	case c.TargetError <= 0 || c.TargetError >= 1:
+		return fmt.Errorf("target error %v is not in (0, 1)", c.TargetError)
+	case c.ScanBatch < 1:
+		return fmt.Errorf("scan batch %d < 1", c.ScanBatch)
+	case c.BigKeys < 0 || c.BigKeyFactor < 1:
+		return fmt.Errorf("big keys %d / factor %v: want >= 0 / >= 1", c.BigKeys, c.BigKeyFactor)
+	}
+	return nil
+}
+
+func (c *Config) sizing() sizing {
+	samples := c.ElementSamples
+	if samples < 0 {
+		samples = 0
+	}
+	return sizing{
+		exactKeys:      c.ExactKeys,
+		plan:           samplePlan{pilot: c.SampleKeys, max: c.MaxSampleKeys, target: c.TargetError},
+		elementSamples: samples,
+		batch:          c.ScanBatch,
+		bigKeys:        c.BigKeys,
+		bigKeyFactor:   c.BigKeyFactor,
+	}
+}
