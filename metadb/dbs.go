@@ -247,6 +247,9 @@ func (s *Store) ReleaseSlot(ctx context.Context, f *Fence, jobID string) error {
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 			if db != nil && db.Job == jobID {
 				pl.HDel(ctx, keyTenantDBs(job.Tenant), field(job.Index))
+				// The measurement belongs to the dropped db, not to a
+				// later db that may reuse the index.
+				pl.HDel(ctx, keyTenantSizes(job.Tenant), field(job.Index))
 			}
 			if cur == owner {
 				pl.HDel(ctx, keyPairOwners(job.Pair), field(job.SlotDB))

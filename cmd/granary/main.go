@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 )
 
@@ -48,7 +50,13 @@ func main() {
 	if lv, err := zerolog.ParseLevel(os.Getenv("GRANARY_LOG_LEVEL")); err == nil && lv != zerolog.NoLevel {
 		log = log.Level(lv)
 	}
+	// go-redis logs every failed dial on its own; the components report
+	// backend errors themselves, once, with context.
+	redis.SetLogger(quietRedisLogger{})
 	if err := cmd.run(ctx, log, os.Args[2:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
 		log.Error().Err(err).Msg("exit")
 		os.Exit(1)
 	}
@@ -89,3 +97,8 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	})
 	return err
 }
+
+// quietRedisLogger drops go-redis's internal log lines.
+type quietRedisLogger struct{}
+
+func (quietRedisLogger) Printf(context.Context, string, ...interface{}) {}
