@@ -19,6 +19,9 @@ type Config struct {
 	// PairsPoll is how often the keeper reads which pairs it is assigned.
 	// Default 1s.
 	PairsPoll time.Duration
+	// JobPoll is how often the keeper looks for job steps it owns on its
+	// pairs (copy, attach …). Default 100ms.
+	JobPoll time.Duration
 
 	// ProbeInterval is how often each server of a watched pair gets PING
 	// and INFO server+replication. Default 250ms.
@@ -82,6 +85,7 @@ func DefaultConfig() Config {
 		ID:             fmt.Sprintf("%s-%d", host, os.Getpid()),
 		LeaseTTL:       3 * time.Second,
 		PairsPoll:      time.Second,
+		JobPoll:        100 * time.Millisecond,
 		ProbeInterval:  250 * time.Millisecond,
 		ProbeTimeout:   500 * time.Millisecond,
 		ReportInterval: time.Second,
@@ -114,6 +118,7 @@ func (c *Config) Validate() error {
 	}
 	fill(&c.LeaseTTL, d.LeaseTTL)
 	fill(&c.PairsPoll, d.PairsPoll)
+	fill(&c.JobPoll, d.JobPoll)
 	fill(&c.ProbeInterval, d.ProbeInterval)
 	fill(&c.ProbeTimeout, d.ProbeTimeout)
 	fill(&c.ReportInterval, d.ReportInterval)

@@ -33,6 +33,8 @@ type Store interface {
 	Subscribe(ctx context.Context, sub metadb.Subscriber) error
 	Version(ctx context.Context) (uint64, error)
 	Publish(ctx context.Context, sender string, env *buspb.Envelope) error
+	ActiveJobs(ctx context.Context) ([]*metadb.Job, error)
+	UpdateJob(ctx context.Context, f *metadb.Fence, id string, fn func(*metadb.Job) error) (*metadb.Job, error)
 }
 
 // Keeper is one keeper process.
@@ -107,6 +109,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 	g.Go(func() error { return k.pairsLoop(gctx) })
 	g.Go(func() error { return k.busLoop(gctx) })
 	g.Go(func() error { return k.sweepLoop(gctx) })
+	g.Go(func() error { return k.jobsLoop(gctx) })
 	for i := 0; i < k.cfg.MeasureWorkers; i++ {
 		g.Go(func() error { return k.measureLoop(gctx) })
 	}
