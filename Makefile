@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := bin/granary
 DEV_DIR ?= .dev
 
-.PHONY: dev test deps build proto vet fuzz clean
+.PHONY: dev test deps build proto vet fuzz clean bench-proxy
 
 ## dev: start a whole local cluster (Ctrl-C stops it) and print how to connect
 dev: deps build
@@ -34,6 +34,10 @@ vet:
 FUZZTIME ?= 10s
 fuzz:
 	bash scripts/fuzz.sh $(FUZZTIME)
+
+## bench-proxy: proxy benchmark vs twemproxy and direct Redis (results in docs/benchmarks.md)
+bench-proxy:
+	bash scripts/bench-proxy.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf bin $(DEV_DIR)

@@ -1,0 +1,230 @@
+// Command benchproxy measures Granary's proxy against twemproxy and against
+// the Redis it fronts (issue 3, "Performance"). Run it as
+//
+//	go run ./e2e/benchproxy [--rounds 5] [--seconds 3]
+//
+// or through scripts/bench-proxy.sh, which installs what is missing and
+// builds bin/granary first.
+//
+// It starts a whole cluster of real processes, each in its own process
+// group and all stopped at exit (also on SIGINT): a metadb, a pair (master
+// and replica, maxmemory 2gb, 16 databases), `granary master`, `granary api`,
+// `granary proxy --gomaxprocs 1`, and nutcracker in front of the pair master
+// (-v 4, preconnect). Over REST it signs up a tenant and creates two 64M
+// dbs, one left in the default confirmed write mode and one switched to
+// async, and waits until both answer through the proxy with the tenant's
+// credentials.
+//
+// Then, round after round, it runs redis-benchmark (50 clients, SET and
+// GET, pipeline 1 and 16) against each target in turn: (a) the pair master
+// directly, (b) twemproxy, (c) the async db and (d) the confirmed db
+// through Granary (SET only: its reads are the async db's), plus (e) a
+// naive confirmed SET done by this program, which brackets every write
+// with INFO replication (see runNaive). Configurations are interleaved and
+// the order of targets rotates every round, so slow drift of a shared
+// machine spreads over all targets. Each run's request count follows the
+// throughput seen so far (a pilot run first), so that it lasts about
+// --seconds; the naive client runs for --seconds.
+//
+// It prints, per target, test and pipeline, the medians over the rounds of
+// throughput, p50 and p99 (from redis-benchmark's CSV) and of the proxy's
+// CPU time per request (utime+stime of the proxy process from /proc,
+// before and after each run, divided by the requests), then the issue's
+// ratios (the median of per-round ratios) with their targets, PASS or MISS.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	rounds       int
+	seconds      float64
+	clients      int
+	bin          string
+	dir          string
+	keep         bool
+	gomaxprocs   int
+	twemConns    int
+	readyTimeout time.Duration
+	proxyFlags   []string
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds; medians are taken over them")
+	flag.Float64Var(&o.seconds, "seconds", 3, "approximate length of each redis-benchmark run")
+	flag.IntVar(&o.clients, "clients", 50, "redis-benchmark clients (and naive-client goroutines)")
+	flag.StringVar(&o.bin, "bin", "bin/granary", "granary binary")
+	flag.StringVar(&o.dir, "dir", "", "work folder for data and logs (default: a temporary folder)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work folder (it is always kept on failure)")
+	flag.IntVar(&o.gomaxprocs, "gomaxprocs", 1, "the proxy's --gomaxprocs")
+	flag.IntVar(&o.twemConns, "twemproxy-conns", 1, "nutcracker server_connections")
+	flag.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "bound on each setup wait")
+	flag.Func("proxy-flag", "extra flag for granary proxy, e.g. --proxy-flag=--backend-conns=4 (repeatable)",
+		func(s string) error { o.proxyFlags = append(o.proxyFlags, s); return nil })
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "benchproxy:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) (err error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if o.dir == "" {
+		if o.dir, err = os.MkdirTemp("", "benchproxy-"); err != nil {
+			return err
+		}
+	} else if err := os.MkdirAll(o.dir, 0o755); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil || o.keep {
+			fmt.Fprintf(os.Stderr, "logs and data kept in %s\n", o.dir)
+		} else {
+			os.RemoveAll(o.dir)
+		}
+	}()
+	if _, err := os.Stat(o.bin); err != nil {
+		return fmt.Errorf("granary binary: %w (go build -o bin/granary ./cmd/granary)", err)
+	}
+	for _, c := range []string{"redis-server", "redis-benchmark"} {
+		if _, err := exec.LookPath(c); err != nil {
+			return fmt.Errorf("%w (bash scripts/deps.sh redis-server redis-tools)", err)
+		}
+	}
+
+	load0 := loadavg()
+	c := &cluster{dir: o.dir}
+	defer c.stop()
+	logf("starting the cluster in %s", o.dir)
+	if err := startCluster(ctx, c, o); err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	logf("ready: master %s replica %s twemproxy %s (pid %d) granary proxy %s (pid %d), tenant %s, confirmed db %d, async db %d",
+		c.master, c.replica, c.twemAddr, c.twem.pid(), c.proxyAddr, c.proxy.pid(), c.user, c.confDB, c.asyncDB)
+
+	targets := map[string]target{
+		tDirect:    {name: tDirect, addr: c.master},
+		tTwem:      {name: tTwem, addr: c.twemAddr, pid: c.twem.pid()},
+		tAsync:     {name: tAsync, addr: c.proxyAddr, db: c.asyncDB, user: c.user, pass: c.password, pid: c.proxy.pid()},
+		tConfirmed: {name: tConfirmed, addr: c.proxyAddr, db: c.confDB, user: c.user, pass: c.password, pid: c.proxy.pid()},
+	}
+	plan := []struct {
+		test    string
+		pipe    int
+		targets []string
+	}{
+		{"SET", 1, []string{tDirect, tTwem, tAsync, tConfirmed, tNaive}},
+		{"GET", 1, []string{tDirect, tTwem, tAsync}},
+		{"SET", 16, []string{tDirect, tTwem, tAsync, tConfirmed}},
+		{"GET", 16, []string{tDirect, tTwem, tAsync}},
+	}
+	tick := clockTick()
+	naiveDur := time.Duration(o.seconds * float64(time.Second))
+
+	// Pilot runs warm every path up (SET first, so GETs find the key).
+	// Each run's request count is then the median throughput seen so far
+	// for its configuration times o.seconds, so a run lasts about that
+	// long however fast the target is, and a noisy pilot is soon outvoted.
+	seen := map[cfgKey][]float64{}
+	requests := func(k cfgKey) int {
+		return max(int(math.Round(median(seen[k])*o.seconds/1000))*1000, 1000)
+	}
+	for _, p := range plan {
+		for _, name := range p.targets {
+			if name == tNaive {
+				continue
+			}
+			k := cfgKey{name, p.test, p.pipe}
+			s := runBench(ctx, targets[name], p.test, p.pipe, o.clients, 10000*p.pipe, tick)
+			if ctx.Err() != nil {
+				return fmt.Errorf("interrupted: %w", ctx.Err())
+			}
+			if s.err != nil {
+				return fmt.Errorf("pilot: %w", s.err)
+			}
+			seen[k] = append(seen[k], s.rps)
+			logf("pilot %-28s %8.0f rps", k, s.rps)
+		}
+	}
+
+	var res results
+	warned := map[string]bool{}
+	for round := 0; round < o.rounds; round++ {
+		for _, p := range plan {
+			names := rotate(p.targets, round)
+			for _, name := range names {
+				if ctx.Err() != nil {
+					return fmt.Errorf("interrupted: %w", ctx.Err())
+				}
+				k := cfgKey{name, p.test, p.pipe}
+				var s sample
+				if name == tNaive {
+					s = runNaive(ctx, c.master, c.replica, o.clients, naiveDur)
+				} else {
+					s = runBench(ctx, targets[name], p.test, p.pipe, o.clients, requests(k), tick)
+				}
+				seen[k] = append(seen[k], s.rps)
+				res.add(k, s)
+				if s.err != nil {
+					logf("round %d/%d %-28s FAILED: %v", round+1, o.rounds, k, s.err)
+					if err := c.alive(); err != nil {
+						return err
+					}
+					continue
+				}
+				if s.warn != "" && !warned[name] {
+					warned[name] = true
+					logf("redis-benchmark against %s warns: %s", name, s.warn)
+				}
+				logf("round %d/%d %-28s %8.0f rps  p50 %6.3f  p99 %6.3f ms  cpu %s µs/req  (%d requests)",
+					round+1, o.rounds, k, s.rps, s.p50, s.p99, num(s.cpu, "%.2f"), s.requests)
+			}
+		}
+	}
+
+	host, _ := os.Hostname()
+	proxyArgs := strings.Join(append([]string{"--gomaxprocs", fmt.Sprint(o.gomaxprocs)}, o.proxyFlags...), " ")
+	fmt.Printf("\nbenchproxy: %d rounds (medians), %d clients, ~%.0fs per run; granary proxy %s; nutcracker -v 4, server_connections %d\n",
+		o.rounds, o.clients, o.seconds, proxyArgs, o.twemConns)
+	fmt.Printf("host %s, %d CPUs, %s, load average %s at start, %s at end\n\n",
+		host, runtime.NumCPU(), time.Now().Format("2006-01-02 15:04 MST"), load0, loadavg())
+	res.print(os.Stdout)
+	if errs := res.errorsOf(); len(errs) > 0 {
+		fmt.Printf("\n%d failed runs (excluded from the medians):\n  %s\n", len(errs), strings.Join(errs, "\n  "))
+	}
+	return nil
+}
+
+// rotate returns names starting at index round (mod len), so that no
+// target always runs first or last in its group.
+func rotate(names []string, round int) []string {
+	i := round % len(names)
+	return append(append([]string{}, names[i:]...), names[:i]...)
+}
+
+// loadavg is the 1-minute load average: how busy the shared machine was.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", a...)
+}
