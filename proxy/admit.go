@@ -1,0 +1,180 @@
+package proxy
+
+import (
+	"fmt"
+	"time"
+)
+
+// The write path's rules: which connection a write and the reads after it
+// take (read-your-writes), self-fencing, quota bans and resize holds.
+
+// sendWrite dispatches a write (or script) to g, a group on db's master.
+func (c *client) sendWrite(db *dbRoute, g *group, raw []byte) {
+	if c.lastGroup != nil && c.lastGroup != g {
+		// Writes of one batch that take different connections (a SET,
+		// then an EVAL) must still execute in order.
+		c.w.wait()
+	}
+	r := c.newReq()
+	r.raw, r.write, r.confirm = raw, true, db.confirmed
+	c.lastGroup = g
+	c.noteWrite(db.st, g, r)
+	c.statDB(db.st)
+	c.stats.write++
+	c.w.add()
+	g.send(c.pin, r)
+}
+
+// sendRead dispatches a read: to the replica unless the client has a write
+// to this db that the replica may not have yet.
+func (c *client) sendRead(db *dbRoute, raw []byte) {
+	g := db.replica
+	if wg := c.batchWrote(db.st); wg != nil {
+		g = wg // same connection as this batch's write to the db: ordered
+	} else if g == nil || c.mustReadMaster(db) || g.isDown() {
+		g = db.master
+	}
+	r := c.newReq()
+	r.raw = raw
+	c.statDB(db.st)
+	c.stats.reads++
+	c.w.add()
+	g.send(c.pin, r)
+}
+
+// batchWrite is the last write of the current batch to one db.
+type batchWrite struct {
+	st *dbState
+	g  *group
+	r  *request
+}
+
+func (c *client) noteWrite(st *dbState, g *group, r *request) {
+	for i := range c.bw {
+		if c.bw[i].st == st {
+			c.bw[i].g, c.bw[i].r = g, r
+			return
+		}
+	}
+	c.bw = append(c.bw, batchWrite{st, g, r})
+}
+
+// batchWrote is the connection this batch last wrote db on, or nil.
+func (c *client) batchWrote(st *dbState) *group {
+	for i := range c.bw {
+		if c.bw[i].st == st {
+			return c.bw[i].g
+		}
+	}
+	return nil
+}
+
+// mustReadMaster reports whether an earlier batch's write to db may still be
+// missing on the replica.
+func (c *client) mustReadMaster(db *dbRoute) bool {
+	for i := 0; i < len(c.ryw); i++ {
+		m := c.ryw[i]
+		if m.st != db.st {
+			continue
+		}
+		if m.conn.ackedSeq.Load() >= m.seq || m.conn.dead.Load() {
+			c.ryw[i] = c.ryw[len(c.ryw)-1]
+			c.ryw = c.ryw[:len(c.ryw)-1]
+			return false
+		}
+		return true
+	}
+	return false
+}
+
+// admitWrite applies self-fencing, the quota ban and a resize hold to a
+// write to db, and counts it as in flight. It may block on a hold; it
+// returns the (possibly new) route to write to.
+func (c *client) admitWrite(db *dbRoute, denyoom bool) (*dbRoute, error) {
+	for {
+		if c.clock() > c.p.fenceAt.Load() {
+			return nil, ErrFenced
+		}
+		if denyoom && db.banned {
+			return nil, fmt.Errorf("db %d is over its %s quota: %w", db.key.index, db.route.Size, ErrOverQuota)
+		}
+		if db.confirmed && db.replica == nil {
+			// Nothing could confirm it: refuse before writing anything.
+			return nil, fmt.Errorf("db %d: %w", db.key.index, ErrNoReplica)
+		}
+		if !c.counted(db.st) {
+			// Count first, then look at the newest snapshot: an
+			// acknowledgement that swaps the snapshot and then waits for
+			// the count cannot miss this write.
+			db.st.inflight.Add(1)
+			c.writing = append(c.writing, db.st)
+			c.refresh()
+			var err error
+			if db, err = c.route(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if db.hold == nil {
+			return db, nil
+		}
+		var err error
+		if db, err = c.waitHold(db); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (c *client) counted(st *dbState) bool {
+	for _, s := range c.writing {
+		if s == st {
+			return true
+		}
+	}
+	return false
+}
+
+// waitHold queues the client behind a resize hold: earlier replies are sent,
+// the in-flight counts are released (the hold's acknowledgement waits for
+// them), and the client sleeps until the snapshot changes or the deadline.
+func (c *client) waitHold(db *dbRoute) (*dbRoute, error) {
+	h := db.hold
+	if time.Now().After(h.deadline) {
+		return nil, fmt.Errorf("db %d: %w", db.key.index, ErrHoldTimeout)
+	}
+	if db.st.held.Load() >= int64(c.p.cfg.MaxHeld) {
+		return nil, fmt.Errorf("db %d: %w", db.key.index, ErrHoldFull)
+	}
+	c.flush()
+	c.flushOut()
+	db.st.held.Add(1)
+	c.p.metrics.held.Inc()
+	defer func() { db.st.held.Add(-1); c.p.metrics.held.Dec() }()
+	t := time.NewTimer(time.Until(h.deadline))
+	defer t.Stop()
+	select {
+	case <-c.snap.next:
+	case <-t.C:
+		return nil, fmt.Errorf("db %d: %w", db.key.index, ErrHoldTimeout)
+	case <-c.p.stopping:
+		return nil, ErrShutdown
+	}
+	c.refresh()
+	c.now = 0 // time passed: self-fencing must read the clock again
+	return c.route()
+}
+
+// remember records a write for read-your-writes.
+func (c *client) remember(st *dbState, g *group, seq uint64) {
+	conn := g.conns[c.pin%len(g.conns)].Load()
+	if conn == nil {
+		return
+	}
+	for i := range c.ryw {
+		if c.ryw[i].st == st {
+			c.ryw[i] = rywMark{st, conn, seq}
+			return
+		}
+	}
+	c.ryw = append(c.ryw, rywMark{st, conn, seq})
+}

@@ -1,0 +1,483 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// request is one command in flight to a shared backend connection, or a
+// WAIT marker the connection added after a batch of writes.
+type request struct {
+	raw   []byte // bytes to send
+	reply []byte // raw reply, filled on completion
+	w     *waiter
+
+	write   bool   // counts in the connection's write sequence
+	confirm bool   // answered only once a WAIT covering it returns >= 1
+	seq     uint64 // write sequence number on its connection, set when sent
+
+	marker bool // a WAIT added by the connection
+	probe  bool // WAIT 0 0: learn what is replicated, confirm nothing
+	sentAt time.Time
+}
+
+// waiter lets a client goroutine sleep until all its dispatched requests
+// are complete: one wake-up per batch, not per request.
+type waiter struct {
+	n  atomic.Int32
+	ch chan struct{}
+}
+
+func newWaiter() *waiter { return &waiter{ch: make(chan struct{}, 1)} }
+
+func (w *waiter) add() { w.n.Add(1) }
+
+func (w *waiter) done() {
+	if w.n.Add(-1) == 0 {
+		select {
+		case w.ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (w *waiter) wait() {
+	for w.n.Load() != 0 {
+		<-w.ch
+	}
+}
+
+func (r *request) complete(raw []byte) {
+	r.reply = append(r.reply[:0], raw...)
+	r.w.done()
+}
+
+// group is one (server, db, ACL user): its shared pipelined connections and
+// its idle dedicated connections. Groups live as long as the proxy and are
+// shared by all route snapshots that name them.
+type group struct {
+	p    *Proxy
+	addr string
+	db   int
+	user string
+
+	conns   []atomic.Pointer[bconn]
+	retired atomic.Bool // no route names it any more; closed
+	unused  time.Time   // since when no route names it (janitor only)
+	mu      sync.Mutex
+	down    atomic.Int64 // unix nanos: no new dial before (after a failed one)
+	idle    []*dconn     // dedicated connections ready for reuse
+}
+
+type groupKey struct {
+	addr string
+	db   int
+	user string
+}
+
+// group returns the group for (addr, db, user), creating it empty.
+func (p *Proxy) group(addr string, db int, user string) *group {
+	k := groupKey{addr, db, user}
+	p.groupsMu.Lock()
+	defer p.groupsMu.Unlock()
+	g := p.groups[k]
+	if g == nil {
+		g = &group{p: p, addr: addr, db: db, user: user, conns: make([]atomic.Pointer[bconn], p.cfg.BackendConns)}
+		p.groups[k] = g
+	}
+	return g
+}
+
+// conn returns the live shared connection i of the group, starting a new one
+// when it is missing or broken. It returns nil while dials to the server are
+// backing off after a failure.
+func (g *group) conn(i int) *bconn {
+	slot := &g.conns[i%len(g.conns)]
+	if c := slot.Load(); c != nil && !c.dead.Load() {
+		return c
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if c := slot.Load(); c != nil && !c.dead.Load() {
+		return c
+	}
+	if time.Now().UnixNano() < g.down.Load() || g.p.closing.Load() || g.retired.Load() {
+		return nil
+	}
+	c := newBconn(g)
+	slot.Store(c)
+	g.p.goBackend(c.run)
+	return c
+}
+
+// retire closes the group's connections once no route uses it.
+func (g *group) retire() {
+	g.retired.Store(true)
+	for i := range g.conns {
+		if c := g.conns[i].Load(); c != nil {
+			c.fail(fmt.Errorf("route moved away"))
+		}
+	}
+	g.mu.Lock()
+	for _, d := range g.idle {
+		d.nc.Close()
+	}
+	g.idle = nil
+	g.mu.Unlock()
+}
+
+// dialFailed backs dials off for a moment so a dead server is not hammered.
+func (g *group) dialFailed() {
+	g.down.Store(time.Now().Add(200 * time.Millisecond).UnixNano())
+}
+
+// isDown reports whether the last dial to the server failed moments ago.
+func (g *group) isDown() bool { return g.down.Load() > coarseNow() }
+
+// send dispatches r on shared connection i, retrying once on a connection
+// that died meanwhile. On failure r is completed with an error reply.
+func (g *group) send(i int, r *request) {
+	for attempt := 0; attempt < 2; attempt++ {
+		c := g.conn(i)
+		if c == nil {
+			break
+		}
+		if c.enqueue(r) {
+			return
+		}
+	}
+	r.complete(g.unavailable(nil))
+}
+
+func (g *group) unavailable(err error) []byte {
+	msg := fmt.Sprintf("backend %s db %d unavailable", g.addr, g.db)
+	if err != nil {
+		msg += ": " + err.Error()
+	}
+	return appendError(nil, fmt.Errorf("%w: %s", ErrBackend, msg))
+}
+
+// bconn is one shared, pipelined backend connection. Clients enqueue
+// requests; the writer goroutine sends everything queued in one write (a
+// runtime.Gosched first lets more clients' commands join), followed, when
+// the batch holds writes to confirm, by one "WAIT 1 <timeout>" that covers
+// them all. The reader goroutine matches replies to requests in order and
+// hands them back as raw bytes.
+type bconn struct {
+	g    *group
+	kick chan struct{}
+	quit chan struct{}
+	dead atomic.Bool
+
+	mu       sync.Mutex
+	pending  []*request
+	inflight []*request // sent, awaiting replies, in order
+	head     int        // first live element of inflight
+	kicked   bool
+	failed   bool
+
+	nc       net.Conn
+	rr       *replyReader
+	ackedSeq atomic.Uint64 // writes up to this seq are known to be on the replica
+	progress atomic.Int64  // coarse time of the last reply or of the first send after idle
+	busy     atomic.Int32  // requests in flight (watchdog)
+
+	// writer-only state
+	writeSeq  uint64
+	wbuf      []byte
+	spare     []*request
+	probing   bool
+	lastProbe int64 // coarse unix nanos
+	waitCmd   []byte
+	markers   []*request
+
+	// reader-only state
+	awaiting []*request
+}
+
+func newBconn(g *group) *bconn {
+	ms := strconv.FormatInt(g.p.cfg.ConfirmTimeout.Milliseconds(), 10)
+	return &bconn{g: g, kick: make(chan struct{}, 1), quit: make(chan struct{}),
+		waitCmd: appendCommandStr(nil, "WAIT", "1", ms)}
+}
+
+var probeCmd = appendCommandStr(nil, "WAIT", "0", "0")
+
+// enqueue adds r to the next batch. It returns false if the connection died.
+func (c *bconn) enqueue(r *request) bool {
+	c.mu.Lock()
+	if c.failed {
+		c.mu.Unlock()
+		return false
+	}
+	c.pending = append(c.pending, r)
+	if !c.kicked {
+		c.kicked = true
+		c.mu.Unlock()
+		c.kick <- struct{}{}
+		return true
+	}
+	c.mu.Unlock()
+	return true
+}
+
+// run dials, then writes batches until the connection fails or the proxy
+// closes its backends.
+func (c *bconn) run() {
+	p := c.g.p
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error().Interface("panic", r).Str("backend", c.g.addr).Msg("backend connection panicked; closed")
+			p.metrics.panics.Inc()
+			c.fail(fmt.Errorf("internal error"))
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout+p.cfg.BackendTimeout)
+	h, err := p.dialBackend(ctx, c.g.addr, c.g.db, c.g.user)
+	cancel()
+	if err != nil {
+		c.g.dialFailed()
+		p.metrics.backendErrors.WithLabelValues(c.g.addr, "dial").Inc()
+		c.fail(err)
+		return
+	}
+	c.mu.Lock()
+	c.nc, c.rr = h.nc, h.rr
+	if c.failed { // closed while dialing
+		c.mu.Unlock()
+		h.nc.Close()
+		return
+	}
+	c.mu.Unlock()
+	p.registerConn(c)
+	defer p.unregisterConn(c)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if r := recover(); r != nil {
+				p.log.Error().Interface("panic", r).Str("backend", c.g.addr).Msg("backend reader panicked; closed")
+				p.metrics.panics.Inc()
+				c.fail(fmt.Errorf("internal error"))
+			}
+		}()
+		c.readLoop()
+	}()
+	c.writeLoop()
+	<-done
+}
+
+func (c *bconn) writeLoop() {
+	for {
+		select {
+		case <-c.kick:
+		case <-c.quit:
+			return
+		}
+		// Let other clients' goroutines run and add their commands to this
+		// batch before it is written: one syscall for many clients.
+		runtime.Gosched()
+		c.mu.Lock()
+		if c.failed {
+			c.mu.Unlock()
+			return
+		}
+		batch := c.pending
+		c.pending = c.spare[:0]
+		c.kicked = false
+		wasIdle := c.head == len(c.inflight)
+		confirm, writes := false, false
+		for _, r := range batch {
+			if r.write {
+				c.writeSeq++
+				r.seq = c.writeSeq
+				writes = true
+				confirm = confirm || r.confirm
+			}
+		}
+		c.inflight = append(c.inflight, batch...)
+		var m *request
+		// A probe rides along when this connection has writes the replica
+		// is not known to have (read-your-writes keeps their writers'
+		// reads on the master until then), at most every probeInterval.
+		if confirm || (!c.probing && (writes || c.ackedSeq.Load() < c.writeSeq) && coarseNow()-c.lastProbe > int64(probeInterval)) {
+			m = c.marker()
+			m.seq, m.probe = c.writeSeq, !confirm
+			if m.probe {
+				c.probing = true
+				c.lastProbe = coarseNow()
+			} else {
+				m.sentAt = time.Now()
+			}
+			c.inflight = append(c.inflight, m)
+		}
+		n := len(batch)
+		if m != nil {
+			n++
+		}
+		c.busy.Add(int32(n))
+		if wasIdle {
+			c.progress.Store(coarseNow())
+		}
+		// Copied under the lock: once unlocked, a failure may complete
+		// these requests, and their clients reuse the bytes.
+		for _, r := range batch {
+			c.wbuf = append(c.wbuf, r.raw...)
+		}
+		c.mu.Unlock()
+		if m != nil {
+			if m.probe {
+				c.wbuf = append(c.wbuf, probeCmd...)
+			} else {
+				c.wbuf = append(c.wbuf, c.waitCmd...)
+			}
+		}
+		_, err := c.nc.Write(c.wbuf)
+		if cap(c.wbuf) > 1<<20 {
+			c.wbuf = nil
+		} else {
+			c.wbuf = c.wbuf[:0]
+		}
+		clear(batch)
+		c.spare = batch[:0]
+		if err != nil {
+			c.g.p.metrics.backendErrors.WithLabelValues(c.g.addr, "write").Inc()
+			c.fail(err)
+			return
+		}
+	}
+}
+
+// probeInterval spaces the WAIT 0 0 probes that tell async connections what
+// the replica has, for read-your-writes.
+const probeInterval = 20 * time.Millisecond
+
+func (c *bconn) marker() *request {
+	if n := len(c.markers); n > 0 {
+		m := c.markers[n-1]
+		c.markers = c.markers[:n-1]
+		return m
+	}
+	return &request{marker: true}
+}
+
+func (c *bconn) readLoop() {
+	for {
+		raw, err := c.rr.next()
+		if err != nil {
+			if !c.dead.Load() {
+				c.g.p.metrics.backendErrors.WithLabelValues(c.g.addr, "read").Inc()
+			}
+			c.fail(err)
+			// Writes held for a confirmation that will never come: their
+			// outcome is unknown, so they get an error, never OK.
+			errReply := c.g.unavailable(err)
+			for _, r := range c.awaiting {
+				r.reply = append(r.reply[:0], errReply...)
+				r.w.done()
+			}
+			c.awaiting = nil
+			return
+		}
+		c.mu.Lock()
+		if c.head == len(c.inflight) {
+			c.mu.Unlock()
+			c.fail(fmt.Errorf("reply without request"))
+			return
+		}
+		r := c.inflight[c.head]
+		c.inflight[c.head] = nil
+		c.head++
+		if c.head == len(c.inflight) {
+			c.head, c.inflight = 0, c.inflight[:0]
+		}
+		c.mu.Unlock()
+		c.busy.Add(-1)
+		c.progress.Store(coarseNow())
+		switch {
+		case r.marker:
+			c.settle(r, raw)
+		case r.confirm && !isErrorReply(raw):
+			r.reply = append(r.reply[:0], raw...)
+			c.awaiting = append(c.awaiting, r)
+		default:
+			r.complete(raw)
+		}
+	}
+}
+
+// settle handles a WAIT reply: writes it covers are confirmed when at least
+// one replica acknowledged them, and fail otherwise.
+func (c *bconn) settle(m *request, raw []byte) {
+	n, ok := replyInt(raw)
+	if ok && n >= 1 {
+		for {
+			cur := c.ackedSeq.Load()
+			if m.seq <= cur || c.ackedSeq.CompareAndSwap(cur, m.seq) {
+				break
+			}
+		}
+	}
+	if !m.probe {
+		c.g.p.metrics.confirmLag.Observe(time.Since(m.sentAt).Seconds())
+		var errReply []byte
+		if !ok || n < 1 {
+			c.g.p.metrics.unconfirmed.Add(float64(len(c.awaiting)))
+			errReply = appendError(nil, fmt.Errorf("%w (%s)", ErrNotConfirmed, c.g.p.cfg.ConfirmTimeout))
+		}
+		for _, r := range c.awaiting {
+			if errReply != nil {
+				r.reply = append(r.reply[:0], errReply...)
+			}
+			r.w.done()
+		}
+		clear(c.awaiting)
+		c.awaiting = c.awaiting[:0]
+	}
+	c.mu.Lock()
+	if m.probe {
+		c.probing = false
+	}
+	m.probe, m.seq = false, 0
+	c.markers = append(c.markers, m)
+	c.mu.Unlock()
+}
+
+// fail marks the connection dead and completes every request it holds with
+// an error: a write whose outcome is unknown is never answered OK.
+func (c *bconn) fail(err error) {
+	c.mu.Lock()
+	if c.failed {
+		c.mu.Unlock()
+		return
+	}
+	c.failed = true
+	c.dead.Store(true)
+	reqs := append([]*request(nil), c.inflight[c.head:]...)
+	reqs = append(reqs, c.pending...)
+	c.inflight, c.pending, c.head = nil, nil, 0
+	nc := c.nc
+	c.mu.Unlock()
+	close(c.quit)
+	if nc != nil {
+		nc.Close()
+	}
+	errReply := c.g.unavailable(err)
+	for _, r := range reqs {
+		if !r.marker {
+			r.complete(errReply)
+		}
+	}
+}
+
+// stale reports whether the connection has had requests in flight without
+// any reply for longer than limit (a stopped or unreachable server).
+func (c *bconn) stale(now int64, limit time.Duration) bool {
+	return c.busy.Load() > 0 && now-c.progress.Load() > int64(limit)
+}

@@ -1,0 +1,444 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// client is one tenant connection. One goroutine serves it: it parses every
+// complete request in its buffer (a pipeline), dispatches them all to the
+// backends, waits once for all their replies, writes them in order, and only
+// then reads again. Replies keep the requests' order because they are
+// written from the batch's slots, whichever backend answers first.
+type client struct {
+	p   *Proxy
+	id  uint64
+	pin int // which shared backend connection this client uses
+	nc  net.Conn
+	rd  *reqReader
+	lim *limits
+	w   *waiter
+
+	wmu sync.Mutex // guards writes to nc (the pub/sub pusher writes too)
+	out []byte
+	wdl int64 // current write deadline, unix nanos
+
+	authed bool
+	tenant string
+	index  uint32
+	name   string
+	lib    string
+
+	// batch
+	reqs      []*request // reply slots of this batch, in order
+	pool      []*request
+	snap      *snapshot
+	db        *dbRoute // selected db in snap, resolved lazily
+	dbOK      bool
+	writing   []*dbState   // dbs whose in-flight count this batch holds
+	bw        []batchWrite // last write of the batch per db (read-your-writes)
+	lastGroup *group       // where the batch's last write went
+	outBytes  int64
+	start     time.Time // batch start when its latency is sampled, else zero
+	now       int64     // real time of the batch, read lazily (clock)
+	batches   uint64
+	stats     batchStats
+
+	ryw []rywMark
+
+	tx   *txState
+	ps   *psState
+	quit bool
+	cmd  command // the request being handled (a field, so it does not escape)
+
+	draining atomic.Bool
+	blocked  atomic.Bool
+}
+
+// rywMark remembers a client's last write to a db until the replica is known
+// to have it; until then the client's reads of that db go to the master.
+type rywMark struct {
+	st   *dbState
+	conn *bconn
+	seq  uint64
+}
+
+type batchStats struct {
+	st    *dbState
+	ops   [numClasses]uint32
+	reads uint32
+	write uint32
+}
+
+// readChunk is the least free space a read asks for; the buffer starts at
+// 4 KB and grows only when a pipeline or a value needs it.
+const readChunk = 512
+
+func (p *Proxy) newClient(nc net.Conn) *client {
+	id := p.nextID.Add(1)
+	return &client{p: p, id: id, pin: int(id), nc: nc, rd: newReqReader(4 << 10), lim: &p.unauthLimits, w: newWaiter()}
+}
+
+// serve runs the connection until the tenant leaves, a protocol error, or
+// the proxy drains. A panic is contained to this connection.
+func (c *client) serve() {
+	defer func() {
+		if r := recover(); r != nil {
+			c.p.log.Error().Interface("panic", r).Uint64("client", c.id).Msg("client connection panicked; closed")
+			c.p.metrics.panics.Inc()
+		}
+		c.cleanup()
+	}()
+	more := false
+	for {
+		if !more {
+			if err := c.read(); err != nil {
+				return
+			}
+		}
+		more = c.batch()
+		c.finish()
+		if c.quit {
+			return
+		}
+		c.rd.argBuf = c.rd.argBuf[:0]
+		if !more {
+			c.rd.shrink(4 << 10)
+		}
+	}
+}
+
+// read waits for more input.
+func (c *client) read() error {
+	if c.draining.Load() {
+		return ErrShutdown
+	}
+	if t := c.p.cfg.IdleTimeout; t > 0 && c.ps == nil {
+		_ = c.nc.SetReadDeadline(time.Now().Add(t))
+	}
+	buf := c.rd.space(c.rd.readSize(readChunk))
+	n, err := c.nc.Read(buf)
+	c.rd.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) && c.ps != nil && !c.draining.Load() {
+		return nil // a pub/sub client is never idle
+	}
+	return err
+}
+
+// batch handles every complete request buffered, up to MaxBatch. It reports
+// whether complete requests may remain.
+func (c *client) batch() bool {
+	// Latency is sampled on one batch in latencySample: reading the clock
+	// twice per batch is a measurable share of a pipeline-1 request.
+	c.batches++
+	if c.batches%latencySample == 0 {
+		c.start = time.Now()
+	} else {
+		c.start = time.Time{}
+	}
+	c.now = 0
+	c.snap = c.p.snap.Load()
+	c.dbOK = false
+	for n := 0; n < c.p.cfg.MaxBatch; {
+		var ok bool
+		var err error
+		c.cmd, ok, err = c.rd.next(c.lim)
+		if err == errIncomplete {
+			return false
+		}
+		if err != nil {
+			c.replyErr(err)
+			c.quit = true
+			c.p.metrics.protoErrors.Inc()
+			return false
+		}
+		if !ok {
+			continue
+		}
+		n++
+		c.handle(&c.cmd)
+		if c.quit {
+			return false
+		}
+	}
+	return true
+}
+
+// handle dispatches one request.
+func (c *client) handle(cmd *command) {
+	if c.ps != nil {
+		c.pubsubCommand(cmd)
+		return
+	}
+	spec, err := c.p.lookup(cmd.args)
+	if !c.authed && (err != nil || !noAuthCommand(spec.name)) {
+		err = ErrNoAuth
+	}
+	if err == nil {
+		err = spec.checkArity(len(cmd.args))
+	}
+	if err != nil {
+		if c.tx != nil && c.tx.multi {
+			c.tx.failed = true
+		}
+		c.replyErr(err)
+		return
+	}
+	c.count(spec.class)
+	if c.tx != nil && c.tx.multi && !txControl(spec.name) {
+		c.queue(spec, cmd)
+		return
+	}
+	if c.tx != nil && c.tx.watch != nil && spec.kind == kForward && !spec.write {
+		c.viaWatch(cmd)
+		return
+	}
+	switch spec.kind {
+	case kLocal:
+		spec.local(c, cmd)
+	case kForward:
+		c.forward(spec, cmd)
+	case kBlocking:
+		if blocks(spec, cmd) {
+			c.blockingCmd(spec, cmd)
+		} else {
+			c.forward(spec, cmd)
+		}
+	default:
+		c.replyErr(refusal(spec))
+	}
+}
+
+func noAuthCommand(name string) bool { return name == "auth" || name == "hello" || name == "quit" }
+
+// route resolves the selected db in the batch's snapshot.
+func (c *client) route() (*dbRoute, error) {
+	if !c.dbOK {
+		c.db = c.snap.dbs[dbKey{c.tenant, c.index}]
+		c.dbOK = true
+	}
+	if c.db == nil {
+		return nil, fmt.Errorf("db %d %w", c.index, ErrNoRoute)
+	}
+	return c.db, nil
+}
+
+// refresh reloads the snapshot (after counting a write in flight, or after
+// waiting for a change).
+func (c *client) refresh() {
+	c.snap = c.p.snap.Load()
+	c.dbOK = false
+}
+
+// forward sends a data command to the db's master or replica.
+func (c *client) forward(spec *cmdSpec, cmd *command) {
+	db, err := c.route()
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	raw := cmd.raw
+	if raw == nil {
+		raw = appendCommand(nil, cmd.args...)
+	}
+	if spec.write {
+		if db, err = c.admitWrite(db, spec.denyoom); err != nil {
+			c.replyErr(err)
+			return
+		}
+		c.sendWrite(db, db.master, raw)
+		return
+	}
+	c.sendRead(db, raw)
+}
+
+// count tallies one command of class k for metrics.
+func (c *client) count(k class) { c.stats.ops[k]++ }
+
+func (c *client) statDB(st *dbState) {
+	if c.stats.st != st {
+		if c.stats.st != nil {
+			c.flushStats()
+		}
+		c.stats.st = st
+	}
+}
+
+// latencySample: one batch in this many has its latency measured; each
+// measurement counts for that many batches in the histograms.
+const latencySample = 8
+
+// clock is the real time, read at most once per batch (self-fencing must
+// not trust a coarse clock).
+func (c *client) clock() int64 {
+	if c.now == 0 {
+		c.now = time.Now().UnixNano()
+	}
+	return c.now
+}
+
+// flushStats moves the batch's counters to the db's (shared) counters.
+func (c *client) flushStats() {
+	s := &c.stats
+	st := s.st
+	if st == nil {
+		st = c.p.noDB
+	}
+	{
+		if s.reads > 0 {
+			st.reads.Add(uint64(s.reads))
+		}
+		if s.write > 0 {
+			st.writes.Add(uint64(s.write))
+		}
+		var lat time.Duration
+		if !c.start.IsZero() {
+			lat = time.Since(c.start)
+		}
+		for k, n := range s.ops {
+			if n > 0 {
+				st.ops[k].Add(uint64(n))
+				if !c.start.IsZero() {
+					st.lat[k].observe(lat, uint64(n)*latencySample)
+				}
+			}
+		}
+	}
+	*s = batchStats{}
+}
+
+// newReq takes a reply slot for the next request of the batch.
+func (c *client) newReq() *request {
+	var r *request
+	if n := len(c.pool); n > 0 {
+		r = c.pool[n-1]
+		c.pool = c.pool[:n-1]
+	} else {
+		r = &request{w: c.w}
+	}
+	c.reqs = append(c.reqs, r)
+	return r
+}
+
+// reply queues a reply the proxy makes itself.
+func (c *client) reply(b []byte) {
+	r := c.newReq()
+	r.reply = append(r.reply[:0], b...)
+}
+
+func (c *client) replyErr(err error) {
+	r := c.newReq()
+	r.reply = appendError(r.reply[:0], err)
+}
+
+// finish waits for every reply of the batch, writes them in order, and
+// releases the batch's in-flight counts and slots.
+func (c *client) finish() {
+	c.flush()
+	c.flushOut()
+	c.snap, c.db, c.dbOK = nil, nil, false
+}
+
+// flush is finish without ending the batch: used before a command that must
+// see everything before it done (a hold, a blocking command, a WATCH).
+func (c *client) flush() {
+	if len(c.reqs) == 0 && len(c.writing) == 0 {
+		return
+	}
+	c.w.wait()
+	for _, st := range c.writing {
+		st.inflight.Add(-1)
+	}
+	c.writing = c.writing[:0]
+	for _, w := range c.bw {
+		if w.r.seq > 0 {
+			c.remember(w.st, w.g, w.r.seq)
+		}
+	}
+	clear(c.bw)
+	c.bw, c.lastGroup = c.bw[:0], nil
+	c.flushStats()
+	for _, r := range c.reqs {
+		c.out = append(c.out, r.reply...)
+		c.outBytes += int64(len(r.reply))
+		if len(c.out) >= 64<<10 {
+			c.flushOut()
+		}
+		if cap(r.reply) > 64<<10 {
+			r.reply = nil
+		}
+		r.raw, r.write, r.confirm, r.seq = nil, false, false, 0
+		c.pool = append(c.pool, r)
+	}
+	if c.outBytes > c.p.cfg.MaxOutput {
+		c.p.log.Warn().Uint64("client", c.id).Int64("bytes", c.outBytes).Msg("client output limit reached; closed")
+		c.quit = true
+	}
+	c.outBytes = 0
+	clear(c.reqs)
+	c.reqs = c.reqs[:0]
+}
+
+// flushOut writes the pending output.
+func (c *client) flushOut() {
+	if len(c.out) == 0 {
+		return
+	}
+	if err := c.write(c.out); err != nil {
+		c.quit = true
+	}
+	if cap(c.out) > 256<<10 {
+		c.out = nil
+	} else {
+		c.out = c.out[:0]
+	}
+}
+
+// write sends b to the tenant. It is the only writer of nc (the pub/sub
+// pusher uses it too). The deadline rolls, renewed once half of it is
+// spent: every write gets at least WriteTimeout/2, for an atomic load.
+func (c *client) write(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if now := coarseNow(); now > c.wdl-int64(c.p.cfg.WriteTimeout/2) {
+		c.wdl = now + int64(c.p.cfg.WriteTimeout)
+		_ = c.nc.SetWriteDeadline(time.Unix(0, c.wdl))
+	}
+	_, err := c.nc.Write(b)
+	return err
+}
+
+// cleanup releases everything the connection holds.
+func (c *client) cleanup() {
+	c.w.wait()
+	for _, st := range c.writing {
+		st.inflight.Add(-1)
+	}
+	c.writing = nil
+	if c.tx != nil && c.tx.watch != nil {
+		c.tx.watch.close()
+	}
+	if c.ps != nil {
+		c.ps.stop()
+	}
+	c.nc.Close()
+	c.p.dropClient(c)
+}
+
+// drain asks the connection to finish its current batch and close.
+func (c *client) drain() {
+	c.draining.Store(true)
+	_ = c.nc.SetReadDeadline(time.Now())
+}

@@ -1,0 +1,18 @@
+// Package proxy is Granary's RESP endpoint: the address tenants' Redis
+// clients connect to. It authenticates tenants, maps their db indexes to
+// slots (a db number on a pair of Redis servers), sends reads to the
+// replica and writes to the master, confirms writes on the replica when the
+// db asks for it, enforces quota bans and resize holds, and confines every
+// tenant to its own dbs.
+//
+// Routing state is an immutable snapshot built from metadb and swapped
+// atomically on bus messages; nothing on the request path takes a lock
+// shared by all clients. Each client connection is served by one goroutine
+// that handles a whole pipeline at a time; commands are forwarded as the
+// bytes the client sent, over a few shared, pipelined connections per
+// (server, db), and replies come back as raw bytes.
+//
+// The proxy's own decisions (which commands are allowed, how errors read)
+// live in commands.go and errors.go; the backend side in backend.go,
+// dconn.go and acl.go; the control-plane side in routes.go and lease.go.
+package proxy

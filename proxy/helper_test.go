@@ -1,0 +1,329 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/granary-db/granary/internal/redistest"
+	"github.com/granary-db/granary/metadb"
+	"github.com/granary-db/granary/proto/buspb"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+)
+
+// testEnv is a metadb, one pair (master + replica) and a running proxy.
+// There is no master process: the test plays its part through the store.
+type testEnv struct {
+	t       testing.TB
+	ctx     context.Context
+	meta    *redistest.Server
+	master  *redistest.Server
+	replica *redistest.Server
+	store   *metadb.Store
+	pair    *metadb.Pair
+	p       *Proxy
+	addr    string
+	stop    func() error
+	jobs    atomic.Int64
+}
+
+func testConfig() Config {
+	cfg := DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.ID = "test-proxy"
+	cfg.ConfirmTimeout = 300 * time.Millisecond
+	cfg.BackendTimeout = 2 * time.Second
+	cfg.DialTimeout = time.Second
+	cfg.HeartbeatInterval = 100 * time.Millisecond
+	cfg.LeaseTTL = 2 * time.Second
+	cfg.LeaseMargin = 500 * time.Millisecond
+	cfg.DrainTimeout = 2 * time.Second
+	return cfg
+}
+
+func newEnv(t testing.TB, mod ...func(*Config)) *testEnv {
+	t.Helper()
+	e := &testEnv{t: t, ctx: context.Background()}
+	e.meta = redistest.Start(t)
+	e.master, e.replica = redistest.StartPair(t, "repl-diskless-sync-delay", "0")
+	waitReplicating(t, e.master)
+	store, err := metadb.Open(metadb.Config{URL: "redis://" + e.meta.Addr + "/0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	e.store = store
+	e.pair, err = store.AddPair(e.ctx, "64M", e.master.Addr, e.replica.Addr, []int{0, 1, 2, 3, 4, 5, 6, 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	for _, m := range mod {
+		m(&cfg)
+	}
+	e.start(cfg)
+	return e
+}
+
+// waitReplicating waits until the master streams to its replica: after a
+// diskless sync the master holds the stream until the replica's first
+// REPLCONF ACK (up to a second), although the replica already reports its
+// link up, and WAIT would time out meanwhile.
+func waitReplicating(t testing.TB, master *redistest.Server) {
+	t.Helper()
+	c := master.ClientDB(t, 15)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.Set(context.Background(), "granary:test:ping", "1", 0)
+		if n, _ := c.Do(context.Background(), "WAIT", 1, 100).Int(); n == 1 {
+			c.Del(context.Background(), "granary:test:ping")
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("replica never confirmed a write")
+		}
+	}
+}
+
+// start runs a proxy with cfg and stops it at cleanup.
+func (e *testEnv) start(cfg Config) {
+	t := e.t
+	log := zerolog.Nop()
+	if os.Getenv("PROXY_TEST_LOG") != "" {
+		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).With().Timestamp().Logger()
+	}
+	p, err := New(cfg, e.store, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	<-p.Ready()
+	if p.readyErr != nil {
+		t.Fatal(p.readyErr)
+	}
+	e.p, e.addr = p, p.Addr()
+	stopped := false
+	e.stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(15 * time.Second):
+			buf := make([]byte, 1<<20)
+			n := runtime.Stack(buf, true)
+			return fmt.Errorf("proxy did not stop:\n%s", buf[:n])
+		}
+	}
+	t.Cleanup(func() {
+		if err := e.stop(); err != nil {
+			t.Errorf("proxy run: %v", err)
+		}
+	})
+	// The lease must be up before writes are accepted.
+	e.waitFor("lease", func() bool { return time.Now().UnixNano() < p.fenceAt.Load() })
+}
+
+// waitFor polls cond until it holds, failing the test after 10s.
+func (e *testEnv) waitFor(what string, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// tenant creates a tenant and returns its password.
+func (e *testEnv) tenant(name string) string {
+	e.t.Helper()
+	pass := "pw-" + name + "-0123456789abcdef"
+	if _, err := e.store.CreateTenant(e.ctx, "test", name, "tok-"+name, pass); err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitFor("tenant "+name, func() bool { return e.p.snap.Load().tenants[name] != nil })
+	return pass
+}
+
+// db creates an active db for tenant and waits until the proxy routes it.
+func (e *testEnv) db(tenant, mode string) *metadb.DB {
+	e.t.Helper()
+	job := fmt.Sprintf("job-%d", e.jobs.Add(1))
+	db, _, err := e.store.ClaimDB(e.ctx, tenant, e.pair, mode, 64<<20, 64, job)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	db, err = e.store.UpdateDB(e.ctx, nil, "test", tenant, db.Index, func(db *metadb.DB) ([]*buspb.Envelope, error) {
+		db.State = metadb.DBActive
+		return []*buspb.Envelope{{Payload: &buspb.Envelope_RouteChanged{RouteChanged: &buspb.RouteChanged{Route: metadb.RouteOf(db, e.pair)}}}}, nil
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitRoute(tenant, db.Index, func(d *dbRoute) bool { return d != nil })
+	e.waitFor("command table", func() bool { return e.p.table.Load() != nil })
+	return db
+}
+
+// waitRoute waits until the proxy's route for the db satisfies cond.
+func (e *testEnv) waitRoute(tenant string, index int, cond func(*dbRoute) bool) {
+	e.t.Helper()
+	e.waitFor(fmt.Sprintf("route %s/%d", tenant, index), func() bool {
+		return cond(e.p.snap.Load().dbs[dbKey{tenant, uint32(index)}])
+	})
+}
+
+// ban sets or lifts a quota ban as the master would.
+func (e *testEnv) ban(tenant string, index int, on bool) {
+	e.t.Helper()
+	_, err := e.store.UpdateDB(e.ctx, nil, "test", tenant, index, func(db *metadb.DB) ([]*buspb.Envelope, error) {
+		db.Banned = on
+		return []*buspb.Envelope{{Payload: &buspb.Envelope_WriteBan{WriteBan: &buspb.WriteBan{Tenant: tenant, Index: uint32(index), Banned: on}}}}, nil
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitRoute(tenant, index, func(d *dbRoute) bool { return d != nil && d.banned == on })
+}
+
+// hold sets or releases a write hold and returns the version it got.
+func (e *testEnv) hold(tenant string, index int, on bool, deadline time.Time) uint64 {
+	e.t.Helper()
+	v, err := e.store.Announce(e.ctx, nil, "test", &buspb.Envelope{Payload: &buspb.Envelope_WriteHold{WriteHold: &buspb.WriteHold{
+		Tenant: tenant, Index: uint32(index), Hold: on, Job: "resize-1", DeadlineUnixNanos: deadline.UnixNano()}}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitRoute(tenant, index, func(d *dbRoute) bool { return d != nil && (d.hold != nil) == on })
+	return v
+}
+
+// client is a go-redis client from a redis:// URL, as tenants get it.
+func (e *testEnv) client(user, pass string, index int) *redis.Client {
+	e.t.Helper()
+	opt, err := redis.ParseURL(fmt.Sprintf("redis://%s:%s@%s/%d", user, pass, e.addr, index))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c := redis.NewClient(opt)
+	e.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// slot is a direct client on the master's db that serves a tenant db.
+func (e *testEnv) slot(db *metadb.DB) *redis.Client {
+	return e.master.ClientDB(e.t, db.SlotDB)
+}
+
+// rawConn is a bare TCP connection to the proxy for protocol-level tests.
+type rawConn struct {
+	t  testing.TB
+	nc net.Conn
+	br *bufio.Reader
+}
+
+func (e *testEnv) raw() *rawConn {
+	e.t.Helper()
+	nc, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { nc.Close() })
+	return &rawConn{t: e.t, nc: nc, br: bufio.NewReader(nc)}
+}
+
+func (r *rawConn) send(s string) {
+	r.t.Helper()
+	if _, err := r.nc.Write([]byte(s)); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// do sends a command and returns its reply decoded loosely as text.
+func (r *rawConn) do(args ...string) string {
+	r.t.Helper()
+	r.send(string(appendCommandStr(nil, args...)))
+	return r.reply()
+}
+
+// reply reads one reply: "+OK", "-ERR …", ":1", "$value" / "$nil", or an
+// array as "[a b c]".
+func (r *rawConn) reply() string {
+	r.t.Helper()
+	_ = r.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	s, err := readText(r.br)
+	if err != nil {
+		r.t.Fatalf("read reply: %v", err)
+	}
+	return s
+}
+
+func readText(br *bufio.Reader) (string, error) {
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		return "", fmt.Errorf("empty line")
+	}
+	switch line[0] {
+	case '+', '-', ':':
+		return line, nil
+	case '$':
+		var n int
+		fmt.Sscanf(line[1:], "%d", &n)
+		if n < 0 {
+			return "$nil", nil
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return "", err
+		}
+		return "$" + string(buf[:n]), nil
+	case '*':
+		var n int
+		fmt.Sscanf(line[1:], "%d", &n)
+		if n < 0 {
+			return "*nil", nil
+		}
+		parts := make([]string, n)
+		for i := range parts {
+			s, err := readText(br)
+			if err != nil {
+				return "", err
+			}
+			parts[i] = strings.TrimPrefix(s, "$")
+		}
+		return "[" + strings.Join(parts, " ") + "]", nil
+	}
+	return "", fmt.Errorf("bad reply line %q", line)
+}
+
+// closed reports whether the proxy closed the connection (EOF within 2s).
+func (r *rawConn) closed() bool {
+	_ = r.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 64)
+	for {
+		_, err := r.br.Read(buf)
+		if err != nil {
+			return err == io.EOF || strings.Contains(err.Error(), "reset")
+		}
+	}
+}

@@ -1,0 +1,270 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/granary-db/granary/metadb"
+	"github.com/granary-db/granary/proto/buspb"
+)
+
+// The proxy's side of the control plane: it follows the bus (routes, bans,
+// holds) into snapshots, renews its lease and acknowledges applied versions
+// through it, and fences itself when the lease cannot be renewed.
+
+// handle applies one bus message. Called from the subscriber goroutine only.
+func (p *Proxy) handle(ctx context.Context, env *buspb.Envelope) {
+	if env.Version == 0 {
+		return // notifications: heartbeats of others, keeper results
+	}
+	cur := p.snap.Load()
+	next, touched, reload := p.apply(cur, env)
+	if reload {
+		if n, t, ok := p.reloadOne(ctx, next, env); ok {
+			p.publish(n, t)
+			return
+		}
+		if v, err := p.resync(ctx); err == nil && v < env.Version {
+			// The message is newer than what was loaded: keep its version
+			// so the next one is not taken for a gap.
+			s := p.snap.Load().clone()
+			s.version = env.Version
+			p.publish(s, nil)
+		}
+		return
+	}
+	p.publish(next, touched)
+}
+
+// reloadOne reloads just what a TenantChanged or DBChanged message is
+// about, instead of everything. ok=false asks for a full reload.
+func (p *Proxy) reloadOne(ctx context.Context, s *snapshot, env *buspb.Envelope) (*snapshot, []dbKey, bool) {
+	switch m := env.Payload.(type) {
+	case *buspb.Envelope_TenantChanged:
+		name := m.TenantChanged.Tenant
+		t, err := p.store.Tenant(ctx, name)
+		if err != nil && !errors.Is(err, metadb.ErrNotFound) {
+			return nil, nil, false
+		}
+		s.cloneTenants()
+		if old := s.tenants[name]; old != nil {
+			delete(s.byHash, old.hash)
+			delete(s.tenants, name)
+		}
+		if t != nil && m.TenantChanged.Change != buspb.Change_CHANGE_DROPPED {
+			ti := &tenantInfo{name: t.Name, hash: t.PasswordHash}
+			s.tenants[name], s.byHash[ti.hash] = ti, ti
+		}
+		return s, nil, true
+	case *buspb.Envelope_DbChanged:
+		k := dbKey{m.DbChanged.Tenant, m.DbChanged.Index}
+		db, err := p.store.DB(ctx, k.tenant, int(k.index))
+		if errors.Is(err, metadb.ErrNotFound) {
+			delete(s.dbs, k)
+			return s, []dbKey{k}, true
+		}
+		if err != nil {
+			return nil, nil, false
+		}
+		if db.State != metadb.DBActive && db.State != metadb.DBResizing {
+			delete(s.dbs, k)
+			return s, []dbKey{k}, true
+		}
+		pair, err := p.store.Pair(ctx, db.Pair)
+		if err != nil {
+			return nil, nil, false
+		}
+		s.dbs[k] = p.newRoute(metadb.RouteOf(db, pair), s.dbs[k])
+		return s, []dbKey{k}, true
+	}
+	return nil, nil, false
+}
+
+// resync reloads routes and tenants from metadb and returns the version.
+func (p *Proxy) resync(ctx context.Context) (uint64, error) {
+	v, routes, err := p.store.Routes(ctx)
+	if err != nil {
+		return 0, err
+	}
+	tenants, err := p.store.Tenants(ctx)
+	if err != nil {
+		return 0, err
+	}
+	prev := p.snap.Load()
+	next := p.buildSnapshot(v, routes, tenants, prev)
+	p.publish(next, changedDBs(prev, next))
+	p.metrics.resyncs.Inc()
+	return v, nil
+}
+
+// changedDBs lists the dbs whose route differs between two snapshots.
+func changedDBs(a, b *snapshot) []dbKey {
+	var out []dbKey
+	for k, da := range a.dbs {
+		db := b.dbs[k]
+		if db == nil || db.master != da.master || db.banned != da.banned || (db.hold == nil) != (da.hold == nil) {
+			out = append(out, k)
+		}
+	}
+	for k := range b.dbs {
+		if a.dbs[k] == nil {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// publish swaps in a new snapshot, wakes waiters, and schedules the
+// acknowledgement of its version.
+func (p *Proxy) publish(s *snapshot, touched []dbKey) {
+	old := p.snap.Swap(s)
+	if old != nil && old != s {
+		close(old.next)
+	}
+	p.ackMu.Lock()
+	for _, k := range touched {
+		p.ackPending[k] = struct{}{}
+	}
+	p.ackMu.Unlock()
+	p.metrics.version.Set(float64(s.version))
+	if p.table.Load() == nil && len(s.dbs) > 0 {
+		select {
+		case p.tableKick <- struct{}{}:
+		default:
+		}
+	}
+	select {
+	case p.hbKick <- struct{}{}:
+	default:
+	}
+}
+
+// heartbeatLoop renews the lease every interval and, promptly and
+// coalesced, after each applied change, with the applied version: the master
+// reads "applied_version >= V" as this proxy's acknowledgement of change V.
+// Before acknowledging, writes to the dbs the change concerns that were
+// dispatched under the previous snapshot must have completed.
+func (p *Proxy) heartbeatLoop(ctx context.Context) error {
+	t := time.NewTicker(p.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		report := false
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			report = true
+		case <-p.hbKick:
+		}
+		s := p.snap.Load()
+		p.drainTouched(ctx)
+		if err := p.renew(ctx, s); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			p.log.Warn().Err(err).Msg("lease renewal failed")
+			p.metrics.leaseFailures.Inc()
+		}
+		if report {
+			p.reportActivity(ctx, s)
+		}
+	}
+}
+
+// renew writes the lease. Writes are allowed until the renewal's start plus
+// the lease minus the margin: measured from before the call, so the proxy
+// fences itself no later than metadb lets the lease lapse.
+func (p *Proxy) renew(ctx context.Context, s *snapshot) error {
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, p.cfg.LeaseTTL-p.cfg.LeaseMargin)
+	defer cancel()
+	err := p.store.Heartbeat(cctx, metadb.KindProxy, metadb.Member{
+		ID: p.cfg.ID, Addr: p.cfg.Advertise, AppliedVersion: s.version,
+		Conns: int(p.nclients.Load()), DBs: len(s.dbs), Started: p.started,
+	}, p.cfg.LeaseTTL)
+	if err != nil {
+		return err
+	}
+	p.fenceAt.Store(start.Add(p.cfg.LeaseTTL - p.cfg.LeaseMargin).UnixNano())
+	p.applied.Store(s.version)
+	return nil
+}
+
+// drainTouched waits until the writes in flight to the dbs touched by recent
+// changes have completed, unblocking their blocked writes, for at most the
+// backend and confirm timeouts (a backend that answers nothing by then has
+// had its connection dropped, failing those writes).
+func (p *Proxy) drainTouched(ctx context.Context) {
+	p.ackMu.Lock()
+	if len(p.ackPending) == 0 {
+		p.ackMu.Unlock()
+		return
+	}
+	var sts []*dbState
+	for k := range p.ackPending {
+		sts = append(sts, p.dbState(k))
+		delete(p.ackPending, k)
+	}
+	p.ackMu.Unlock()
+	deadline := time.Now().Add(p.cfg.BackendTimeout + p.cfg.ConfirmTimeout)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	lastUnblock := time.Time{}
+	for {
+		busy := false
+		for _, st := range sts {
+			if st.inflight.Load() > 0 {
+				busy = true
+			}
+			if ids := st.blockerIDs(); ids != nil {
+				busy = true
+				if time.Since(lastUnblock) > 20*time.Millisecond {
+					p.unblock(ctx, ids)
+					lastUnblock = time.Now()
+				}
+			}
+		}
+		if !busy || time.Now().After(deadline) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// unblock ends blocked commands on the backend as if they timed out.
+func (p *Proxy) unblock(ctx context.Context, ids map[string][]int64) {
+	for addr, list := range ids {
+		for _, id := range list {
+			if _, err := p.adminCall(ctx, addr, "CLIENT", "UNBLOCK", strconv.FormatInt(id, 10), "TIMEOUT"); err != nil {
+				p.log.Warn().Err(err).Str("backend", addr).Msg("unblock failed")
+			}
+		}
+	}
+}
+
+// reportActivity publishes which dbs were read and written since the last
+// report, so the master knows which dbs to measure.
+func (p *Proxy) reportActivity(ctx context.Context, s *snapshot) {
+	hb := &buspb.Heartbeat{Component: buspb.Component_COMPONENT_PROXY, Id: p.cfg.ID, Addr: p.cfg.Advertise,
+		AppliedVersion: p.applied.Load(), Connections: uint32(p.nclients.Load())}
+	p.statesMu.Lock()
+	for _, st := range p.states {
+		r, w := st.reads.Load(), st.writes.Load()
+		if r == st.reportedReads && w == st.reportedWrites {
+			continue
+		}
+		hb.Activity = append(hb.Activity, &buspb.DBActivity{Tenant: st.key.tenant, Index: st.key.index,
+			Reads: r - st.reportedReads, Writes: w - st.reportedWrites})
+		st.reportedReads, st.reportedWrites = r, w
+	}
+	p.statesMu.Unlock()
+	if err := p.store.Publish(ctx, "proxy/"+p.cfg.ID, &buspb.Envelope{Payload: &buspb.Envelope_Heartbeat{Heartbeat: hb}}); err != nil && ctx.Err() == nil {
+		p.log.Debug().Err(err).Msg("activity report not sent")
+	}
+}

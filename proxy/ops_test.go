@@ -1,0 +1,170 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/granary-db/granary/metadb"
+	"github.com/redis/go-redis/v9"
+)
+
+// cmdstat reads how many times a server ran a command.
+func cmdstat(t *testing.T, c *redis.Client, name string) int {
+	t.Helper()
+	info := c.Info(context.Background(), "commandstats").Val()
+	i := strings.Index(info, "cmdstat_"+name+":calls=")
+	if i < 0 {
+		return 0
+	}
+	s := info[i+len("cmdstat_"+name+":calls="):]
+	n := 0
+	for _, ch := range s {
+		if ch < '0' || ch > '9' {
+			break
+		}
+		n = n*10 + int(ch-'0')
+	}
+	return n
+}
+
+// TestReadYourWrites: reads go to the replica, except a connection's reads
+// of a db it wrote, which go to the master until the replica is known to
+// have the write (async mode: a WAIT 0 0 probe says so; confirmed mode: the
+// confirmation itself).
+func TestReadYourWrites(t *testing.T) {
+	e := newEnv(t)
+	pass := e.tenant("acme")
+	async := e.db("acme", metadb.WriteAsync)
+	conf := e.db("acme", metadb.WriteConfirmed)
+	m, rep := e.master.Client(t), e.replica.Client(t)
+	r := e.raw()
+	r.do("AUTH", "acme", pass)
+	r.do("SELECT", "0")
+	// A reader that never wrote reads from the replica.
+	other := e.raw()
+	other.do("AUTH", "acme", pass)
+	before := cmdstat(t, rep, "get")
+	other.do("GET", "x")
+	if cmdstat(t, rep, "get") != before+1 {
+		t.Fatal("a plain read did not go to the replica")
+	}
+	// Async: write then read, also in one pipeline, reads from the master.
+	mb := cmdstat(t, m, "get")
+	r.send(string(appendCommandStr(nil, "SET", "x", "1")) + string(appendCommandStr(nil, "GET", "x")))
+	if r.reply() != "+OK" || r.reply() != "$1" {
+		t.Fatal("pipelined write+read")
+	}
+	if got := r.do("GET", "x"); got != "$1" {
+		t.Fatalf("read after own write: %q", got)
+	}
+	if cmdstat(t, m, "get") != mb+2 {
+		t.Fatalf("reads after an async write did not go to the master")
+	}
+	// Once the replica acknowledged (REPLCONF ACK comes every second) and
+	// a probe saw it, reads go back to the replica.
+	e.waitFor("reads back on the replica", func() bool {
+		rb := cmdstat(t, rep, "get")
+		r.do("GET", "x")
+		return cmdstat(t, rep, "get") == rb+1
+	})
+	// A pipeline that writes two dbs reads both back from where it wrote.
+	mb = cmdstat(t, m, "get")
+	r.send(string(appendCommandStr(nil, "SET", "x", "2")) + string(appendCommandStr(nil, "SELECT", "1")) +
+		string(appendCommandStr(nil, "SET", "w", "1")) + string(appendCommandStr(nil, "SELECT", "0")) +
+		string(appendCommandStr(nil, "GET", "x")))
+	for _, want := range []string{"+OK", "+OK", "+OK", "+OK", "$2"} {
+		if got := r.reply(); got != want {
+			t.Fatalf("two-db pipeline: got %q, want %q", got, want)
+		}
+	}
+	if got := r.do("GET", "x"); got != "$2" || cmdstat(t, m, "get") != mb+2 {
+		t.Fatalf("reads after a two-db pipeline: %q, master gets %d", got, cmdstat(t, m, "get")-mb)
+	}
+	// Confirmed: once the write is confirmed the replica has it.
+	r.do("SELECT", "1")
+	if got := r.do("SET", "z", "1"); got != "+OK" {
+		t.Fatal(got)
+	}
+	rb := cmdstat(t, rep, "get")
+	if got := r.do("GET", "z"); got != "$1" || cmdstat(t, rep, "get") != rb+1 {
+		t.Fatalf("read after a confirmed write: %q, not from the replica", got)
+	}
+	_, _ = async, conf
+}
+
+// TestDrain: at shutdown in-flight commands finish (a BLPOP waiting for
+// data gets its answer), new connections are refused, and the proxy
+// deregisters.
+func TestDrain(t *testing.T) {
+	e := newEnv(t)
+	pass := e.tenant("acme")
+	e.db("acme", metadb.WriteAsync)
+	c := e.client("acme", pass, 0)
+	ctx := e.ctx
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.BLPop(ctx, 3*time.Second, "nothing").Result()
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil && err != redis.Nil {
+		t.Logf("blpop during drain: %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("drain took %v", time.Since(start))
+	}
+	if nc, err := net.DialTimeout("tcp", e.addr, time.Second); err == nil {
+		nc.Close()
+		t.Fatal("still accepting after shutdown")
+	}
+	ms, err := e.store.Members(ctx, metadb.KindProxy, time.Minute)
+	if err != nil || len(ms) != 0 {
+		t.Fatalf("after shutdown: members %v, %v", ms, err)
+	}
+}
+
+// TestMetrics: /metrics serves ops by class and db, latency and the
+// proxy's own counters.
+func TestMetrics(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MetricsAddr = "127.0.0.1:0" })
+	pass := e.tenant("acme")
+	e.db("acme", metadb.WriteConfirmed)
+	c := e.client("acme", pass, 0)
+	for i := 0; i < 2*latencySample; i++ {
+		c.Set(e.ctx, "k", "v", 0)
+		c.Get(e.ctx, "k")
+	}
+	e.waitFor("metrics listener", func() bool { return e.p.metricsAddr() != "" })
+	resp, err := http.Get("http://" + e.p.metricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	body := string(b)
+	for _, want := range []string{
+		`granary_proxy_ops_total{class="write",db="acme/0"} 16`,
+		`granary_proxy_ops_total{class="read",db="acme/0"} 16`,
+		`granary_proxy_latency_seconds_bucket{class="write",db="acme/0",le=`,
+		`granary_proxy_confirm_lag_seconds_count 16`,
+		`granary_proxy_held_writes 0`,
+		`granary_proxy_clients 1`,
+		`granary_proxy_unconfirmed_writes_total 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
