@@ -2,18 +2,23 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/granary-db/granary/internal/redisproc"
+	"github.com/redis/go-redis/v9"
 )
 
 type devCluster struct {
@@ -88,6 +93,29 @@ func TestDevCluster(t *testing.T) {
 	if created.status != 201 || created.body["state"] != "active" {
 		t.Fatalf("create: %d %s, want 201 and state active", created.status, created.raw)
 	}
+	// The db answers through the proxy with the credentials from signup.
+	url := fmt.Sprintf("redis://acme:%s@%s/%v", signup.body["password"], created.body["endpoint"], created.body["index"])
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(opt)
+	defer rc.Close()
+	ctx := context.Background()
+	if err := rc.Set(ctx, "hello", "world", 0).Err(); err != nil {
+		t.Fatalf("SET through the proxy: %v", err)
+	}
+	if got, err := rc.Get(ctx, "hello").Result(); err != nil || got != "world" {
+		t.Fatalf("GET through the proxy: %q, %v; want world", got, err)
+	}
+	// The printed redis-cli line works.
+	host, port, _ := net.SplitHostPort(c.Proxy)
+	out, err := exec.Command("redis-cli", "-h", host, "-p", port, "--user", c.Demo.User, "--pass", c.Demo.Password,
+		"--no-auth-warning", "-n", "0", "PING").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "PONG" {
+		t.Fatalf("redis-cli PING: %q, %v", out, err)
+	}
+
 	list := call(t, "GET", c.API+"/v1/dbs", token, nil)
 	var dbs []map[string]any
 	if err := json.Unmarshal(list.raw, &dbs); err != nil || len(dbs) != 1 {
