@@ -103,6 +103,10 @@ func (s *Store) DBs(ctx context.Context, tenant string) ([]*DB, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decodeDBs(tenant, m)
+}
+
+func decodeDBs(tenant string, m map[string]string) ([]*DB, error) {
 	out := make([]*DB, 0, len(m))
 	for k, v := range m {
 		var db DB
@@ -115,16 +119,27 @@ func (s *Store) DBs(ctx context.Context, tenant string) ([]*DB, error) {
 	return out, nil
 }
 
-// AllDBs loads every tenant db.
+// AllDBs loads every tenant db, in one pipelined round trip for all
+// tenants (a proxy reloads this on every reconnect or version gap).
 func (s *Store) AllDBs(ctx context.Context) ([]*DB, error) {
 	names, err := s.rdb.SMembers(ctx, keyTenants).Result()
 	if err != nil {
 		return nil, err
 	}
 	sort.Strings(names)
+	cmds := make([]*redis.MapStringStringCmd, len(names))
+	_, err = s.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		for i, n := range names {
+			cmds[i] = pl.HGetAll(ctx, keyTenantDBs(n))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
 	var out []*DB
-	for _, n := range names {
-		dbs, err := s.DBs(ctx, n)
+	for i, n := range names {
+		dbs, err := decodeDBs(n, cmds[i].Val())
 		if err != nil {
 			return nil, err
 		}

@@ -197,3 +197,38 @@ func WaitLinkUp(ctx context.Context, addr string, timeout time.Duration) error {
 		}
 	}
 }
+
+// WaitReplicating waits until the master at masterAddr counts at least one
+// replica in WAIT. A replica's link shows "up" before the master streams to
+// it (after a diskless sync the master waits for its first REPLCONF ACK),
+// so a WAIT right after WaitLinkUp can still time out.
+func WaitReplicating(ctx context.Context, masterAddr string, timeout time.Duration) error {
+	c := redis.NewClient(&redis.Options{Addr: masterAddr})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		conn := c.Conn()
+		n, err := func() (int64, error) {
+			defer conn.Close()
+			// A write that leaves nothing behind: callers may need empty dbs.
+			if err := conn.Set(ctx, "granary:replication-probe", "1", 0).Err(); err != nil {
+				return 0, err
+			}
+			if err := conn.Del(ctx, "granary:replication-probe").Err(); err != nil {
+				return 0, err
+			}
+			return conn.Wait(ctx, 1, 100*time.Millisecond).Result()
+		}()
+		if err == nil && n >= 1 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("master %s: no replica acknowledges writes: %w", masterAddr, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}

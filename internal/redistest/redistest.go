@@ -24,11 +24,14 @@ func Start(t testing.TB, args ...string) *Server {
 }
 
 // StartReplica starts a redis-server replicating from master and waits until
-// its link is up.
+// its link is up and the master counts it in WAIT.
 func StartReplica(t testing.TB, master *Server, args ...string) *Server {
 	t.Helper()
 	s := start(t, master.Addr, args)
 	if err := redisproc.WaitLinkUp(context.Background(), s.Addr, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := redisproc.WaitReplicating(context.Background(), master.Addr, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	return s
