@@ -34,6 +34,10 @@ func (m *Master) steps(kind string) []step {
 			{"flush", m.createFlush},
 			{"route", m.createRoute},
 		}
+	case metadb.JobResize:
+		return m.resizeSteps()
+	case metadb.JobReplace:
+		return m.replaceSteps()
 	case metadb.JobDrop:
 		return []step{
 			{"unroute", m.dropUnroute},

@@ -92,8 +92,11 @@ const (
 
 // Job kinds.
 const (
-	JobCreate = "create"
-	JobDrop   = "drop"
+	JobCreate  = "create"
+	JobDrop    = "drop"
+	JobResize  = "resize"
+	JobReplace = "replace_replica" // attach a spare as a pair's new replica
+
 )
 
 // JobStep is one recorded step of a job.
