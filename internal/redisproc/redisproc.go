@@ -129,8 +129,11 @@ func startOn(ctx context.Context, bin string, cfg Config, port int) (*Proc, erro
 	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
+	// Whoever answers on the port must be this process: with a taken port
+	// another server would answer while ours exits on its bind error.
+	want := "process_id:" + strconv.Itoa(cmd.Process.Pid) + "\r\n"
 	for {
-		if err := c.Ping(ctx).Err(); err == nil {
+		if info, err := c.Info(ctx, "server").Result(); err == nil && strings.Contains(info, want) {
 			return p, nil
 		}
 		select {
