@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"errors"
+
+	"github.com/tidwall/redcon"
 )
 
 // Errors the proxy answers tenants with. Each is wrapped with context
@@ -97,5 +99,5 @@ func respError(err error) string {
 
 // appendError appends respError(err) as an error reply.
 func appendError(b []byte, err error) []byte {
-	return appendErrorLine(b, respError(err))
+	return redcon.AppendError(b, respError(err))
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/granary-db/granary/metadb"
+	"github.com/tidwall/redcon"
 )
 
 // Commands the proxy answers for the connection itself: authentication,
@@ -147,21 +148,21 @@ func (c *client) cmdHello(cmd *command) {
 		}
 		c.name = string(name)
 	}
-	b := appendHeader(nil, '*', 14)
-	b = appendBulkString(b, "server")
-	b = appendBulkString(b, "redis")
-	b = appendBulkString(b, "version")
-	b = appendBulkString(b, c.p.cfg.RedisVersion)
-	b = appendBulkString(b, "proto")
-	b = appendInt(b, 2)
-	b = appendBulkString(b, "id")
-	b = appendInt(b, int64(c.id))
-	b = appendBulkString(b, "mode")
-	b = appendBulkString(b, "standalone")
-	b = appendBulkString(b, "role")
-	b = appendBulkString(b, "master")
-	b = appendBulkString(b, "modules")
-	b = appendHeader(b, '*', 0)
+	b := redcon.AppendArray(nil, 14)
+	b = redcon.AppendBulkString(b, "server")
+	b = redcon.AppendBulkString(b, "redis")
+	b = redcon.AppendBulkString(b, "version")
+	b = redcon.AppendBulkString(b, c.p.cfg.RedisVersion)
+	b = redcon.AppendBulkString(b, "proto")
+	b = redcon.AppendInt(b, 2)
+	b = redcon.AppendBulkString(b, "id")
+	b = redcon.AppendInt(b, int64(c.id))
+	b = redcon.AppendBulkString(b, "mode")
+	b = redcon.AppendBulkString(b, "standalone")
+	b = redcon.AppendBulkString(b, "role")
+	b = redcon.AppendBulkString(b, "master")
+	b = redcon.AppendBulkString(b, "modules")
+	b = redcon.AppendArray(b, 0)
 	c.reply(b)
 }
 
@@ -175,13 +176,13 @@ func (c *client) cmdPing(cmd *command) {
 	case 1:
 		c.reply(replyPong)
 	case 2:
-		c.reply(appendBulk(nil, cmd.args[1]))
+		c.reply(redcon.AppendBulk(nil, cmd.args[1]))
 	default:
 		c.replyErr(fmt.Errorf("%w for 'ping' command", ErrArity))
 	}
 }
 
-func (c *client) cmdEcho(cmd *command) { c.reply(appendBulk(nil, cmd.args[1])) }
+func (c *client) cmdEcho(cmd *command) { c.reply(redcon.AppendBulk(nil, cmd.args[1])) }
 
 // cmdSelect picks one of the tenant's own dbs by its index.
 func (c *client) cmdSelect(cmd *command) {
@@ -235,13 +236,13 @@ func (c *client) cmdClientSetName(cmd *command) {
 
 func (c *client) cmdClientGetName(*command) {
 	if c.name == "" {
-		c.reply(appendNullBulk(nil))
+		c.reply(redcon.AppendNull(nil))
 		return
 	}
-	c.reply(appendBulkString(nil, c.name))
+	c.reply(redcon.AppendBulkString(nil, c.name))
 }
 
-func (c *client) cmdClientID(*command) { c.reply(appendInt(nil, int64(c.id))) }
+func (c *client) cmdClientID(*command) { c.reply(redcon.AppendInt(nil, int64(c.id))) }
 
 func (c *client) cmdClientSetInfo(cmd *command) {
 	if len(cmd.args) != 4 {
@@ -265,16 +266,16 @@ func (c *client) cmdClientSetInfo(cmd *command) {
 func (c *client) cmdClientInfo(*command) {
 	s := fmt.Sprintf("id=%d addr=%s laddr=%s name=%s db=%d user=%s resp=2\n",
 		c.id, c.nc.RemoteAddr(), c.nc.LocalAddr(), c.name, c.index, c.tenant)
-	c.reply(appendBulkString(nil, s))
+	c.reply(redcon.AppendBulkString(nil, s))
 }
 
 func (c *client) cmdClientOK(*command) { c.reply(replyOK) }
 
 func (c *client) cmdClientHelp(*command) {
 	lines := []string{"CLIENT <subcommand> [<arg> ...]. Subcommands are:", "GETNAME", "ID", "INFO", "SETNAME <name>", "SETINFO <option> <value>"}
-	b := appendHeader(nil, '*', int64(len(lines)))
+	b := redcon.AppendArray(nil, len(lines))
 	for _, l := range lines {
-		b = appendSimple(b, l)
+		b = redcon.AppendString(b, l)
 	}
 	c.reply(b)
 }
@@ -300,9 +301,9 @@ func (c *client) cmdConfigGet(cmd *command) {
 			}
 		}
 	}
-	b := appendHeader(nil, '*', int64(len(pairs)))
+	b := redcon.AppendArray(nil, len(pairs))
 	for _, s := range pairs {
-		b = appendBulkString(b, s)
+		b = redcon.AppendBulkString(b, s)
 	}
 	c.reply(b)
 }
@@ -374,7 +375,7 @@ func (c *client) cmdInfo(cmd *command) {
 			}
 		}
 	}
-	c.reply(appendBulk(nil, b.Bytes()))
+	c.reply(redcon.AppendBulk(nil, b.Bytes()))
 }
 
 func btoi(b bool) int {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/tidwall/redcon"
 )
 
 // Pub/sub is confined per tenant db by naming: on the backend every channel
@@ -51,16 +53,16 @@ func (c *client) cmdSubscribe(cmd *command) {
 	if name == "unsubscribe" || name == "punsubscribe" {
 		b := []byte(nil)
 		if len(cmd.args) == 1 {
-			b = appendHeader(b, '*', 3)
-			b = appendBulkString(b, name)
-			b = appendNullBulk(b)
-			b = appendInt(b, 0)
+			b = redcon.AppendArray(b, 3)
+			b = redcon.AppendBulkString(b, name)
+			b = redcon.AppendNull(b)
+			b = redcon.AppendInt(b, 0)
 		}
 		for _, ch := range cmd.args[1:] {
-			b = appendHeader(b, '*', 3)
-			b = appendBulkString(b, name)
-			b = appendBulk(b, ch)
-			b = appendInt(b, 0)
+			b = redcon.AppendArray(b, 3)
+			b = redcon.AppendBulkString(b, name)
+			b = redcon.AppendBulk(b, ch)
+			b = redcon.AppendInt(b, 0)
 		}
 		c.reply(b)
 		return
@@ -287,9 +289,9 @@ func (c *client) cmdPubsubNumsub(cmd *command) {
 
 func (c *client) cmdPubsubHelp(*command) {
 	lines := []string{"PUBSUB <subcommand> [<arg> ...]. Subcommands are:", "CHANNELS [<pattern>]", "NUMSUB [<channel> ...]"}
-	b := appendHeader(nil, '*', int64(len(lines)))
+	b := redcon.AppendArray(nil, len(lines))
 	for _, l := range lines {
-		b = appendSimple(b, l)
+		b = redcon.AppendString(b, l)
 	}
 	c.reply(b)
 }

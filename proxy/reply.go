@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net"
+
+	"github.com/tidwall/redcon"
 )
 
 // errBadReply: a backend sent something that is not RESP2.
@@ -219,17 +221,17 @@ func appendValue(b []byte, v value) []byte {
 		b = append(b, v.str...)
 		return append(b, '\r', '\n')
 	case ':':
-		return appendInt(b, v.num)
+		return redcon.AppendInt(b, v.num)
 	case '$':
 		if v.null {
-			return appendNullBulk(b)
+			return redcon.AppendNull(b)
 		}
-		return appendBulk(b, v.str)
+		return redcon.AppendBulk(b, v.str)
 	default:
 		if v.null {
 			return appendNullArray(b)
 		}
-		b = appendHeader(b, '*', int64(len(v.elems)))
+		b = redcon.AppendArray(b, len(v.elems))
 		for _, e := range v.elems {
 			b = appendValue(b, e)
 		}

@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"strconv"
+
+	"github.com/tidwall/redcon"
 )
 
 // This file reads tenants' requests. Requests that arrive as RESP multibulk
@@ -395,69 +396,29 @@ func hexVal(c byte) byte {
 	}
 }
 
+// The reply writers are redcon's: appendCommand and appendCommandStr
+// encode commands for the backends with them too.
+
 // appendCommand encodes args as a RESP multibulk.
 func appendCommand(b []byte, args ...[]byte) []byte {
-	b = appendHeader(b, '*', int64(len(args)))
+	b = redcon.AppendArray(b, len(args))
 	for _, a := range args {
-		b = appendBulk(b, a)
+		b = redcon.AppendBulk(b, a)
 	}
 	return b
 }
 
 // appendCommandStr is appendCommand for string arguments.
 func appendCommandStr(b []byte, args ...string) []byte {
-	b = appendHeader(b, '*', int64(len(args)))
+	b = redcon.AppendArray(b, len(args))
 	for _, a := range args {
-		b = appendHeader(b, '$', int64(len(a)))
-		b = append(b, a...)
-		b = append(b, '\r', '\n')
+		b = redcon.AppendBulkString(b, a)
 	}
 	return b
 }
 
-func appendHeader(b []byte, t byte, n int64) []byte {
-	b = append(b, t)
-	b = strconv.AppendInt(b, n, 10)
-	return append(b, '\r', '\n')
-}
-
-func appendBulk(b, v []byte) []byte {
-	b = appendHeader(b, '$', int64(len(v)))
-	b = append(b, v...)
-	return append(b, '\r', '\n')
-}
-
-func appendBulkString(b []byte, v string) []byte {
-	b = appendHeader(b, '$', int64(len(v)))
-	b = append(b, v...)
-	return append(b, '\r', '\n')
-}
-
-func appendInt(b []byte, n int64) []byte { return appendHeader(b, ':', n) }
-
-func appendNullBulk(b []byte) []byte { return append(b, "$-1\r\n"...) }
-
+// appendNullArray is RESP2's null multibulk, which redcon does not write.
 func appendNullArray(b []byte) []byte { return append(b, "*-1\r\n"...) }
-
-func appendSimple(b []byte, s string) []byte {
-	b = append(b, '+')
-	b = append(b, s...)
-	return append(b, '\r', '\n')
-}
-
-// appendErrorLine appends a "-CODE message" line; newlines in the message
-// would break the framing, so they become spaces.
-func appendErrorLine(b []byte, line string) []byte {
-	b = append(b, '-')
-	for i := 0; i < len(line); i++ {
-		c := line[i]
-		if c == '\r' || c == '\n' {
-			c = ' '
-		}
-		b = append(b, c)
-	}
-	return append(b, '\r', '\n')
-}
 
 var (
 	replyOK     = []byte("+OK\r\n")
