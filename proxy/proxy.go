@@ -62,11 +62,14 @@ type Proxy struct {
 	applied  atomic.Uint64
 	started  time.Time
 
-	hbKick     chan struct{}
-	tableKick  chan struct{}
-	ackMu      sync.Mutex
-	ackPending map[dbKey]struct{}
-	lookupSem  chan struct{}
+	hbKick    chan struct{}
+	tableKick chan struct{}
+	// tableReady is closed once the first command table is loaded.
+	tableReady     chan struct{}
+	tableReadyOnce sync.Once
+	ackMu          sync.Mutex
+	ackPending     map[dbKey]struct{}
+	lookupSem      chan struct{}
 
 	ready    chan struct{}
 	addr     string
@@ -96,6 +99,7 @@ func New(cfg Config, store Store, log zerolog.Logger) (*Proxy, error) {
 		stopping:     make(chan struct{}),
 		hbKick:       make(chan struct{}, 1),
 		tableKick:    make(chan struct{}, 1),
+		tableReady:   make(chan struct{}),
 		ackPending:   map[dbKey]struct{}{},
 		lookupSem:    make(chan struct{}, 4),
 		ready:        make(chan struct{}),
@@ -140,11 +144,27 @@ func (p *Proxy) lookup(args [][]byte) (*cmdSpec, error) {
 		return t.lookup(args)
 	}
 	s, err := p.boot.lookup(args)
-	if err != nil {
+	if err == nil {
+		return s, nil
+	}
+	// The first route may have just arrived: ask for the table now and
+	// give the load a moment rather than failing the tenant's first command.
+	select {
+	case p.tableKick <- struct{}{}:
+	default:
+	}
+	t := time.NewTimer(tableWait)
+	defer t.Stop()
+	select {
+	case <-p.tableReady:
+		return p.table.Load().lookup(args)
+	case <-t.C:
 		return nil, fmt.Errorf("'%.64s': %w", args[0], ErrStarting)
 	}
-	return s, nil
 }
+
+// tableWait bounds how long a command waits for the first command table.
+const tableWait = 2 * time.Second
 
 // Ready is closed once the proxy listens (or failed to); Addr is then the
 // address it listens on.
@@ -449,6 +469,7 @@ func (p *Proxy) loadTable(ctx context.Context, addr string) error {
 		return err
 	}
 	p.table.Store(buildTable(cmds))
+	p.tableReadyOnce.Do(func() { close(p.tableReady) })
 	p.log.Info().Str("backend", addr).Int("commands", len(cmds)).Msg("command table loaded")
 	return nil
 }
