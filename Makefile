@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := bin/granary
 DEV_DIR ?= .dev
 
-.PHONY: dev test deps build proto vet fuzz clean bench-proxy
+.PHONY: dev test deps build proto vet fuzz clean bench-proxy bench-resize bench-failover
 
 ## dev: start a whole local cluster (Ctrl-C stops it) and print how to connect
 dev: deps build
@@ -38,6 +38,14 @@ fuzz:
 ## bench-proxy: proxy benchmark vs twemproxy and direct Redis (results in docs/benchmarks.md)
 bench-proxy:
 	bash scripts/bench-proxy.sh $(BENCH_ARGS)
+
+## bench-resize: live resize, 50 MB 64M -> 256M under 2,000 confirmed writes/s (results in docs/benchmarks.md)
+bench-resize:
+	bash scripts/bench-resize.sh $(BENCH_ARGS)
+
+## bench-failover: 20 master kills under confirmed writes, beside Redis Sentinel (results in docs/benchmarks.md)
+bench-failover:
+	bash scripts/bench-failover.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf bin $(DEV_DIR)

@@ -33,6 +33,10 @@ type Config struct {
 	// up/down, role, link or run id, and at least this often otherwise.
 	// Default 1s.
 	ReportInterval time.Duration
+	// DetectTime is how long a pair's master must stay unreachable (since
+	// its last good probe) before the keeper promotes the replica, provided
+	// the replica has lost the master too. Default 1s.
+	DetectTime time.Duration
 
 	// SizingSweep is how often every db on the keeper's pairs is measured,
 	// written or not. Default 60s.
@@ -89,6 +93,7 @@ func DefaultConfig() Config {
 		ProbeInterval:  250 * time.Millisecond,
 		ProbeTimeout:   500 * time.Millisecond,
 		ReportInterval: time.Second,
+		DetectTime:     time.Second,
 		SizingSweep:    60 * time.Second,
 		MeasureGap:     500 * time.Millisecond,
 		MeasureWorkers: 2,
@@ -122,6 +127,7 @@ func (c *Config) Validate() error {
 	fill(&c.ProbeInterval, d.ProbeInterval)
 	fill(&c.ProbeTimeout, d.ProbeTimeout)
 	fill(&c.ReportInterval, d.ReportInterval)
+	fill(&c.DetectTime, d.DetectTime)
 	fill(&c.SizingSweep, d.SizingSweep)
 	fill(&c.MeasureGap, d.MeasureGap)
 	fill(&c.MeasureTimeout, d.MeasureTimeout)
@@ -158,7 +164,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("lease ttl %v is below 100ms", c.LeaseTTL)
 	case c.ProbeInterval < 10*time.Millisecond:
 		return fmt.Errorf("probe interval %v is below 10ms", c.ProbeInterval)
-	case c.PairsPoll < 0, c.ProbeTimeout < 0, c.ReportInterval < 0, c.SizingSweep < 0,
+	case c.PairsPoll < 0, c.ProbeTimeout < 0, c.DetectTime < 0, c.ReportInterval < 0, c.SizingSweep < 0,
 		c.MeasureGap < 0, c.MeasureTimeout < 0:
 		return fmt.Errorf("negative duration in keeper config")
 	case c.MeasureWorkers < 1:

@@ -32,6 +32,7 @@ func (k *Keeper) watchPair(ctx context.Context, p metadb.Pair) {
 	defer t.Stop()
 	var lastWrite time.Time
 	dirty, failing := true, false
+	fw := failoverWatch{started: time.Now().UTC()}
 	for {
 		if k.probePair(ctx, p, &h) {
 			dirty = true
@@ -40,6 +41,7 @@ func (k *Keeper) watchPair(ctx context.Context, p metadb.Pair) {
 			return
 		}
 		k.setHealth(h)
+		k.checkFailover(ctx, p, &h, &fw)
 		if (dirty || time.Since(lastWrite) >= k.cfg.ReportInterval) && k.leased() {
 			h.Keeper, h.At = k.cfg.ID, time.Now().UTC()
 			if err := k.store.SetPairHealth(ctx, &h); err != nil {

@@ -35,6 +35,9 @@ type Store interface {
 	Publish(ctx context.Context, sender string, env *buspb.Envelope) error
 	ActiveJobs(ctx context.Context) ([]*metadb.Job, error)
 	UpdateJob(ctx context.Context, f *metadb.Fence, id string, fn func(*metadb.Job) error) (*metadb.Job, error)
+	Pair(ctx context.Context, id string) (*metadb.Pair, error)
+	Promote(ctx context.Context, pr metadb.Promotion) (*metadb.Pair, *metadb.Job, error)
+	DropSpare(ctx context.Context, jobID, spare, why string) error
 }
 
 // Keeper is one keeper process.
@@ -61,6 +64,9 @@ type Keeper struct {
 	route  map[dbKey]string             // db -> pair serving it, from the sweep and route messages
 	big    map[dbKey]bigKeySet          // db -> its certain stratum
 	kick   chan struct{}                // asks the sweep loop for a sweep now
+	// pairsKick asks the pairs loop to reread the pairs now (a failover
+	// or a new replica changed a pair's servers).
+	pairsKick chan struct{}
 }
 
 // bigKeySet is a db's certain stratum, valid for the slot it was found in.
@@ -87,6 +93,7 @@ func New(cfg Config, store Store, log zerolog.Logger) (*Keeper, error) {
 		route:      map[dbKey]string{},
 		big:        map[dbKey]bigKeySet{},
 		kick:       make(chan struct{}, 1),
+		pairsKick:  make(chan struct{}, 1),
 	}
 	empty := map[string]metadb.Pair{}
 	k.pairs.Store(&empty)
@@ -240,6 +247,7 @@ func (k *Keeper) pairsLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-k.pairsKick:
 		}
 	}
 }
@@ -296,6 +304,8 @@ func (k *Keeper) busLoop(ctx context.Context) error {
 // handle takes one bus message. It must not block: it only queues work.
 func (k *Keeper) handle(_ context.Context, env *buspb.Envelope) {
 	switch p := env.Payload.(type) {
+	case *buspb.Envelope_Failover, *buspb.Envelope_NewReplica:
+		k.kickPairs()
 	case *buspb.Envelope_Heartbeat:
 		hb := p.Heartbeat
 		if hb.GetComponent() != buspb.Component_COMPONENT_PROXY {

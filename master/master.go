@@ -41,6 +41,10 @@ type Config struct {
 	// QuotaInterval is how often the leader compares measured sizes with
 	// quotas and bans or releases writes. Default 200ms.
 	QuotaInterval time.Duration
+	// HoldTime is how long a resize may hold a db's writes at its cut-over:
+	// the deadline proxies get. A hold that lapses before the switch is
+	// renewed and the last changes applied again. Default 10s.
+	HoldTime time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
@@ -53,6 +57,7 @@ func DefaultConfig() Config {
 		StepRetryMax:   5 * time.Second,
 		BackendTimeout: 5 * time.Second,
 		QuotaInterval:  200 * time.Millisecond,
+		HoldTime:       10 * time.Second,
 	}
 }
 
@@ -83,6 +88,9 @@ func (c *Config) Validate() error {
 	if c.QuotaInterval == 0 {
 		c.QuotaInterval = d.QuotaInterval
 	}
+	if c.HoldTime == 0 {
+		c.HoldTime = d.HoldTime
+	}
 	return nil
 }
 
@@ -100,8 +108,15 @@ type Store interface {
 	Pairs(ctx context.Context, size string) ([]metadb.PairView, error)
 	UpdatePair(ctx context.Context, f *metadb.Fence, id string, fn func(*metadb.Pair) error) (*metadb.Pair, error)
 	ReleaseSlot(ctx context.Context, f *metadb.Fence, jobID string) error
+	ReserveResizeSlot(ctx context.Context, f *metadb.Fence, jobID string, pair *metadb.Pair) (*metadb.Job, error)
+	AbortResize(ctx context.Context, f *metadb.Fence, jobID, why string) error
+	FinishResize(ctx context.Context, f *metadb.Fence, jobID string) error
 	LiveMembers(ctx context.Context, kind metadb.Kind) ([]*metadb.Member, error)
 	Version(ctx context.Context) (uint64, error)
+	TakeSpare(ctx context.Context, f *metadb.Fence, jobID string) (string, error)
+	FinishReplace(ctx context.Context, f *metadb.Fence, jobID string) error
+	Demoted(ctx context.Context) ([]string, error)
+	ReclaimDemoted(ctx context.Context, f *metadb.Fence, addr string) error
 }
 
 // Master is one controller process.
@@ -162,6 +177,7 @@ func (m *Master) lead(ctx context.Context, f *metadb.Fence) error {
 	g.Go(func() error { return m.jobLoop(gctx, f) })
 	g.Go(func() error { return m.assignLoop(gctx, f) })
 	g.Go(func() error { return m.quotaLoop(gctx, f) })
+	g.Go(func() error { return m.reclaimLoop(gctx, f) })
 	return g.Wait()
 }
 

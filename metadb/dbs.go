@@ -286,7 +286,7 @@ func RouteOf(db *DB, pair *Pair) *buspb.Route {
 	}
 	return &buspb.Route{Tenant: db.Tenant, Index: uint32(db.Index), Pair: pair.ID, Master: pair.Master,
 		Replica: pair.Replica, Db: uint32(db.SlotDB), QuotaBytes: db.QuotaBytes, WriteMode: mode,
-		Banned: db.Banned, Size: db.Size}
+		Banned: db.Banned, Size: db.Size, HoldJob: db.HoldJob, HoldDeadlineUnixNanos: db.HoldUntil}
 }
 
 // Routes is the snapshot a proxy loads: the topology version, then the route

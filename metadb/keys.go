@@ -32,6 +32,7 @@ import (
 //	granary:jobs:active            SET   ids of jobs not yet done or failed
 //	granary:job:<id>               STR   JSON Job
 //	granary:seq:<name>             INT   id counters ("pair")
+//	granary:demoted                SET   old masters demoted by a failover: never routed to again; emptied, they rejoin the spares
 const (
 	keyVersion    = "granary:version"
 	keyLeader     = "granary:leader"
@@ -63,3 +64,5 @@ func field(index int) string { return strconv.Itoa(index) }
 
 func keyPairHealth(id string) string    { return "granary:pair:" + id + ":health" }
 func keyTenantSizes(name string) string { return "granary:tenant:" + name + ":sizes" }
+
+const keyDemoted = "granary:demoted"

@@ -46,6 +46,10 @@ type DB struct {
 	Banned     bool   `json:"banned"`
 	Job        string `json:"job"`
 	Created    string `json:"created"`
+	// HoldJob and HoldUntil record a resize's write hold (unix nanos):
+	// proxies queue the db's writes until the hold is cleared or passes.
+	HoldJob   string `json:"hold_job,omitempty"`
+	HoldUntil int64  `json:"hold_until,omitempty"`
 }
 
 // Pair states.

@@ -134,7 +134,10 @@ func (p *Proxy) newRoute(r *buspb.Route, prev *dbRoute) *dbRoute {
 	if r.Replica != "" && r.Replica != r.Master {
 		d.replica = p.group(r.Replica, int(r.Db), p.cfg.TenantUser)
 	}
-	if prev != nil {
+	switch {
+	case r.HoldDeadlineUnixNanos > 0:
+		d.hold = &hold{job: r.HoldJob, deadline: time.Unix(0, r.HoldDeadlineUnixNanos)}
+	case prev != nil:
 		d.hold = prev.hold
 	}
 	return d
@@ -147,9 +150,9 @@ func (d *dbRoute) with(fn func(*dbRoute)) *dbRoute {
 	return &n
 }
 
-// buildSnapshot is the snapshot of a full reload at version v. Holds are not
-// recorded in metadb, so a reload keeps the holds of prev that have not
-// expired.
+// buildSnapshot is the snapshot of a full reload at version v. Holds are
+// recorded in metadb and carried by the routes, so a proxy that (re)loads
+// during a resize's hold honours it; a route without one has none.
 func (p *Proxy) buildSnapshot(v uint64, routes []*buspb.Route, tenants []*metadb.Tenant, prev *snapshot) *snapshot {
 	s := emptySnapshot()
 	s.version = v
@@ -163,16 +166,11 @@ func (p *Proxy) buildSnapshot(v uint64, routes []*buspb.Route, tenants []*metadb
 		if r.Master == "" {
 			continue
 		}
-		k := dbKey{r.Tenant, r.Index}
-		var old *dbRoute
-		if prev != nil {
-			old = prev.dbs[k]
-		}
-		d := p.newRoute(r, old)
+		d := p.newRoute(r, nil)
 		if d.hold != nil && now.After(d.hold.deadline) {
 			d.hold = nil
 		}
-		s.dbs[k] = d
+		s.dbs[d.key] = d
 	}
 	return s
 }

@@ -97,7 +97,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"empty patch", request{method: "PATCH", path: "/v1/dbs/0", token: alpha.Token, body: `{}`}, 400, "empty patch"},
 		{"patch bad size", request{method: "PATCH", path: "/v1/dbs/0", token: alpha.Token, body: `{"size":"65M"}`}, 400, "use one of"},
 		{"patch bad write mode", request{method: "PATCH", path: "/v1/dbs/0", token: alpha.Token, body: `{"write_mode":""}`}, 400, "write_mode"},
-		{"resize not built", request{method: "PATCH", path: "/v1/dbs/0", token: alpha.Token, body: `{"size":"256M"}`}, 501, "resize is not available yet"},
+		{"resize of a db not active", request{method: "PATCH", path: "/v1/dbs/0", token: alpha.Token, body: `{"size":"256M"}`}, 409, "wait for its job to finish before resizing"},
 		{"tenant name too short", request{method: "POST", path: "/v1/tenants", body: `{"name":"ab"}`}, 400, "bad tenant name"},
 		{"tenant name upper case", request{method: "POST", path: "/v1/tenants", body: `{"name":"Acme"}`}, 400, "bad tenant name"},
 		{"tenant name starts with digit", request{method: "POST", path: "/v1/tenants", body: `{"name":"1acme"}`}, 400, "bad tenant name"},

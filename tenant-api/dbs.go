@@ -216,15 +216,23 @@ func (s *Server) patchDB(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Size != nil {
-		s.writeError(w, r, errorf(errNotImplemented, "resize is not available yet"))
-		return
+		size, _ := pools.ParseSize(*req.Size)
+		if err := checkResize(db, size); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 	}
-	if db.WriteMode != mode {
+	if req.WriteMode != nil && db.WriteMode != mode {
 		if db, err = s.setWriteMode(r, index, mode); err != nil {
 			s.writeError(w, r, err)
 			return
 		}
 		s.log.Info().Str("tenant", db.Tenant).Int("index", index).Str("write_mode", mode).Msg("write mode changed")
+	}
+	if req.Size != nil {
+		size, _ := pools.ParseSize(*req.Size)
+		s.startResize(w, r, index, size)
+		return
 	}
 	writeJSON(w, http.StatusOK, viewDB(db))
 }

@@ -74,7 +74,7 @@ func statusFor(err error) int {
 	case errors.Is(err, metadb.ErrExists), errors.Is(err, metadb.ErrNoCapacity), errors.Is(err, pools.ErrNoCapacity),
 		errors.Is(err, metadb.ErrTenantLimit), errors.Is(err, metadb.ErrBadState), errors.Is(err, metadb.ErrConflict):
 		return http.StatusConflict
-	case errors.Is(err, pools.ErrPairCheck):
+	case errors.Is(err, pools.ErrPairCheck), errors.Is(err, metadb.ErrNoFit):
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, errNotImplemented):
 		return http.StatusNotImplemented

@@ -3,6 +3,7 @@ package tenantapi
 import (
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/granary-db/granary/metadb"
@@ -21,6 +22,10 @@ type jobView struct {
 	Created  string           `json:"created"`
 	Updated  string           `json:"updated"`
 	Log      []metadb.JobStep `json:"log"`
+	// BytesCopied and BytesTotal estimate a resize's copy, for progress
+	// bars.
+	BytesCopied int64 `json:"bytes_copied,omitempty"`
+	BytesTotal  int64 `json:"bytes_total,omitempty"`
 }
 
 func viewJob(j *metadb.Job) jobView {
@@ -28,8 +33,11 @@ func viewJob(j *metadb.Job) jobView {
 	if log == nil {
 		log = []metadb.JobStep{}
 	}
-	return jobView{ID: j.ID, Kind: j.Kind, State: j.State, Step: j.Step, Progress: j.Progress,
+	v := jobView{ID: j.ID, Kind: j.Kind, State: j.State, Step: j.Step, Progress: j.Progress,
 		Tenant: j.Tenant, Index: j.Index, Error: j.Error, Created: j.Created, Updated: j.Updated, Log: log}
+	v.BytesCopied, _ = strconv.ParseInt(j.Data[metadb.ResizeBytesCopied], 10, 64)
+	v.BytesTotal, _ = strconv.ParseInt(j.Data["bytes_total"], 10, 64)
+	return v
 }
 
 // getJob shows one of the caller's jobs; anyone else's is not found.

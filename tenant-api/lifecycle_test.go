@@ -134,11 +134,16 @@ func TestTenantDBLifecycle(t *testing.T) {
 		}
 	})
 
-	t.Run("resize is not built yet", func(t *testing.T) {
-		rep := h.do("PATCH", "/v1/dbs/0", acme.Token, map[string]string{"size": "256M"})
-		rep.want(t, http.StatusNotImplemented)
-		if got := rep.errorText(t); got != "resize is not available yet" {
-			t.Fatalf("error: got %q, want %q", got, "resize is not available yet")
+	t.Run("resize that cannot start is refused", func(t *testing.T) {
+		for _, tc := range []struct{ size, want string }{
+			{"64M", "db 0 is already 64M"},
+			{"256M", "no free 256M db to resize into"},
+		} {
+			rep := h.do("PATCH", "/v1/dbs/0", acme.Token, map[string]string{"size": tc.size})
+			rep.want(t, http.StatusConflict)
+			if got := rep.errorText(t); !strings.Contains(got, tc.want) {
+				t.Fatalf("resize to %s: error %q, want it to contain %q", tc.size, got, tc.want)
+			}
 		}
 	})
 

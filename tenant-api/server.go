@@ -87,6 +87,7 @@ type Store interface {
 	DB(ctx context.Context, tenant string, index int) (*metadb.DB, error)
 	ClaimDB(ctx context.Context, tenant string, pair *metadb.Pair, writeMode string, quota int64, limit int, jobID string) (*metadb.DB, *metadb.Job, error)
 	StartDrop(ctx context.Context, tenant string, index int, jobID string) (*metadb.Job, error)
+	StartResize(ctx context.Context, tenant string, index int, size string, quota int64, jobID string) (*metadb.Job, error)
 	UpdateDB(ctx context.Context, f *metadb.Fence, sender, tenant string, index int, fn func(*metadb.DB) ([]*buspb.Envelope, error)) (*metadb.DB, error)
 	Job(ctx context.Context, id string) (*metadb.Job, error)
 

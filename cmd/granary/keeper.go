@@ -22,6 +22,7 @@ func runKeeper(ctx context.Context, log zerolog.Logger, args []string) error {
 	fs.DurationVar(&cfg.PairsPoll, "pairs-poll", cfg.PairsPoll, "how often to read which pairs are assigned to this keeper")
 	fs.DurationVar(&cfg.ProbeInterval, "probe-interval", cfg.ProbeInterval, "how often each watched server gets PING and INFO")
 	fs.DurationVar(&cfg.ProbeTimeout, "probe-timeout", cfg.ProbeTimeout, "a probe slower than this counts as the server being down")
+	fs.DurationVar(&cfg.DetectTime, "detect-time", cfg.DetectTime, "a pair's master unreachable this long (and lost by its replica too) is failed over")
 	fs.DurationVar(&cfg.ReportInterval, "report-interval", cfg.ReportInterval, "a pair's health report is rewritten at least this often")
 	fs.DurationVar(&cfg.SizingSweep, "sizing-sweep", cfg.SizingSweep, "every db on this keeper's pairs is measured at least this often")
 	fs.DurationVar(&cfg.MeasureGap, "measure-gap", cfg.MeasureGap, "shortest time between two measurements of one db")

@@ -437,9 +437,14 @@ type Route struct {
 	// The db is over its quota: proxies refuse its denyoom commands.
 	Banned bool `protobuf:"varint,9,opt,name=banned,proto3" json:"banned,omitempty"`
 	// Size class name, e.g. "64M".
-	Size          string `protobuf:"bytes,10,opt,name=size,proto3" json:"size,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Size string `protobuf:"bytes,10,opt,name=size,proto3" json:"size,omitempty"`
+	// A resize's write hold on the db, as recorded in metadb: while
+	// hold_deadline_unix_nanos is set and not past, proxies queue the db's
+	// writes. A proxy that loads its snapshot during a hold honours it.
+	HoldJob               string `protobuf:"bytes,11,opt,name=hold_job,json=holdJob,proto3" json:"hold_job,omitempty"`
+	HoldDeadlineUnixNanos int64  `protobuf:"varint,12,opt,name=hold_deadline_unix_nanos,json=holdDeadlineUnixNanos,proto3" json:"hold_deadline_unix_nanos,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *Route) Reset() {
@@ -540,6 +545,20 @@ func (x *Route) GetSize() string {
 		return x.Size
 	}
 	return ""
+}
+
+func (x *Route) GetHoldJob() string {
+	if x != nil {
+		return x.HoldJob
+	}
+	return ""
+}
+
+func (x *Route) GetHoldDeadlineUnixNanos() int64 {
+	if x != nil {
+		return x.HoldDeadlineUnixNanos
+	}
+	return 0
 }
 
 // RouteChanged announces a new route for a tenant db, or its removal.
@@ -1329,7 +1348,7 @@ const file_bus_proto_rawDesc = "" +
 	"\x0ekeeper_command\x18\x11 \x01(\v2\x1d.granary.bus.v1.KeeperCommandH\x00R\rkeeperCommand\x12C\n" +
 	"\rkeeper_result\x18\x12 \x01(\v2\x1c.granary.bus.v1.KeeperResultH\x00R\fkeeperResult\x129\n" +
 	"\theartbeat\x18\x13 \x01(\v2\x19.granary.bus.v1.HeartbeatH\x00R\theartbeatB\t\n" +
-	"\apayload\"\x92\x02\n" +
+	"\apayload\"\xe6\x02\n" +
 	"\x05Route\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
@@ -1343,7 +1362,9 @@ const file_bus_proto_rawDesc = "" +
 	"write_mode\x18\b \x01(\x0e2\x19.granary.bus.v1.WriteModeR\twriteMode\x12\x16\n" +
 	"\x06banned\x18\t \x01(\bR\x06banned\x12\x12\n" +
 	"\x04size\x18\n" +
-	" \x01(\tR\x04size\"U\n" +
+	" \x01(\tR\x04size\x12\x19\n" +
+	"\bhold_job\x18\v \x01(\tR\aholdJob\x127\n" +
+	"\x18hold_deadline_unix_nanos\x18\f \x01(\x03R\x15holdDeadlineUnixNanos\"U\n" +
 	"\fRouteChanged\x12+\n" +
 	"\x05route\x18\x01 \x01(\v2\x15.granary.bus.v1.RouteR\x05route\x12\x18\n" +
 	"\aremoved\x18\x02 \x01(\bR\aremoved\"h\n" +

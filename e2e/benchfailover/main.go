@@ -1,0 +1,127 @@
+// Command benchfailover is the failover benchmark (issue 4, `make
+// bench-failover`): it SIGKILLs a pair's master again and again while
+// clients do confirmed writes, first under Granary (keeper, proxy, spare
+// pool), then under Redis Sentinel on the same kind of pair, and prints per
+// kill how long writes were unavailable, how many acknowledged writes were
+// lost, and whether a spare became the new replica.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+type config struct {
+	bin      string
+	rounds   int
+	clients  int
+	detect   time.Duration
+	sentinel bool
+	dir      string
+}
+
+// result is one system's figures.
+type result struct {
+	name     string
+	unavail  []time.Duration
+	attached int
+	acked    int
+	lost     int
+	fails    int64
+	notes    []string
+}
+
+func (r *result) add(d time.Duration, attached bool) {
+	r.unavail = append(r.unavail, d)
+	if attached {
+		r.attached++
+	}
+}
+
+func (r *result) pct(q float64) time.Duration {
+	if len(r.unavail) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), r.unavail...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+func main() {
+	var cfg config
+	flag.StringVar(&cfg.bin, "bin", "bin/granary", "granary binary")
+	flag.IntVar(&cfg.rounds, "rounds", 20, "master kills per system")
+	flag.IntVar(&cfg.clients, "clients", 4, "clients doing confirmed writes")
+	flag.DurationVar(&cfg.detect, "detect", time.Second, "detection time: keeper --detect-time and Sentinel down-after-milliseconds")
+	flag.BoolVar(&cfg.sentinel, "sentinel", true, "also run Redis Sentinel")
+	flag.StringVar(&cfg.dir, "dir", "", "work folder (default: a temporary one, removed at the end)")
+	flag.Parse()
+	// go-redis logs every failed dial; failed writes are what is measured.
+	redis.SetLogger(quiet{})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "benchfailover:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg config) error {
+	if cfg.dir == "" {
+		d, err := os.MkdirTemp("", "benchfailover-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		cfg.dir = d
+	}
+	fmt.Printf("failover benchmark: %d kills (SIGKILL of the pair's master) per system, %d clients doing confirmed writes, detection %v\n\n",
+		cfg.rounds, cfg.clients, cfg.detect)
+	var results []*result
+	for _, sys := range []struct {
+		name string
+		on   bool
+		run  func(context.Context, config, *procs) (*result, error)
+	}{{"granary", true, runGranary}, {"sentinel", cfg.sentinel, runSentinel}} {
+		if !sys.on {
+			continue
+		}
+		p := &procs{dir: cfg.dir + "/" + sys.name}
+		if err := os.MkdirAll(p.dir, 0o755); err != nil {
+			return err
+		}
+		res, err := sys.run(ctx, cfg, p)
+		p.stopAll()
+		if err != nil {
+			return fmt.Errorf("%s: %w", sys.name, err)
+		}
+		results = append(results, res)
+		fmt.Println()
+	}
+	fmt.Println("| system | kills | unavailability median | p90 | max | acknowledged writes | lost | new replica attached |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for _, r := range results {
+		fmt.Printf("| %s | %d | %v | %v | %v | %d | %d | %d of %d |\n", r.name, len(r.unavail),
+			r.pct(0.5).Round(time.Millisecond), r.pct(0.9).Round(time.Millisecond), r.pct(1).Round(time.Millisecond),
+			r.acked, r.lost, r.attached, len(r.unavail))
+	}
+	for _, r := range results {
+		if len(r.notes) > 0 {
+			fmt.Printf("\n%s: %s\n", r.name, strings.Join(r.notes, "; "))
+		}
+	}
+	return nil
+}
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}

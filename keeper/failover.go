@@ -1,0 +1,184 @@
+package keeper
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/granary-db/granary/metadb"
+)
+
+// Failover, the keeper's part (DESIGN.md, "Failover"): the watcher of a
+// pair decides after every probe (decideFailover), promotes the replica
+// with REPLICAOF NO ONE and records the failover in one metadb transaction
+// (metadb.Store.Promote), which moves every db of the pair to the new
+// master and records the replace_replica job; the keeper then runs that
+// job's attach step (failover_attach.go).
+//
+// The persistence trap: a master without persistence that a supervisor
+// restarts faster than DetectTime comes back empty with a new run id. The
+// watcher treats the new run id as a failure and promotes the replica as
+// long as the replica's replication id still differs from the restarted
+// master's, i.e. it has not completed a resync from it; REPLICAOF NO ONE
+// during a resync aborts it and keeps the old data set (with Redis's
+// default repl-diskless-load disabled). The window that remains: the
+// replica reconnects (its replication cron runs every second) and finishes
+// a full sync of the small empty data set between two probes
+// (ProbeInterval, 250 ms), or before the keeper's first probe sees the new
+// run id; the replica's data is then gone. Closing it needs the replica to
+// refuse the resync itself, which Redis cannot be told to do; running the
+// master with persistence (appendonly) closes it for restarts.
+
+// replicaSilence is how long a replica whose link still reads "up" may go
+// without hearing from its master before it counts as having lost it. The
+// master pings its replicas every repl-ping-replica-period (10s by
+// default), so an idle but healthy master stays under it.
+const replicaSilence = 12 * time.Second
+
+// failoverWatch is one pair watcher's failover memory.
+type failoverWatch struct {
+	started time.Time
+	// done: this watcher promoted the replica; the pair's record changed
+	// and a new watcher takes over.
+	done bool
+	// lastWhy is the last reason for not failing over that was logged, so
+	// a standing condition is logged once.
+	lastWhy string
+	lastErr string
+}
+
+// failoverDecision is decideFailover's answer.
+type failoverDecision struct {
+	promote bool
+	reason  string // why promote, or why not
+}
+
+// decideFailover says whether the replica of a pair must be promoted, from
+// the watching keeper's health report alone:
+//
+//   - the replica must be up; a replica already promoted (a promotion
+//     decided earlier but not recorded) is recorded whatever the master's
+//     state;
+//   - a master that came back with a new run id since the watcher started
+//     (restarted, maybe empty: the persistence trap) has failed, as long as
+//     the replica has not resynced from it yet (another replication id);
+//   - a master unreachable since its last good probe for at least detect
+//     has failed only if the replica has lost it too (link down, or silent
+//     for replicaSilence): a keeper cut off from a master that its replica
+//     still sees does not fail over on its own view; nor does a replica
+//     whose replication id is not the master's (restarted empty, never
+//     resynced) get promoted: it may miss confirmed writes.
+func decideFailover(h metadb.PairHealth, started time.Time, detect time.Duration, now time.Time) failoverDecision {
+	m, r := h.Master, h.Replica
+	if r.Addr == "" || !r.Up {
+		return failoverDecision{reason: "replica down"}
+	}
+	promoted := r.Role == "master"
+	if m.Up {
+		if m.RunID != "" && m.PrevRunID != "" && m.RestartedAt.After(started) {
+			if promoted || m.ReplID == "" || r.ReplID != m.ReplID {
+				return failoverDecision{promote: true, reason: "master restarted"}
+			}
+			return failoverDecision{reason: "master restarted and the replica already resynced from it"}
+		}
+		if promoted {
+			// A promotion that was decided but not recorded (the keeper
+			// died, metadb refused): finish it. Undoing it instead would
+			// resync the replica from a master that may have come back
+			// empty; finishing it loses no acknowledged write, because
+			// the master could not confirm any write without its replica.
+			return failoverDecision{promote: true, reason: "replica already promoted"}
+		}
+		return failoverDecision{reason: "master up"}
+	}
+	last := m.LastOK
+	if last.IsZero() {
+		last = m.Since
+	}
+	if now.Sub(last) < detect {
+		return failoverDecision{reason: "master down, within the detection time"}
+	}
+	if !promoted && r.LinkUp && time.Duration(r.LastIOSec)*time.Second < replicaSilence {
+		return failoverDecision{reason: "master unreachable from the keeper but the replica still sees it"}
+	}
+	if !promoted && m.ReplID != "" && r.ReplID != m.ReplID {
+		// A replica restarted empty and never resynced has a replication
+		// id of its own: it may miss confirmed writes. Never promote a
+		// stale replica; the pair needs an operator.
+		return failoverDecision{reason: "replica is not a copy of the master (another replication id)"}
+	}
+	return failoverDecision{promote: true, reason: "master down"}
+}
+
+// checkFailover runs after every probe of a pair: it decides and, when the
+// master failed, promotes the replica and records the failover. Failures
+// are retried on the next probe.
+func (k *Keeper) checkFailover(ctx context.Context, p metadb.Pair, h *metadb.PairHealth, fw *failoverWatch) {
+	if fw.done || p.Replica == "" || !k.leased() {
+		return
+	}
+	d := decideFailover(*h, fw.started, k.cfg.DetectTime, time.Now())
+	log := k.log.With().Str("pair", p.ID).Str("master", p.Master).Str("replica", p.Replica).Logger()
+	if !d.promote {
+		if d.reason != fw.lastWhy && !h.Master.Up {
+			log.Info().Str("reason", d.reason).Msg("no failover")
+		}
+		fw.lastWhy = d.reason
+		return
+	}
+	start := time.Now()
+	job, err := k.promote(ctx, p, *h, d.reason)
+	if err != nil {
+		// Retried on the next probe (a promoted replica is not told
+		// again); a pair reassigned or changed meanwhile gets a new
+		// watcher. The same error is logged once.
+		if ctx.Err() == nil && err.Error() != fw.lastErr {
+			log.Warn().Err(err).Str("reason", d.reason).Msg("failover failed, will retry")
+			fw.lastErr = err.Error()
+		}
+		return
+	}
+	fw.done = true
+	ev := log.Warn().Str("reason", d.reason).Dur("took", time.Since(start)).Time("master_last_ok", h.Master.LastOK).Time("master_since", h.Master.Since)
+	if job != nil {
+		ev = ev.Str("job", job.ID).Str("spare", job.Data["spare"])
+	}
+	ev.Msg("failover: replica promoted")
+}
+
+// promote makes the replica a master (REPLICAOF NO ONE, unless it already
+// is) and records the failover in metadb. It returns the replace_replica
+// job the record created (nil if the failover was already recorded).
+func (k *Keeper) promote(ctx context.Context, p metadb.Pair, h metadb.PairHealth, reason string) (*metadb.Job, error) {
+	c := k.backends.prober(p.Replica)
+	pctx, cancel := context.WithTimeout(ctx, k.cfg.ProbeTimeout)
+	defer cancel()
+	if h.Replica.Role != "master" {
+		if err := c.Do(pctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
+			return nil, fmt.Errorf("promote %s: %w", p.Replica, err)
+		}
+	}
+	s, err := c.Info(pctx, "replication").Result()
+	if err != nil {
+		return nil, fmt.Errorf("offset of %s: %w", p.Replica, err)
+	}
+	in := parseInfo(s)
+	if in.role != "master" {
+		return nil, fmt.Errorf("promote %s: still %s", p.Replica, in.role)
+	}
+	_, job, err := k.store.Promote(ctx, metadb.Promotion{Keeper: k.cfg.ID, Pair: p.ID, OldMaster: p.Master,
+		NewMaster: p.Replica, Offset: in.offset, MasterOffset: h.Master.Offset, Reason: reason})
+	if err != nil {
+		return nil, fmt.Errorf("record failover: %w", err)
+	}
+	return job, nil
+}
+
+// kickPairs asks the pairs loop to reread the pairs at once, so that a
+// pair whose servers changed is watched again without waiting a poll.
+func (k *Keeper) kickPairs() {
+	select {
+	case k.pairsKick <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,115 @@
+package keeper
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/granary-db/granary/metadb"
+	"github.com/redis/go-redis/v9"
+)
+
+func init() {
+	jobSteps[metadb.JobReplace] = map[string]jobStep{"attach": attachStep}
+}
+
+// attachStep makes a replace_replica job's spare replicate the pair's new
+// master (REPLICAOF) and waits until it is in sync: the spare's link is up,
+// its initial sync is over, the master lists it as online (so WAIT counts
+// it) and its applied offset has reached the master's offset read just
+// before. It is idempotent: a spare that already follows the master is not
+// told again (that would restart its sync). If the pair's master changed
+// meanwhile, the step hands the job to the master's record step, which
+// fails it and returns the spare.
+func attachStep(k *Keeper, ctx context.Context, j *metadb.Job) (string, error) {
+	spare, master := j.Data["spare"], j.Data["master"]
+	if spare == "" || master == "" {
+		return "", fmt.Errorf("replace job %s without spare or master: %w", j.ID, metadb.ErrBadState)
+	}
+	p, err := k.store.Pair(ctx, j.Pair)
+	if err != nil {
+		return "", err
+	}
+	if p.Master != master {
+		return "record", nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// Own short-lived clients: the spare is not a watched server, so the
+	// pooled backends would close its client under us.
+	sc := redis.NewClient(&redis.Options{Addr: spare, MaxRetries: -1, DialerRetries: 1, DialTimeout: time.Second, DisableIdentity: true, PoolSize: 1})
+	defer sc.Close()
+	mc := redis.NewClient(&redis.Options{Addr: master, MaxRetries: -1, DialerRetries: 1, DialTimeout: time.Second, DisableIdentity: true, PoolSize: 1})
+	defer mc.Close()
+
+	si, err := info(ctx, sc)
+	if err != nil && ctx.Err() == nil {
+		// A spare that does not answer is swapped for another one; it is
+		// reclaimed (emptied, back in the pool) once it answers again.
+		if derr := k.store.DropSpare(ctx, j.ID, spare, err.Error()); derr != nil {
+			return "", fmt.Errorf("spare %s: %v; drop it: %w", spare, err, derr)
+		}
+		k.log.Warn().Err(err).Str("pair", j.Pair).Str("spare", spare).Msg("spare unreachable, taking another")
+		return "", errWaitStep // the job is back at take_spare
+	}
+	if err != nil {
+		return "", errWaitStep
+	}
+	if si.role != "slave" || si.masterAddr != master {
+		// Told twice (two runs of the step), Redis answers "already
+		// connected" and does not restart the sync.
+		host, port, err := net.SplitHostPort(master)
+		if err != nil {
+			return "", err
+		}
+		if err := sc.Do(ctx, "REPLICAOF", host, port).Err(); err != nil {
+			return "", fmt.Errorf("attach %s to %s: %w", spare, master, err)
+		}
+		k.log.Info().Str("pair", j.Pair).Str("spare", spare).Str("master", master).Msg("spare attached, syncing")
+	}
+	// Poll briskly: confirmed writes to the pair's dbs are refused until
+	// the new replica is recorded.
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ok, err := inSync(ctx, mc, sc, spare)
+		if err != nil && ctx.Err() == nil {
+			return "", err
+		}
+		if ok {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return "", errWaitStep
+		case <-t.C:
+		}
+	}
+	k.log.Info().Str("pair", j.Pair).Str("spare", spare).Msg("spare in sync")
+	return "record", nil
+}
+
+func info(ctx context.Context, c *redis.Client) (serverInfo, error) {
+	s, err := c.Info(ctx, "server", "replication").Result()
+	if err != nil {
+		return serverInfo{}, err
+	}
+	return parseInfo(s), nil
+}
+
+// inSync says whether the spare's link is up, its initial sync over, the
+// master lists it online (so WAIT counts it), and its applied offset has
+// reached the master's offset read just before.
+func inSync(ctx context.Context, mc, sc *redis.Client, spare string) (bool, error) {
+	mi, err := info(ctx, mc)
+	if err != nil {
+		return false, fmt.Errorf("master: %w", err)
+	}
+	si, err := info(ctx, sc)
+	if err != nil {
+		return false, fmt.Errorf("spare %s: %w", spare, err)
+	}
+	line, listed := mi.findReplica(spare)
+	return si.linkUp && !si.syncInProgress && listed && line.state == "online" && si.offset >= mi.offset, nil
+}

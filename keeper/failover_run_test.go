@@ -1,0 +1,160 @@
+package keeper
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/granary-db/granary/internal/redisproc"
+	"github.com/granary-db/granary/internal/redistest"
+	"github.com/granary-db/granary/metadb"
+)
+
+// TestKeeperFailsOverAndAttaches kills a watched pair's master: the keeper
+// promotes the replica after the detection time, records the failover, and
+// runs the replace job's attach step, leaving the spare in sync with the
+// new master and the job at the master's record step.
+func TestKeeperFailsOverAndAttaches(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	spare := redistest.Start(t, "databases", "4")
+	if err := e.store.AddSpare(ctx, spare.Addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.master.ClientDB(t, e.db.SlotDB).Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.master.Client(t).Wait(ctx, 1, time.Second).Result(); err != nil || n != 1 {
+		t.Fatalf("wait: %d, %v", n, err)
+	}
+	detect := 500 * time.Millisecond
+	cfg := Config{ID: "k1", LeaseTTL: time.Second, PairsPoll: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
+		DetectTime: detect, SizingSweep: time.Hour}
+	k, _ := startKeeper(t, e.store, cfg)
+	if _, err := e.store.UpdatePair(ctx, nil, e.pair.ID, func(p *metadb.Pair) error { p.Keeper = "k1"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the keeper to see the pair healthy", func() bool {
+		h, ok := k.Health(e.pair.ID)
+		return ok && h.Master.Up && h.Replica.LinkUp
+	})
+	e.master.Kill()
+	killed := time.Now()
+	var pair *metadb.Pair
+	waitFor(t, 5*time.Second, "promotion", func() bool {
+		pair, _ = e.store.Pair(ctx, e.pair.ID)
+		return pair.Master == e.replica.Addr
+	})
+	took := time.Since(killed)
+	t.Logf("promoted %v after the kill (detection %v)", took, detect)
+	if took < detect || took > detect+time.Second {
+		t.Fatalf("promoted %v after the kill, want detection %v plus a few probes", took, detect)
+	}
+	if pair.Replica != "" || pair.State != metadb.PairDegraded {
+		t.Fatalf("pair after promotion: %+v", pair)
+	}
+	if role := e.replica.Client(t).Do(ctx, "ROLE").Val(); role.([]any)[0] != "master" {
+		t.Fatalf("replica role after promotion: %v", role)
+	}
+	var job *metadb.Job
+	waitFor(t, 10*time.Second, "the attach step done", func() bool {
+		jobs, _ := e.store.ActiveJobs(ctx)
+		for _, j := range jobs {
+			if j.Kind == metadb.JobReplace {
+				job = j
+			}
+		}
+		return job != nil && job.Step == "record"
+	})
+	if job.Data["spare"] != spare.Addr {
+		t.Fatalf("job spare %q, want %s", job.Data["spare"], spare.Addr)
+	}
+	if got := spare.ClientDB(t, e.db.SlotDB).Get(ctx, "k").Val(); got != "v" {
+		t.Fatalf("spare has %q for k, want the data synced from the new master", got)
+	}
+	if n, err := e.replica.Client(t).Wait(ctx, 1, time.Second).Result(); err != nil || n != 1 {
+		t.Fatalf("new master's WAIT 1 after attach: %d, %v", n, err)
+	}
+}
+
+// TestKeeperFailsOverRestartedMaster is the persistence trap: the master
+// dies and comes back empty (no persistence) on the same address faster
+// than the detection time. Its new run id counts as a failure: the keeper
+// promotes the replica before it resyncs the empty data set.
+func TestKeeperFailsOverRestartedMaster(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if err := e.master.ClientDB(t, e.db.SlotDB).Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.master.Client(t).Wait(ctx, 1, time.Second).Result(); err != nil || n != 1 {
+		t.Fatalf("wait: %d, %v", n, err)
+	}
+	cfg := Config{ID: "k1", LeaseTTL: time.Second, PairsPoll: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
+		DetectTime: 5 * time.Second, SizingSweep: time.Hour}
+	k, _ := startKeeper(t, e.store, cfg)
+	if _, err := e.store.UpdatePair(ctx, nil, e.pair.ID, func(p *metadb.Pair) error { p.Keeper = "k1"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the keeper to see the pair healthy", func() bool {
+		h, ok := k.Health(e.pair.ID)
+		return ok && h.Master.Up && h.Replica.LinkUp
+	})
+	e.master.Kill()
+	restarted, err := redisproc.Start(ctx, redisproc.Config{Dir: t.TempDir(), Port: e.master.Port, Args: []string{"databases", "4"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(restarted.Kill)
+	waitFor(t, 3*time.Second, "promotion", func() bool {
+		p, _ := e.store.Pair(ctx, e.pair.ID)
+		return p.Master == e.replica.Addr
+	})
+	if got := e.replica.ClientDB(t, e.db.SlotDB).Get(ctx, "k").Val(); got != "v" {
+		t.Fatalf("promoted replica has %q for k: it resynced from the empty restarted master", got)
+	}
+	if d, _ := e.store.Demoted(ctx); len(d) != 1 || d[0] != e.master.Addr {
+		t.Fatalf("restarted master not demoted: %v", d)
+	}
+}
+
+// TestKeeperDropsDeadSpare: a spare that does not answer is given back
+// (demoted, to be reclaimed when it answers) and the job returns to
+// take_spare for another one.
+func TestKeeperDropsDeadSpare(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	port, err := redisproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := e.store.AddSpare(ctx, dead); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{ID: "k1", LeaseTTL: time.Second, PairsPoll: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
+		DetectTime: 300 * time.Millisecond, SizingSweep: time.Hour}
+	startKeeper(t, e.store, cfg)
+	if _, err := e.store.UpdatePair(ctx, nil, e.pair.ID, func(p *metadb.Pair) error { p.Keeper = "k1"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the keeper to watch the pair", func() bool {
+		h, err := e.store.PairHealth(ctx, e.pair.ID)
+		return err == nil && h.Master.Up && h.Replica.LinkUp
+	})
+	e.master.Kill()
+	waitFor(t, 10*time.Second, "the dead spare dropped", func() bool {
+		jobs, _ := e.store.ActiveJobs(ctx)
+		for _, j := range jobs {
+			if j.Kind == metadb.JobReplace && j.Step == "take_spare" && j.Data["spare"] == "" {
+				return true
+			}
+		}
+		return false
+	})
+	if d, _ := e.store.Demoted(ctx); !slices.Contains(d, dead) {
+		t.Fatalf("dead spare not demoted: %v", d)
+	}
+}

@@ -1,0 +1,71 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/granary-db/granary/metadb"
+	"github.com/redis/go-redis/v9"
+)
+
+// reclaimInterval is how often the leader looks for demoted masters that
+// came back.
+const reclaimInterval = time.Second
+
+// reclaimLoop turns demoted masters that answer again into spares. A
+// demoted master is never routed to (the failover took it out of its pair),
+// so it serves no tenant; before it rejoins the spare pool it stops
+// following anyone and is emptied (FLUSHALL), so that nothing of its old
+// data can show when it is attached somewhere as a replica.
+func (m *Master) reclaimLoop(ctx context.Context, f *metadb.Fence) error {
+	t := time.NewTicker(reclaimInterval)
+	defer t.Stop()
+	for {
+		addrs, err := m.store.Demoted(ctx)
+		if err != nil && ctx.Err() == nil {
+			m.log.Warn().Err(err).Msg("list demoted masters failed")
+		}
+		for _, a := range addrs {
+			err := m.reclaim(ctx, f, a)
+			switch {
+			case errors.Is(err, metadb.ErrNotLeader):
+				return err
+			case err == nil:
+				m.log.Info().Str("addr", a).Msg("demoted master emptied and back in the spare pool")
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// reclaim empties one demoted master if it answers; an unreachable one is
+// tried again later (the error is not worth a log line: it is usually dead).
+func (m *Master) reclaim(ctx context.Context, f *metadb.Fence, addr string) error {
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DisableIdentity: true, PoolSize: 1,
+		DialTimeout: 300 * time.Millisecond, ReadTimeout: m.cfg.BackendTimeout, WriteTimeout: m.cfg.BackendTimeout})
+	defer c.Close()
+	if err := c.Ping(ctx).Err(); err != nil {
+		return err
+	}
+	if err := c.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
+		return fmt.Errorf("detach %s: %w", addr, err)
+	}
+	if err := c.FlushAll(ctx).Err(); err != nil {
+		return fmt.Errorf("flush %s: %w", addr, err)
+	}
+	ks, err := c.Info(ctx, "keyspace").Result()
+	if err != nil {
+		return err
+	}
+	if strings.Contains(ks, "keys=") {
+		return fmt.Errorf("%s not empty after FLUSHALL", addr)
+	}
+	return m.store.ReclaimDemoted(ctx, f, addr)
+}

@@ -1,0 +1,228 @@
+package metadb
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNoFit: a shrink whose measured data does not fit the smaller size.
+var ErrNoFit = errors.New("the db's data does not fit the target size")
+
+// Data fields of a resize job.
+const (
+	ResizeToSize      = "to_size"      // target size class, "256M"
+	ResizeToQuota     = "to_quota"     // target quota in bytes
+	ResizeToPair      = "to_pair"      // reserved target pair
+	ResizeToSlot      = "to_slot"      // reserved target db number
+	ResizeBytesCopied = "bytes_copied" // estimate, for progress bars
+	ResizeKeysCopied  = "keys_copied"
+	ResizeKeysTotal   = "keys_total"
+)
+
+// ResizeTarget is the reserved target of a resize job; ok is false before
+// the reserve step.
+func ResizeTarget(j *Job) (pair string, slot int, ok bool) {
+	pair = j.Data[ResizeToPair]
+	s, err := strconv.Atoi(j.Data[ResizeToSlot])
+	return pair, s, pair != "" && err == nil
+}
+
+// StartResize marks an active db as resizing to size (quota bytes) and
+// records its resize job (step "reserve"), in one transaction. Resizing a db
+// that is already resizing returns its job. It returns ErrBadState unless
+// the db is active or when it already has that size, and ErrNoFit when its
+// last measured use exceeds the target quota: nothing moves then.
+func (s *Store) StartResize(ctx context.Context, tenant string, index int, size string, quota int64, jobID string) (*Job, error) {
+	var job *Job
+	err := s.txn(ctx, nil, func(tx *redis.Tx) error {
+		db, err := getDB(ctx, tx, tenant, index)
+		if err != nil {
+			return err
+		}
+		if db.State == DBResizing {
+			if job, err = getJSON[Job](ctx, tx, keyJob(db.Job)); err != nil {
+				return err
+			}
+			if job.Data[ResizeToSize] != size {
+				return fmt.Errorf("db %d is already being resized to %s: %w", index, job.Data[ResizeToSize], ErrBadState)
+			}
+			return nil
+		}
+		if db.State != DBActive {
+			return fmt.Errorf("db %d is %s: %w", index, db.State, ErrBadState)
+		}
+		if db.Size == size {
+			return fmt.Errorf("db %d is already %s: %w", index, size, ErrBadState)
+		}
+		if db.UsedBytes > quota {
+			return fmt.Errorf("db %d holds %d bytes, more than the %d of %s: %w", index, db.UsedBytes, quota, size, ErrNoFit)
+		}
+		ts := now()
+		job = &Job{ID: jobID, Kind: JobResize, State: JobRunning, Step: "reserve", Tenant: tenant, Index: index,
+			Pair: db.Pair, SlotDB: db.SlotDB, Created: ts, Updated: ts, Log: []JobStep{{Step: "requested", At: ts}},
+			Data: map[string]string{ResizeToSize: size, ResizeToQuota: strconv.FormatInt(quota, 10)}}
+		db.State, db.Job = DBResizing, jobID
+		dbJSON, _ := json.Marshal(db)
+		jobJSON, _ := json.Marshal(job)
+		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+			pl.HSet(ctx, keyTenantDBs(tenant), field(index), dbJSON)
+			pl.Set(ctx, keyJob(jobID), jobJSON, 0)
+			pl.ZAdd(ctx, keyJobs, redis.Z{Score: float64(time.Now().UnixMilli()), Member: jobID})
+			pl.SAdd(ctx, keyJobsActive, jobID)
+			return nil
+		})
+		return err
+	}, keyTenantDBs(tenant))
+	return job, err
+}
+
+// ReserveResizeSlot takes a free slot of pair for the resize job and
+// records it in the job, atomically: the slot's owner becomes the db, so
+// no create can take it. A job that already has its target keeps it. It
+// returns ErrNoCapacity when the pair has no free slot (the caller re-picks
+// a pair) and ErrNotLeader for a deposed master.
+func (s *Store) ReserveResizeSlot(ctx context.Context, f *Fence, jobID string, pair *Pair) (*Job, error) {
+	var out *Job
+	err := s.txn(ctx, f, func(tx *redis.Tx) error {
+		job, err := getJSON[Job](ctx, tx, keyJob(jobID))
+		if err != nil {
+			return err
+		}
+		if _, _, ok := ResizeTarget(job); ok || job.State != JobRunning {
+			out = job
+			return nil
+		}
+		if job.Data == nil {
+			job.Data = map[string]string{}
+		}
+		slot, err := tx.SRandMember(ctx, keyPairFree(pair.ID)).Result()
+		if errors.Is(err, redis.Nil) {
+			return ErrNoCapacity
+		}
+		if err != nil {
+			return err
+		}
+		job.Data[ResizeToPair], job.Data[ResizeToSlot] = pair.ID, slot
+		job.Updated = now()
+		b, _ := json.Marshal(job)
+		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+			pl.SRem(ctx, keyPairFree(pair.ID), slot)
+			pl.HSet(ctx, keyPairOwners(pair.ID), slot, job.Tenant+"/"+strconv.Itoa(job.Index))
+			pl.Set(ctx, keyJob(jobID), b, 0)
+			return nil
+		})
+		out = job
+		return err
+	}, keyJob(jobID), keyPairFree(pair.ID), keyPairOwners(pair.ID))
+	return out, err
+}
+
+// AbortResize fails a resize job that has not switched yet: the db goes
+// back to active on its old slot, its hold is cleared and a reserved target
+// slot goes back to its free list, in one transaction.
+func (s *Store) AbortResize(ctx context.Context, f *Fence, jobID, why string) error {
+	j0, err := s.Job(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	keys := []string{keyJob(jobID), keyTenantDBs(j0.Tenant)}
+	if p, _, ok := ResizeTarget(j0); ok {
+		keys = append(keys, keyPairOwners(p))
+	}
+	return s.txn(ctx, f, func(tx *redis.Tx) error {
+		job, err := getJSON[Job](ctx, tx, keyJob(jobID))
+		if err != nil || job.State != JobRunning {
+			return err
+		}
+		db, err := getDB(ctx, tx, job.Tenant, job.Index)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if db != nil && (db.Pair != job.Pair || db.SlotDB != job.SlotDB) {
+			return fmt.Errorf("resize %s already switched: %w", jobID, ErrBadState)
+		}
+		owner := job.Tenant + "/" + strconv.Itoa(job.Index)
+		tp, ts, reserved := ResizeTarget(job)
+		var cur string
+		if reserved {
+			if cur, err = tx.HGet(ctx, keyPairOwners(tp), field(ts)).Result(); err != nil && !errors.Is(err, redis.Nil) {
+				return err
+			}
+		}
+		job.State, job.Error, job.Updated = JobFailed, why, now()
+		jobJSON, _ := json.Marshal(job)
+		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+			if db != nil && db.Job == jobID {
+				db.State, db.HoldJob, db.HoldUntil = DBActive, "", 0
+				b, _ := json.Marshal(db)
+				pl.HSet(ctx, keyTenantDBs(job.Tenant), field(job.Index), b)
+			}
+			if reserved && cur == owner {
+				pl.HDel(ctx, keyPairOwners(tp), field(ts))
+				pl.SAdd(ctx, keyPairFree(tp), ts)
+			}
+			pl.Set(ctx, keyJob(jobID), jobJSON, 0)
+			pl.SRem(ctx, keyJobsActive, jobID)
+			return nil
+		})
+		return err
+	}, keys...)
+}
+
+// FinishResize ends a switched resize job: the old slot goes back to its
+// pair's free list and the job is done, in one transaction, so the slot is
+// freed exactly once even if two masters race (the fence refuses the
+// deposed one). The db must already be on its new slot.
+func (s *Store) FinishResize(ctx context.Context, f *Fence, jobID string) error {
+	j0, err := s.Job(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	return s.txn(ctx, f, func(tx *redis.Tx) error {
+		job, err := getJSON[Job](ctx, tx, keyJob(jobID))
+		if err != nil || job.State != JobRunning {
+			return err
+		}
+		db, err := getDB(ctx, tx, job.Tenant, job.Index)
+		if err != nil {
+			return err
+		}
+		if db.Pair == job.Pair && db.SlotDB == job.SlotDB {
+			return fmt.Errorf("resize %s has not switched: %w", jobID, ErrBadState)
+		}
+		owner := job.Tenant + "/" + strconv.Itoa(job.Index)
+		cur, err := tx.HGet(ctx, keyPairOwners(job.Pair), field(job.SlotDB)).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		ts := now()
+		job.State, job.Step, job.Progress, job.Updated = JobDone, "done", 1, ts
+		by := ""
+		if f != nil {
+			by = f.ID
+		}
+		job.Log = append(job.Log, JobStep{Step: "free_old", At: ts, By: by})
+		jobJSON, _ := json.Marshal(job)
+		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+			if cur == owner {
+				pl.HDel(ctx, keyPairOwners(job.Pair), field(job.SlotDB))
+				pl.SAdd(ctx, keyPairFree(job.Pair), job.SlotDB)
+			}
+			if db.Job == jobID {
+				db.Job = ""
+				b, _ := json.Marshal(db)
+				pl.HSet(ctx, keyTenantDBs(job.Tenant), field(job.Index), b)
+			}
+			pl.Set(ctx, keyJob(jobID), jobJSON, 0)
+			pl.SRem(ctx, keyJobsActive, jobID)
+			return nil
+		})
+		return err
+	}, keyJob(jobID), keyPairOwners(j0.Pair), keyTenantDBs(j0.Tenant))
+}
