@@ -14,6 +14,7 @@ import (
 	"github.com/granary-db/granary/internal/redisproc"
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
+	"github.com/granary-db/granary/pools"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -39,12 +40,18 @@ type pairCluster struct {
 // master, keeper (1 s detection) and proxy, then creates one confirmed db.
 func startPairCluster(t *testing.T, spares int) *pairCluster {
 	t.Helper()
+	return startSizedCluster(t, spares, pools.Size64M)
+}
+
+// startSizedCluster is startPairCluster with a pool of the given size.
+func startSizedCluster(t *testing.T, spares int, size pools.Size) *pairCluster {
+	t.Helper()
 	meta, store := metaStore(t)
 	ctx := context.Background()
 	args := []string{"maxmemory", "256mb", "databases", "4"}
 	pm, pr := redistest.StartPair(t, args...)
 	c := &pairCluster{t: t, store: store, servers: map[string]*redistest.Server{pm.Addr: pm, pr.Addr: pr}}
-	pair, err := store.AddPair(ctx, "64M", pm.Addr, pr.Addr, []int{0, 1, 2, 3})
+	pair, err := store.AddPair(ctx, size.String(), pm.Addr, pr.Addr, []int{0, 1, 2, 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +75,7 @@ func startPairCluster(t *testing.T, spares int) *pairCluster {
 	startGranary(t, "master", "--metadb-url", url, "--id", "m1", "--lease", "1s", "--backend-timeout", "500ms")
 	startGranary(t, "keeper", "--metadb-url", url, "--id", "k1", "--lease", "1s", "--detect-time", pairDetect.String())
 	startGranary(t, "proxy", "--metadb-url", url, "--id", "px", "--addr", c.proxy)
-	_, job, err := store.ClaimDB(ctx, "acme", pair, metadb.WriteConfirmed, 64<<20, 8, "create-1")
+	_, job, err := store.ClaimDB(ctx, "acme", pair, metadb.WriteConfirmed, size.Bytes(), 8, "create-1")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ type poolView struct {
 	}
 }
 
-func pools(t *testing.T, c *devCluster) map[string]poolView {
+func poolViews(t *testing.T, c *devCluster) map[string]poolView {
 	t.Helper()
 	var ps []poolView
 	if err := json.Unmarshal(call(t, "GET", c.API+"/v1/admin/pools", c.AdminToken, nil).raw, &ps); err != nil {
@@ -68,7 +68,7 @@ func TestResizeUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := created.body["slot"].(map[string]any)
-	before := pools(t, c)
+	before := poolViews(t, c)
 	var oldMaster string
 	for _, p := range before["64M"].Pairs {
 		if p.ID == old["pair"] {
@@ -168,7 +168,7 @@ func TestResizeUnderLoad(t *testing.T) {
 	if n := oldSlot.DBSize(ctx).Val(); n != 0 {
 		t.Fatalf("old slot holds %d keys after the resize, want 0", n)
 	}
-	after := pools(t, c)
+	after := poolViews(t, c)
 	if after["64M"].Free != before["64M"].Free+1 || after["256M"].Free != before["256M"].Free-1 {
 		t.Fatalf("free slots: 64M %d -> %d, 256M %d -> %d; want +1 and -1",
 			before["64M"].Free, after["64M"].Free, before["256M"].Free, after["256M"].Free)

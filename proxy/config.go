@@ -79,6 +79,10 @@ type Config struct {
 	// HeartbeatInterval is how often the lease is renewed and activity
 	// reported. Default 1s.
 	HeartbeatInterval time.Duration
+	// ActivityInterval is how often written dbs are reported on the bus
+	// between heartbeats (nothing is sent when nothing was written).
+	// Default 250ms.
+	ActivityInterval time.Duration
 	// MaxHeld bounds writes waiting on one db's resize hold. Default 10000.
 	MaxHeld int
 	// MaxHoldWait bounds a hold that carries no deadline. Default 30s.
@@ -112,6 +116,7 @@ func DefaultConfig() Config {
 		LeaseTTL:           6 * time.Second,
 		LeaseMargin:        time.Second,
 		HeartbeatInterval:  time.Second,
+		ActivityInterval:   250 * time.Millisecond,
 		MaxHeld:            10000,
 		MaxHoldWait:        30 * time.Second,
 		DrainTimeout:       10 * time.Second,
@@ -154,6 +159,7 @@ func (c *Config) Validate() error {
 	pos("write timeout", int64(c.WriteTimeout))
 	pos("lease ttl", int64(c.LeaseTTL))
 	pos("heartbeat interval", int64(c.HeartbeatInterval))
+	pos("activity interval", int64(c.ActivityInterval))
 	pos("max held", int64(c.MaxHeld))
 	pos("max hold wait", int64(c.MaxHoldWait))
 	pos("drain timeout", int64(c.DrainTimeout))

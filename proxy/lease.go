@@ -168,7 +168,23 @@ func (p *Proxy) heartbeatLoop(ctx context.Context) error {
 			p.metrics.leaseFailures.Inc()
 		}
 		if report {
-			p.reportActivity(ctx, s)
+			p.reportActivity(ctx, s, true)
+		}
+	}
+}
+
+// activityLoop reports written dbs more often than the heartbeat, so that
+// the keeper measures a growing db, and the master bans it, soon after it
+// crosses its quota. Quiet intervals send nothing.
+func (p *Proxy) activityLoop(ctx context.Context) error {
+	t := time.NewTicker(p.cfg.ActivityInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			p.reportActivity(ctx, p.snap.Load(), false)
 		}
 	}
 }
@@ -250,7 +266,9 @@ func (p *Proxy) unblock(ctx context.Context, ids map[string][]int64) {
 
 // reportActivity publishes which dbs were read and written since the last
 // report, so the master knows which dbs to measure.
-func (p *Proxy) reportActivity(ctx context.Context, s *snapshot) {
+// reportActivity publishes the reads and writes per db since the last
+// report; with always unset it publishes nothing when there were none.
+func (p *Proxy) reportActivity(ctx context.Context, s *snapshot, always bool) {
 	hb := &buspb.Heartbeat{Component: buspb.Component_COMPONENT_PROXY, Id: p.cfg.ID, Addr: p.cfg.Advertise,
 		AppliedVersion: p.applied.Load(), Connections: uint32(p.nclients.Load())}
 	p.statesMu.Lock()
@@ -264,6 +282,9 @@ func (p *Proxy) reportActivity(ctx context.Context, s *snapshot) {
 		st.reportedReads, st.reportedWrites = r, w
 	}
 	p.statesMu.Unlock()
+	if !always && len(hb.Activity) == 0 {
+		return
+	}
 	if err := p.store.Publish(ctx, "proxy/"+p.cfg.ID, &buspb.Envelope{Payload: &buspb.Envelope_Heartbeat{Heartbeat: hb}}); err != nil && ctx.Err() == nil {
 		p.log.Debug().Err(err).Msg("activity report not sent")
 	}

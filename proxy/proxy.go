@@ -221,6 +221,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return err
 	})
 	g.Go(func() error { return p.heartbeatLoop(gctx) })
+	g.Go(func() error { return p.activityLoop(gctx) })
 	g.Go(func() error { return p.watchdog(gctx) })
 	g.Go(func() error { return p.tableLoop(gctx) })
 	g.Go(func() error { return p.accept(gctx, ln) })
