@@ -1,6 +1,7 @@
 package tenantapi
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -20,7 +21,7 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 }
 
-func newMetrics() *metrics {
+func newMetrics(store Store) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -33,7 +34,7 @@ func newMetrics() *metrics {
 			Buckets: prometheus.DefBuckets,
 		}, []string{"route", "method"}),
 	}
-	m.reg.MustRegister(m.requests, m.latency,
+	m.reg.MustRegister(m.requests, m.latency, &quotaCollector{store: store},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -69,4 +70,53 @@ func (m *metrics) middleware(next http.Handler) http.Handler {
 		}()
 		next.ServeHTTP(ww, r)
 	})
+}
+
+// quotaCollector reports, at each scrape, each db's share of its quota and
+// how many dbs are at 80 % or more (the REST warning) and banned. It reads
+// metadb at scrape time, bounded by a short timeout, so the figures are as
+// fresh as the keeper's last measurement.
+type quotaCollector struct {
+	store Store
+}
+
+var (
+	descRatio = prometheus.NewDesc("granary_db_quota_used_ratio",
+		"Measured size of a tenant db divided by its quota.", []string{"tenant", "index", "size"}, nil)
+	descWarn = prometheus.NewDesc("granary_dbs_quota_warning",
+		"Tenant dbs using 80% of their quota or more.", nil, nil)
+	descBanned = prometheus.NewDesc("granary_dbs_write_banned",
+		"Tenant dbs whose memory-growing writes are refused for being over quota.", nil, nil)
+)
+
+func (c *quotaCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descRatio
+	ch <- descWarn
+	ch <- descBanned
+}
+
+func (c *quotaCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	dbs, err := c.store.AllDBs(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descWarn, err)
+		return
+	}
+	warn, banned := 0, 0
+	for _, db := range dbs {
+		if db.QuotaBytes <= 0 {
+			continue
+		}
+		ratio := float64(db.UsedBytes) / float64(db.QuotaBytes)
+		ch <- prometheus.MustNewConstMetric(descRatio, prometheus.GaugeValue, ratio, db.Tenant, strconv.Itoa(db.Index), db.Size)
+		if ratio >= 0.8 {
+			warn++
+		}
+		if db.Banned {
+			banned++
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descWarn, prometheus.GaugeValue, float64(warn))
+	ch <- prometheus.MustNewConstMetric(descBanned, prometheus.GaugeValue, float64(banned))
 }

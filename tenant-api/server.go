@@ -84,6 +84,7 @@ type Store interface {
 	CreateTenant(ctx context.Context, sender, name, token, password string) (*metadb.Tenant, error)
 	TenantByToken(ctx context.Context, token string) (*metadb.Tenant, error)
 	DBs(ctx context.Context, tenant string) ([]*metadb.DB, error)
+	AllDBs(ctx context.Context) ([]*metadb.DB, error)
 	DB(ctx context.Context, tenant string, index int) (*metadb.DB, error)
 	ClaimDB(ctx context.Context, tenant string, pair *metadb.Pair, writeMode string, quota int64, limit int, jobID string) (*metadb.DB, *metadb.Job, error)
 	StartDrop(ctx context.Context, tenant string, index int, jobID string) (*metadb.Job, error)
@@ -130,7 +131,7 @@ func New(cfg Config, store Store, log zerolog.Logger) (*Server, error) {
 		log:       log,
 		adminHash: metadb.HashSecret(cfg.AdminToken),
 		sender:    "api/" + cfg.ID,
-		metrics:   newMetrics(),
+		metrics:   newMetrics(store),
 	}
 	s.handler = s.routes()
 	return s, nil
