@@ -107,7 +107,28 @@ func decideFailover(h metadb.PairHealth, started time.Time, detect time.Duration
 		// stale replica; the pair needs an operator.
 		return failoverDecision{reason: "replica is not a copy of the master (another replication id)"}
 	}
-	return failoverDecision{promote: true, reason: "master down"}
+	return failoverDecision{promote: true, reason: reasonMasterDown}
+}
+
+// reasonMasterDown is decideFailover's reason for an unreachable master,
+// the one case where the proxies' view is asked too (a restarted master
+// answers everyone, so their view says nothing there).
+const reasonMasterDown = "master down"
+
+// proxySeesMaster returns the id of a live proxy that got a reply from the
+// master after the keeper saw it go down, or "" if none did (or metadb
+// cannot tell: the replica has already agreed that the master is gone).
+func (k *Keeper) proxySeesMaster(ctx context.Context, master string, downSince time.Time) string {
+	ms, err := k.store.LiveMembers(ctx, metadb.KindProxy)
+	if err != nil {
+		return ""
+	}
+	for _, m := range ms {
+		if ok := m.BackendOK[master]; ok.After(downSince) {
+			return m.ID
+		}
+	}
+	return ""
 }
 
 // checkFailover runs after every probe of a pair: it decides and, when the
@@ -125,6 +146,16 @@ func (k *Keeper) checkFailover(ctx context.Context, p metadb.Pair, h *metadb.Pai
 		}
 		fw.lastWhy = d.reason
 		return
+	}
+	if d.reason == reasonMasterDown {
+		if px := k.proxySeesMaster(ctx, p.Master, h.Master.Since); px != "" {
+			why := "master unreachable from the keeper but proxy " + px + " still reaches it"
+			if why != fw.lastWhy {
+				log.Info().Str("reason", why).Msg("no failover")
+			}
+			fw.lastWhy = why
+			return
+		}
 	}
 	start := time.Now()
 	job, err := k.promote(ctx, p, *h, d.reason)

@@ -38,6 +38,7 @@ type Store interface {
 	Pair(ctx context.Context, id string) (*metadb.Pair, error)
 	Promote(ctx context.Context, pr metadb.Promotion) (*metadb.Pair, *metadb.Job, error)
 	DropSpare(ctx context.Context, jobID, spare, why string) error
+	LiveMembers(ctx context.Context, kind metadb.Kind) ([]*metadb.Member, error)
 }
 
 // Keeper is one keeper process.

@@ -85,6 +85,10 @@ type Member struct {
 	Started        time.Time `json:"started"`
 	LeaseExpires   time.Time `json:"lease_expires"`
 	Live           bool      `json:"live"`
+	// BackendOK is, for a proxy, when it last got a reply from each
+	// backend server (host:port). A keeper that cannot reach a master asks
+	// it whether the proxies still can before failing the pair over.
+	BackendOK map[string]time.Time `json:"backend_ok,omitempty"`
 }
 
 // Job states.

@@ -67,6 +67,11 @@ type group struct {
 	db   int
 	user string
 
+	// lastOK is when a shared connection of the group last read a reply
+	// (unix nanos), reported in the heartbeat for the keepers' failover
+	// decisions.
+	lastOK atomic.Int64
+
 	conns   []atomic.Pointer[bconn]
 	retired atomic.Bool // no route names it any more; closed
 	unused  time.Time   // since when no route names it (janitor only)
@@ -385,6 +390,9 @@ func (c *bconn) readLoop() {
 			c.awaiting = nil
 			return
 		}
+		if !c.rr.buffered() {
+			c.g.lastOK.Store(time.Now().UnixNano()) // once per read, not per reply
+		}
 		c.mu.Lock()
 		if c.head == len(c.inflight) {
 			c.mu.Unlock()
@@ -480,4 +488,22 @@ func (c *bconn) fail(err error) {
 // any reply for longer than limit (a stopped or unreachable server).
 func (c *bconn) stale(now int64, limit time.Duration) bool {
 	return c.busy.Load() > 0 && now-c.progress.Load() > int64(limit)
+}
+
+// backendOK is, per backend address, the last time any group got a reply
+// from it.
+func (p *Proxy) backendOK() map[string]time.Time {
+	out := map[string]time.Time{}
+	p.groupsMu.Lock()
+	defer p.groupsMu.Unlock()
+	for _, g := range p.groups {
+		n := g.lastOK.Load()
+		if n == 0 {
+			continue
+		}
+		if t := time.Unix(0, n); t.After(out[g.addr]) {
+			out[g.addr] = t
+		}
+	}
+	return out
 }

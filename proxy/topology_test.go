@@ -172,6 +172,10 @@ func TestActivityReport(t *testing.T) {
 	var writes, reads uint64
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	subs, err := e.store.BusSubscribers(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	go e.store.Subscribe(ctx, metadb.Subscriber{
 		Resync: func(context.Context) (uint64, error) { return 0, nil },
 		Handle: func(_ context.Context, env *buspb.Envelope) {
@@ -189,7 +193,10 @@ func TestActivityReport(t *testing.T) {
 			}
 		},
 	})
-	time.Sleep(200 * time.Millisecond)
+	e.waitFor("the test's subscriber", func() bool {
+		n, err := e.store.BusSubscribers(e.ctx)
+		return err == nil && n > subs
+	})
 	for i := 0; i < 3; i++ {
 		c.Set(e.ctx, "k", "v", 0)
 	}
@@ -198,6 +205,12 @@ func TestActivityReport(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		return writes == 3 && reads == 1
+	})
+	// The heartbeat says when the proxy last heard from each backend, for
+	// the keepers' failover decisions.
+	e.waitFor("backend replies reported", func() bool {
+		ms, err := e.store.LiveMembers(e.ctx, metadb.KindProxy)
+		return err == nil && len(ms) == 1 && !ms[0].BackendOK[e.master.Addr].IsZero()
 	})
 }
 
