@@ -154,7 +154,7 @@ func TestGoRedisCompat(t *testing.T) {
 	t.Run("blpop", func(t *testing.T) {
 		got := make(chan []string, 1)
 		go func() { got <- c.BLPop(ctx, 5*time.Second, "bl").Val() }()
-		time.Sleep(100 * time.Millisecond)
+		e.waitBlocked(1)
 		must(c.RPush(ctx, "bl", "item").Err())
 		select {
 		case v := <-got:

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -326,4 +327,15 @@ func (r *rawConn) closed() bool {
 			return err == io.EOF || strings.Contains(err.Error(), "reset")
 		}
 	}
+}
+
+// waitBlocked waits until n clients of the backend master are blocked (in
+// BLPOP and the like), so a test pushes only once the pop is waiting.
+func (e *testEnv) waitBlocked(n int) {
+	want := "blocked_clients:" + strconv.Itoa(n) + "\r\n"
+	mc := e.master.Client(e.t)
+	e.waitFor(want, func() bool {
+		info, err := mc.Info(e.ctx, "clients").Result()
+		return err == nil && strings.Contains(info, want)
+	})
 }

@@ -114,7 +114,7 @@ func TestDrain(t *testing.T) {
 		_, err := c.BLPop(ctx, 3*time.Second, "nothing").Result()
 		done <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	e.waitBlocked(1)
 	start := time.Now()
 	if err := e.stop(); err != nil {
 		t.Fatal(err)
