@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/granary-db/granary/internal/apiclient"
 	"github.com/granary-db/granary/internal/redisproc"
 	"github.com/granary-db/granary/metadb"
 	"github.com/rs/zerolog"
@@ -141,15 +140,15 @@ func runDev(ctx context.Context, log zerolog.Logger, args []string) error {
 		}
 		for _, p := range pairs {
 			body := map[string]string{"master": p.master, "replica": p.replica, "dbs": "0-15"}
-			if err := apiCall(gctx, "POST", api+"/v1/admin/pools/"+p.size+"/pairs", c.AdminToken, body, nil); err != nil {
+			if err := apiclient.Call(gctx, "POST", api+"/v1/admin/pools/"+p.size+"/pairs", c.AdminToken, body, nil); err != nil {
 				return nil, fmt.Errorf("add %s pair: %w", p.size, err)
 			}
 		}
-		if err := apiCall(gctx, "POST", api+"/v1/admin/spares", c.AdminToken, map[string]string{"addr": spare.Addr}, nil); err != nil {
+		if err := apiclient.Call(gctx, "POST", api+"/v1/admin/spares", c.AdminToken, map[string]string{"addr": spare.Addr}, nil); err != nil {
 			return nil, fmt.Errorf("add spare: %w", err)
 		}
 		var demo struct{ Tenant, Token, User, Password string }
-		if err := apiCall(gctx, "POST", api+"/v1/tenants", "", map[string]string{"name": "demo"}, &demo); err != nil {
+		if err := apiclient.Call(gctx, "POST", api+"/v1/tenants", "", map[string]string{"name": "demo"}, &demo); err != nil {
 			return nil, fmt.Errorf("create demo tenant: %w", err)
 		}
 		info := &clusterInfo{API: api, Proxy: c.ProxyAddr, AdminToken: c.AdminToken, Metadb: "redis://" + meta.Addr,
@@ -275,37 +274,4 @@ func waitHTTP(ctx context.Context, url string) error {
 		case <-t.C:
 		}
 	}
-}
-
-// apiCall sends a JSON request and decodes a 2xx answer into out.
-func apiCall(ctx context.Context, method, url, token string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode/100 != 2 {
-		return errors.New(resp.Status + ": " + strings.TrimSpace(string(b)))
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
 }

@@ -21,14 +21,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +37,7 @@ import (
 	"time"
 
 	"github.com/granary-db/granary/e2e/resizeload"
+	"github.com/granary-db/granary/internal/apiclient"
 	"github.com/granary-db/granary/metadb"
 	"github.com/redis/go-redis/v9"
 )
@@ -128,7 +126,7 @@ func run(bin string, fillMB int64, rate, rounds int) error {
 	defer stop()
 	ctx := context.Background()
 	var created struct{ Index int }
-	if err := api(ctx, "POST", c.API+"/v1/dbs", c.Demo.Token, map[string]string{"size": "64M"}, &created); err != nil {
+	if err := apiclient.Call(ctx, "POST", c.API+"/v1/dbs", c.Demo.Token, map[string]string{"size": "64M"}, &created); err != nil {
 		return err
 	}
 	rc := redis.NewClient(&redis.Options{Addr: c.Proxy, Username: c.Demo.User, Password: c.Demo.Password, DB: created.Index,
@@ -145,7 +143,7 @@ func run(bin string, fillMB int64, rate, rounds int) error {
 		Size  string
 		Pairs []struct{ ID, Master string }
 	}
-	if err := api(ctx, "GET", c.API+"/v1/admin/pools", c.AdminToken, nil, &pools); err != nil {
+	if err := apiclient.Call(ctx, "GET", c.API+"/v1/admin/pools", c.AdminToken, nil, &pools); err != nil {
 		return err
 	}
 	masters := map[string]string{} // pair -> master
@@ -177,7 +175,7 @@ func run(bin string, fillMB int64, rate, rounds int) error {
 				DB   int
 			}
 		}
-		if err := api(ctx, "GET", fmt.Sprintf("%s/v1/dbs/%d", c.API, created.Index), c.Demo.Token, nil, &db); err != nil {
+		if err := apiclient.Call(ctx, "GET", fmt.Sprintf("%s/v1/dbs/%d", c.API, created.Index), c.Demo.Token, nil, &db); err != nil {
 			return err
 		}
 		to := "256M"
@@ -196,7 +194,7 @@ func run(bin string, fillMB int64, rate, rounds int) error {
 		baseRate := float64(fill) / base.Seconds()
 		start := time.Now()
 		var ref struct{ Job string }
-		if err := api(ctx, "PATCH", fmt.Sprintf("%s/v1/dbs/%d", c.API, created.Index), c.Demo.Token, map[string]string{"size": to}, &ref); err != nil {
+		if err := apiclient.Call(ctx, "PATCH", fmt.Sprintf("%s/v1/dbs/%d", c.API, created.Index), c.Demo.Token, map[string]string{"size": to}, &ref); err != nil {
 			return err
 		}
 		var job struct {
@@ -205,7 +203,7 @@ func run(bin string, fillMB int64, rate, rounds int) error {
 			Log   []struct{ Step, At string }
 		}
 		for {
-			if err := api(ctx, "GET", c.API+"/v1/jobs/"+ref.Job, c.Demo.Token, nil, &job); err != nil {
+			if err := apiclient.Call(ctx, "GET", c.API+"/v1/jobs/"+ref.Job, c.Demo.Token, nil, &job); err != nil {
 				return err
 			}
 			if job.State != "running" {
@@ -337,37 +335,4 @@ func copyMillis(ctx context.Context, c *cluster, id string) (float64, error) {
 		return 0, fmt.Errorf("job %s shows no copy time: %w", id, err)
 	}
 	return ms, nil
-}
-
-// api sends a JSON request and decodes a 2xx answer into out.
-func api(ctx context.Context, method, url, token string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %s", method, url, resp.Status, bytes.TrimSpace(b))
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
 }
