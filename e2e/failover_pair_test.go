@@ -244,8 +244,9 @@ func TestPairFailoverNoAckedWriteLost(t *testing.T) {
 			t.Fatalf("round %d: old master %s not demoted: %v", round, before.Master, d)
 		}
 	}
-	// Let the last round's writes run on the final pair for a moment.
-	time.Sleep(200 * time.Millisecond)
+	// Writes go on on the final pair before the check.
+	n := w.count()
+	waitFor(t, 10*time.Second, "writes on the final pair", func() bool { return w.count() >= n+100 })
 	acked := w.halt()
 	lost := c.lost(acked)
 	sort.Slice(unavail, func(i, j int) bool { return unavail[i] < unavail[j] })

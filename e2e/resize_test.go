@@ -85,7 +85,8 @@ func TestResizeUnderLoad(t *testing.T) {
 	done := make(chan struct{})
 	loadStart := time.Now()
 	go func() { w.Run(wctx, rc); close(done) }()
-	time.Sleep(500 * time.Millisecond) // the load is running before the resize starts
+	// The load is running (a second's worth acknowledged) before the resize starts.
+	waitFor(t, 30*time.Second, "the load to run", func() bool { return w.Stats().Writes >= 1000 })
 
 	start := time.Now()
 	r := call(t, "PATCH", fmt.Sprintf("%s/v1/dbs/%d", c.API, index), c.Demo.Token, map[string]string{"size": "256M"})
@@ -104,7 +105,9 @@ func TestResizeUnderLoad(t *testing.T) {
 		return jv["state"] != "running"
 	})
 	took := time.Since(start)
-	time.Sleep(500 * time.Millisecond) // the load goes on after the switch
+	// The load goes on after the switch: another second's worth acknowledged.
+	sofar := w.Stats().Writes
+	waitFor(t, 30*time.Second, "writes after the switch", func() bool { return w.Stats().Writes >= sofar+1000 })
 	stop()
 	<-done
 	loadTook := time.Since(loadStart)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,10 +38,12 @@ func TestCopySessionKeepsUpWithWrites(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	var written atomic.Int64
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for n := 0; ; n++ {
+			written.Store(int64(n))
 			select {
 			case <-stop:
 				return
@@ -60,7 +63,9 @@ func TestCopySessionKeepsUpWithWrites(t *testing.T) {
 	if _, err := s.drain(ctx); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond) // writes go on after the copy
+	// Writes go on after the copy: a few hundred more before they stop.
+	sofar := written.Load()
+	waitFor(t, 10*time.Second, "writes after the copy", func() bool { return written.Load() >= sofar+300 })
 	close(stop)
 	wg.Wait()
 	if err := s.barrier(ctx); err != nil {

@@ -50,7 +50,7 @@ func startMaster(t *testing.T, store *metadb.Store, id string) context.CancelFun
 	go func() { _ = m.Run(ctx); close(done) }()
 	stop := func() { cancel(); <-done }
 	t.Cleanup(stop)
-	return func() { cancel(); <-done }
+	return stop
 }
 
 // waitFor polls cond until it holds or the deadline passes.

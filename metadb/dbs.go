@@ -210,13 +210,9 @@ func (s *Store) StartDrop(ctx context.Context, tenant string, index int, jobID s
 			Pair: db.Pair, SlotDB: db.SlotDB, Created: ts, Updated: ts, Log: []JobStep{{Step: "requested", At: ts}}}
 		db.State, db.Job = DBDropping, jobID
 		dbJSON, _ := json.Marshal(db)
-		jobJSON, _ := json.Marshal(job)
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 			pl.HSet(ctx, keyTenantDBs(tenant), field(index), dbJSON)
-			pl.Set(ctx, keyJob(jobID), jobJSON, 0)
-			pl.ZAdd(ctx, keyJobs, redis.Z{Score: float64(time.Now().UnixMilli()), Member: jobID})
-			pl.SAdd(ctx, keyJobsActive, jobID)
-			return nil
+			return queueNewJob(ctx, pl, job)
 		})
 		return err
 	}, keyTenantDBs(tenant))

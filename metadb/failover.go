@@ -96,7 +96,6 @@ func (s *Store) Promote(ctx context.Context, pr Promotion) (*Pair, *Job, error) 
 			job.Log = append(job.Log, JobStep{Step: "take_spare", At: ts, By: "keeper/" + pr.Keeper, Note: spare})
 		}
 		pairJSON, _ := json.Marshal(p)
-		jobJSON, _ := json.Marshal(job)
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 			pl.Set(ctx, keyPair(p.ID), pairJSON, 0)
 			pl.HSet(ctx, keyAddrs, pr.NewMaster, "pair "+p.ID+" master", pr.OldMaster, "demoted from pair "+p.ID)
@@ -105,11 +104,8 @@ func (s *Store) Promote(ctx context.Context, pr Promotion) (*Pair, *Job, error) 
 				pl.SRem(ctx, keySpares, spare)
 				pl.HSet(ctx, keyAddrs, spare, "pair "+p.ID+" replica (attaching)")
 			}
-			pl.Set(ctx, keyJob(job.ID), jobJSON, 0)
-			pl.ZAdd(ctx, keyJobs, redis.Z{Score: float64(time.Now().UnixMilli()), Member: job.ID})
-			pl.SAdd(ctx, keyJobsActive, job.ID)
 			queueTopology(ctx, pl, next, payloads)
-			return nil
+			return queueNewJob(ctx, pl, job)
 		})
 		outPair, outJob = p, job
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sort"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -78,4 +79,17 @@ func (s *Store) UpdateJob(ctx context.Context, f *Fence, id string, fn func(*Job
 		return err
 	}, keyJob(id))
 	return out, err
+}
+
+// queueNewJob queues, inside a transaction, the writes that record a new
+// job: the record, its place in the job list and in the active set.
+func queueNewJob(ctx context.Context, pl redis.Pipeliner, job *Job) error {
+	b, err := json.Marshal(job)
+	if err != nil {
+		return err
+	}
+	pl.Set(ctx, keyJob(job.ID), b, 0)
+	pl.ZAdd(ctx, keyJobs, redis.Z{Score: float64(time.Now().UnixMilli()), Member: job.ID})
+	pl.SAdd(ctx, keyJobsActive, job.ID)
+	return nil
 }

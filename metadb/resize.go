@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -69,13 +68,9 @@ func (s *Store) StartResize(ctx context.Context, tenant string, index int, size 
 			Data: map[string]string{ResizeToSize: size, ResizeToQuota: strconv.FormatInt(quota, 10)}}
 		db.State, db.Job = DBResizing, jobID
 		dbJSON, _ := json.Marshal(db)
-		jobJSON, _ := json.Marshal(job)
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 			pl.HSet(ctx, keyTenantDBs(tenant), field(index), dbJSON)
-			pl.Set(ctx, keyJob(jobID), jobJSON, 0)
-			pl.ZAdd(ctx, keyJobs, redis.Z{Score: float64(time.Now().UnixMilli()), Member: jobID})
-			pl.SAdd(ctx, keyJobsActive, jobID)
-			return nil
+			return queueNewJob(ctx, pl, job)
 		})
 		return err
 	}, keyTenantDBs(tenant))

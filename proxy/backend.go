@@ -68,8 +68,8 @@ type group struct {
 	user string
 
 	// lastOK is when a shared connection of the group last read a reply
-	// (unix nanos), reported in the heartbeat for the keepers' failover
-	// decisions.
+	// (unix nanos, from the coarse clock, so never later than the truth),
+	// reported in the heartbeat for the keepers' failover decisions.
 	lastOK atomic.Int64
 
 	conns   []atomic.Pointer[bconn]
@@ -391,7 +391,7 @@ func (c *bconn) readLoop() {
 			return
 		}
 		if !c.rr.buffered() {
-			c.g.lastOK.Store(time.Now().UnixNano()) // once per read, not per reply
+			c.g.lastOK.Store(coarseNow()) // once per read, not per reply
 		}
 		c.mu.Lock()
 		if c.head == len(c.inflight) {
