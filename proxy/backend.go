@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"runtime"
@@ -186,6 +187,9 @@ type bconn struct {
 	head     int        // first live element of inflight
 	kicked   bool
 	failed   bool
+	waitOut  bool // a confirming WAIT is in flight
+	needWait bool // writes to confirm were sent behind it
+	wantWait bool // the writer is to send a confirming WAIT
 
 	nc       net.Conn
 	rr       *replyReader
@@ -194,6 +198,7 @@ type bconn struct {
 	busy     atomic.Int32  // requests in flight (watchdog)
 
 	// writer-only state
+	so        *sockOut
 	writeSeq  uint64
 	wbuf      []byte
 	spare     []*request
@@ -260,6 +265,8 @@ func (c *bconn) run() {
 		return
 	}
 	c.mu.Unlock()
+	c.rr.in.useRaw()
+	c.so = newSockOut(h.nc)
 	p.registerConn(c)
 	defer p.unregisterConn(c)
 	done := make(chan struct{})
@@ -287,7 +294,7 @@ func (c *bconn) writeLoop() {
 		}
 		// Let other clients' goroutines run and add their commands to this
 		// batch before it is written: one syscall for many clients.
-		runtime.Gosched()
+		c.gather()
 		c.mu.Lock()
 		if c.failed {
 			c.mu.Unlock()
@@ -308,18 +315,27 @@ func (c *bconn) writeLoop() {
 		}
 		c.inflight = append(c.inflight, batch...)
 		var m *request
-		// A probe rides along when this connection has writes the replica
-		// is not known to have (read-your-writes keeps their writers'
-		// reads on the master until then), at most every probeInterval.
-		if confirm || (!c.probing && (writes || c.ackedSeq.Load() < c.writeSeq) && coarseNow()-c.lastProbe > int64(probeInterval)) {
+		switch {
+		case (confirm || c.wantWait) && c.waitOut:
+			// Redis runs nothing behind a blocked WAIT on this connection:
+			// these writes wait for it anyway, and one WAIT sent when it
+			// returns confirms all that arrived meanwhile (group commit).
+			c.needWait = true
+		case confirm || c.wantWait:
 			m = c.marker()
-			m.seq, m.probe = c.writeSeq, !confirm
-			if m.probe {
-				c.probing = true
-				c.lastProbe = coarseNow()
-			} else {
-				m.sentAt = time.Now()
-			}
+			m.seq, m.sentAt = c.writeSeq, time.Now()
+			c.waitOut, c.wantWait = true, false
+		case !c.probing && !c.waitOut && (writes || c.ackedSeq.Load() < c.writeSeq) && coarseNow()-c.lastProbe > int64(probeInterval):
+			// A probe rides along when this connection has writes the
+			// replica is not known to have (read-your-writes keeps their
+			// writers' reads on the master until then), at most every
+			// probeInterval.
+			m = c.marker()
+			m.seq, m.probe = c.writeSeq, true
+			c.probing = true
+			c.lastProbe = coarseNow()
+		}
+		if m != nil {
 			c.inflight = append(c.inflight, m)
 		}
 		n := len(batch)
@@ -335,7 +351,6 @@ func (c *bconn) writeLoop() {
 		for _, r := range batch {
 			c.wbuf = append(c.wbuf, r.raw...)
 		}
-		c.mu.Unlock()
 		if m != nil {
 			if m.probe {
 				c.wbuf = append(c.wbuf, probeCmd...)
@@ -343,7 +358,11 @@ func (c *bconn) writeLoop() {
 				c.wbuf = append(c.wbuf, c.waitCmd...)
 			}
 		}
-		_, err := c.nc.Write(c.wbuf)
+		c.mu.Unlock()
+		var err error
+		if len(c.wbuf) > 0 {
+			err = c.so.write(c.wbuf)
+		}
 		if cap(c.wbuf) > 1<<20 {
 			c.wbuf = nil
 		} else {
@@ -356,6 +375,17 @@ func (c *bconn) writeLoop() {
 			c.fail(err)
 			return
 		}
+	}
+}
+
+// gather yields to the goroutines that are ready to run, so that the
+// clients among them add their commands to this batch before it is
+// written: one system call for many clients. A second yield lets in those
+// the first round made ready; measured at pipeline 1 with 50 clients it
+// beat one yield and yielding while the batch grows.
+func (c *bconn) gather() {
+	for i := 0; i < 2; i++ {
+		runtime.Gosched()
 	}
 }
 
@@ -372,52 +402,75 @@ func (c *bconn) marker() *request {
 	return &request{marker: true}
 }
 
+// readLoop hands replies back until the connection fails. It reads the
+// socket in raw mode (see sockIn).
 func (c *bconn) readLoop() {
-	for {
-		raw, err := c.rr.next()
-		if err != nil {
-			if !c.dead.Load() {
-				c.g.p.metrics.backendErrors.WithLabelValues(c.g.addr, "read").Inc()
+	var rerr error
+	err := c.rr.in.run(func() bool {
+		for {
+			raw, err := c.rr.next()
+			if err == errWouldBlock {
+				return false
 			}
-			c.fail(err)
-			// Writes held for a confirmation that will never come: their
-			// outcome is unknown, so they get an error, never OK.
-			errReply := c.g.unavailable(err)
-			for _, r := range c.awaiting {
-				r.reply = append(r.reply[:0], errReply...)
-				r.w.done()
+			if err != nil {
+				rerr = err
+				return true
 			}
-			c.awaiting = nil
-			return
+			if !c.deliver(raw) {
+				rerr = errNoRequest
+				return true
+			}
 		}
-		if !c.rr.buffered() {
-			c.g.lastOK.Store(coarseNow()) // once per read, not per reply
-		}
-		c.mu.Lock()
-		if c.head == len(c.inflight) {
-			c.mu.Unlock()
-			c.fail(fmt.Errorf("reply without request"))
-			return
-		}
-		r := c.inflight[c.head]
-		c.inflight[c.head] = nil
-		c.head++
-		if c.head == len(c.inflight) {
-			c.head, c.inflight = 0, c.inflight[:0]
-		}
-		c.mu.Unlock()
-		c.busy.Add(-1)
-		c.progress.Store(coarseNow())
-		switch {
-		case r.marker:
-			c.settle(r, raw)
-		case r.confirm && !isErrorReply(raw):
-			r.reply = append(r.reply[:0], raw...)
-			c.awaiting = append(c.awaiting, r)
-		default:
-			r.complete(raw)
-		}
+	})
+	if err == nil {
+		err = rerr
 	}
+	if !c.dead.Load() {
+		c.g.p.metrics.backendErrors.WithLabelValues(c.g.addr, "read").Inc()
+	}
+	c.fail(err)
+	// Writes held for a confirmation that will never come: their outcome
+	// is unknown, so they get an error, never OK.
+	errReply := c.g.unavailable(err)
+	for _, r := range c.awaiting {
+		r.reply = append(r.reply[:0], errReply...)
+		r.w.done()
+	}
+	c.awaiting = nil
+}
+
+var errNoRequest = errors.New("reply without request")
+
+// deliver matches one reply to the oldest request in flight. It returns
+// false when the reply matches nothing.
+func (c *bconn) deliver(raw []byte) bool {
+	if !c.rr.buffered() {
+		c.g.lastOK.Store(coarseNow()) // once per read, not per reply
+	}
+	c.mu.Lock()
+	if c.head == len(c.inflight) {
+		c.mu.Unlock()
+		return false
+	}
+	r := c.inflight[c.head]
+	c.inflight[c.head] = nil
+	c.head++
+	if c.head == len(c.inflight) {
+		c.head, c.inflight = 0, c.inflight[:0]
+	}
+	c.mu.Unlock()
+	c.busy.Add(-1)
+	c.progress.Store(coarseNow())
+	switch {
+	case r.marker:
+		c.settle(r, raw)
+	case r.confirm && !isErrorReply(raw):
+		r.reply = append(r.reply[:0], raw...)
+		c.awaiting = append(c.awaiting, r)
+	default:
+		r.complete(raw)
+	}
+	return true
 }
 
 // settle handles a WAIT reply: writes it covers are confirmed when at least
@@ -451,6 +504,16 @@ func (c *bconn) settle(m *request, raw []byte) {
 	c.mu.Lock()
 	if m.probe {
 		c.probing = false
+	} else {
+		c.waitOut = false
+		if c.needWait && !c.failed {
+			// Writes sent behind this WAIT: confirm them with the next.
+			c.needWait, c.wantWait = false, true
+			if !c.kicked {
+				c.kicked = true
+				c.kick <- struct{}{}
+			}
+		}
 	}
 	m.probe, m.seq = false, 0
 	c.markers = append(c.markers, m)

@@ -77,7 +77,7 @@ func (c *client) blockingCmd(spec *cmdSpec, cmd *command) {
 			unblocked = true
 			c.p.unblock(context.Background(), map[string][]int64{d.g.addr: {d.clientID}})
 		}
-		return !peerClosed(c.nc)
+		return !c.in.peerClosed()
 	})
 	c.blocked.Store(false)
 	if err != nil {

@@ -22,6 +22,8 @@ type client struct {
 	pin int // which shared backend connection this client uses
 	nc  net.Conn
 	rd  *reqReader
+	in  *sockIn
+	so  *sockOut
 	lim *limits
 	w   *waiter
 
@@ -52,10 +54,13 @@ type client struct {
 
 	ryw []rywMark
 
-	tx   *txState
-	ps   *psState
-	quit bool
-	cmd  command // the request being handled (a field, so it does not escape)
+	tx     *txState
+	ps     *psState
+	quit   bool
+	more   bool    // complete requests may remain buffered
+	err    error   // why step ended the connection
+	lastIn int64   // coarse time of the last input, when idle timeout is on
+	cmd    command // the request being handled (a field, so it does not escape)
 
 	draining atomic.Bool
 	blocked  atomic.Bool
@@ -82,7 +87,7 @@ const readChunk = 512
 
 func (p *Proxy) newClient(nc net.Conn) *client {
 	id := p.nextID.Add(1)
-	return &client{p: p, id: id, pin: int(id), nc: nc, rd: newReqReader(4 << 10), lim: &p.unauthLimits, w: newWaiter()}
+	return &client{p: p, id: id, pin: int(id), nc: nc, rd: newReqReader(4 << 10), in: newSockIn(nc), so: newSockOut(nc), lim: &p.unauthLimits, w: newWaiter()}
 }
 
 // serve runs the connection until the tenant leaves, a protocol error, or
@@ -95,44 +100,77 @@ func (c *client) serve() {
 		}
 		c.cleanup()
 	}()
-	more := false
+	c.in.useRaw()
+	idle := c.p.cfg.IdleTimeout
+	if idle > 0 {
+		c.lastIn = coarseNow()
+		_ = c.nc.SetReadDeadline(time.Unix(0, c.lastIn).Add(idle))
+	}
 	for {
-		if !more {
-			if err := c.read(); err != nil {
-				return
-			}
+		err := c.in.run(c.step)
+		if err == nil {
+			err = c.err
 		}
-		more = c.batch()
-		c.finish()
-		if c.quit {
+		if c.quit || !errors.Is(err, os.ErrDeadlineExceeded) || c.draining.Load() {
 			return
 		}
+		// The idle deadline is armed once and moved only when it fires, not
+		// on every request: a pub/sub client is never idle, and one that
+		// was active meanwhile gets the rest of its time.
+		c.err = nil
+		now := coarseNow()
+		if c.ps == nil && now-c.lastIn >= int64(idle) {
+			return
+		}
+		next := c.lastIn + int64(idle)
+		if c.ps != nil {
+			next = now + int64(idle)
+		}
+		_ = c.nc.SetReadDeadline(time.Unix(0, next))
+	}
+}
+
+// step reads and serves requests until the socket has no more for now (it
+// returns false: call again once readable) or the connection is over (true,
+// the reason in c.err).
+func (c *client) step() bool {
+	for {
+		if !c.more {
+			if err := c.read(); err == errWouldBlock {
+				return false
+			} else if err != nil {
+				c.err = err
+				return true
+			}
+		}
+		c.more = c.batch()
+		c.finish()
+		if c.quit {
+			return true
+		}
 		c.rd.argBuf = c.rd.argBuf[:0]
-		if !more {
+		if !c.more {
 			c.rd.shrink(4 << 10)
 		}
 	}
 }
 
-// read waits for more input.
+// read takes in what the socket has.
 func (c *client) read() error {
 	if c.draining.Load() {
 		return ErrShutdown
 	}
-	if t := c.p.cfg.IdleTimeout; t > 0 && c.ps == nil {
-		_ = c.nc.SetReadDeadline(time.Now().Add(t))
-	}
 	buf := c.rd.space(c.rd.readSize(readChunk))
-	n, err := c.nc.Read(buf)
+	n, err := c.in.read(buf)
 	c.rd.w += n
 	if n > 0 {
+		if c.p.cfg.IdleTimeout > 0 {
+			c.lastIn = coarseNow()
+		}
 		return nil
 	}
 	if err == nil {
 		err = io.ErrNoProgress
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) && c.ps != nil && !c.draining.Load() {
-		return nil // a pub/sub client is never idle
 	}
 	return err
 }
@@ -416,8 +454,7 @@ func (c *client) write(b []byte) error {
 		c.wdl = now + int64(c.p.cfg.WriteTimeout)
 		_ = c.nc.SetWriteDeadline(time.Unix(0, c.wdl))
 	}
-	_, err := c.nc.Write(b)
-	return err
+	return c.so.write(b)
 }
 
 // cleanup releases everything the connection holds.

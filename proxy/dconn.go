@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"syscall"
 	"time"
 )
 
@@ -101,29 +100,4 @@ func (d *dconn) await(tick time.Duration, alive func() bool) ([]byte, error) {
 		d.close()
 		return nil, fmt.Errorf("%w: %s: %v", ErrBackend, d.g.addr, err)
 	}
-}
-
-// peerClosed reports whether the tenant closed its side of nc, without
-// consuming any input (MSG_PEEK): a client gone while its BLPOP waits must
-// not pin a backend connection forever.
-func peerClosed(nc net.Conn) bool {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	closed := false
-	var buf [1]byte
-	_ = rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		closed = n == 0 && err == nil
-		if err != nil && err != syscall.EAGAIN && err != syscall.EWOULDBLOCK {
-			closed = true
-		}
-		return true
-	})
-	return closed
 }

@@ -16,7 +16,7 @@ var errBadReply = errors.New("malformed reply from backend")
 // decoding them: the proxy passes them to tenants unchanged. Large replies
 // (KEYS over a big db) are scanned incrementally across reads.
 type replyReader struct {
-	nc  net.Conn
+	in  *sockIn
 	buf []byte
 	r   int
 	w   int
@@ -28,11 +28,12 @@ type replyReader struct {
 }
 
 func newReplyReader(nc net.Conn, size int) *replyReader {
-	return &replyReader{nc: nc, buf: make([]byte, size)}
+	return &replyReader{in: newSockIn(nc), buf: make([]byte, size)}
 }
 
 // next returns the next complete reply. The slice is valid until the next
-// call. It blocks on the connection.
+// call. It blocks on the connection, or in raw mode (sockIn) returns
+// errWouldBlock when the socket has no more for now.
 func (rr *replyReader) next() ([]byte, error) {
 	for {
 		if end, ok, err := rr.scan(); err != nil {
@@ -78,7 +79,7 @@ func (rr *replyReader) fill() error {
 			rr.buf = nb
 		}
 	}
-	n, err := rr.nc.Read(rr.buf[rr.w:])
+	n, err := rr.in.read(rr.buf[rr.w:])
 	rr.w += n
 	if n > 0 {
 		return nil

@@ -58,6 +58,7 @@ type options struct {
 	twemConns    int
 	readyTimeout time.Duration
 	proxyFlags   []string
+	only         string
 }
 
 func main() {
@@ -73,6 +74,7 @@ func main() {
 	flag.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "bound on each setup wait")
 	flag.Func("proxy-flag", "extra flag for granary proxy, e.g. --proxy-flag=--backend-conns=4 (repeatable)",
 		func(s string) error { o.proxyFlags = append(o.proxyFlags, s); return nil })
+	flag.StringVar(&o.only, "only", "", "run only these configurations, e.g. GET/1,SET/1 (default: all)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "benchproxy:", err)
@@ -131,6 +133,18 @@ func run(o options) (err error) {
 		{"GET", 1, []string{tDirect, tTwem, tAsync}},
 		{"SET", 16, []string{tDirect, tTwem, tAsync, tConfirmed}},
 		{"GET", 16, []string{tDirect, tTwem, tAsync}},
+	}
+	if o.only != "" {
+		keep := plan[:0]
+		for _, p := range plan {
+			if strings.Contains(","+strings.ToUpper(o.only)+",", fmt.Sprintf(",%s/%d,", p.test, p.pipe)) {
+				keep = append(keep, p)
+			}
+		}
+		if len(keep) == 0 {
+			return fmt.Errorf("--only %q matches none of SET/1, GET/1, SET/16, GET/16", o.only)
+		}
+		plan = keep
 	}
 	tick := clockTick()
 	naiveDur := time.Duration(o.seconds * float64(time.Second))

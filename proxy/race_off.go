@@ -2,4 +2,5 @@
 
 package proxy
 
+// raceEnabled: built with -race (see race_on.go).
 const raceEnabled = false
