@@ -355,6 +355,17 @@ func TestPairNoSplitBrain(t *testing.T) {
 	waitFor(t, 15*time.Second, "failover", func() bool { return c.pair().Master == orig.Replica })
 	t.Logf("master killed: failed over after %v", time.Since(killed).Round(time.Millisecond))
 	waitFor(t, 15*time.Second, "the spare attached", func() bool { return c.pair().Replica != "" })
+	// Until the proxy applies the new route, a confirmed write is refused
+	// with NOREPLICAS ("retry shortly"); the proxy acknowledges the
+	// topology version it applied in its heartbeat.
+	v, err := c.store.Version(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the proxy to apply the new route", func() bool {
+		ms, err := c.store.Members(ctx, metadb.KindProxy, time.Minute)
+		return err == nil && len(ms) == 1 && ms[0].AppliedVersion >= v
+	})
 	if err := c.client().Set(ctx, "after", "1", 0).Err(); err != nil {
 		t.Fatalf("confirmed write after failover: %v", err)
 	}

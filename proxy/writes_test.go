@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -288,5 +290,80 @@ func TestLeaseFencing(t *testing.T) {
 	ms, err := e.store.LiveMembers(ctx, metadb.KindProxy)
 	if err != nil || len(ms) != 1 || ms[0].Addr != e.addr {
 		t.Fatalf("live proxies: %+v, %v", ms, err)
+	}
+}
+
+// TestConfirmedGroupCommit: Redis runs nothing behind a blocked WAIT on a
+// connection, so writes that arrive while one is blocked are confirmed
+// together by a single WAIT once it returns: every one is answered OK only
+// after the replica has it, with far fewer WAITs than writes.
+func TestConfirmedGroupCommit(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.BackendConns = 1
+		c.ConfirmTimeout = 10 * time.Second
+	})
+	pass := e.tenant("acme")
+	conf := e.db("acme", metadb.WriteConfirmed)
+	c := e.client("acme", pass, conf.Index)
+	ctx := e.ctx
+	if err := c.Set(ctx, "warm", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	mc := e.master.Client(t)
+	waits := func() int {
+		info := mc.Info(ctx, "commandstats").Val()
+		i := strings.Index(info, "cmdstat_wait:calls=")
+		if i < 0 {
+			return 0
+		}
+		n, _ := strconv.Atoi(strings.SplitN(info[i+len("cmdstat_wait:calls="):], ",", 2)[0])
+		return n
+	}
+	w0 := waits()
+
+	if err := e.replica.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			_ = e.replica.Signal(syscall.SIGCONT)
+		}
+	}()
+	const writers = 30
+	errs := make(chan error, writers+1)
+	write := func(key string) {
+		cl := e.client("acme", pass, conf.Index)
+		errs <- cl.Set(ctx, key, "v", 0).Err()
+	}
+	go write("first")
+	e.waitBlocked(1) // its WAIT is blocked on the master
+	for i := 0; i < writers; i++ {
+		go write(fmt.Sprintf("k%d", i))
+	}
+	// All of them sent to the master, queued behind the blocked WAIT (the
+	// first write's own OK came back before it).
+	g := e.p.group(e.master.Addr, conf.SlotDB, e.p.cfg.TenantUser)
+	e.waitFor("writes queued behind the WAIT", func() bool {
+		bc := g.conns[0].Load()
+		return bc != nil && bc.busy.Load() >= writers+1
+	})
+	if err := e.replica.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	rc := e.replica.ClientDB(t, conf.SlotDB)
+	for i := 0; i < writers+1; i++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("confirmed write: %v", err)
+		}
+	}
+	for i := 0; i < writers; i++ {
+		if rc.Exists(ctx, fmt.Sprintf("k%d", i)).Val() != 1 {
+			t.Fatalf("k%d acknowledged but not on the replica", i)
+		}
+	}
+	if n := waits() - w0; n > 4 {
+		t.Fatalf("%d WAITs for %d confirmed writes, want them grouped (at most 4)", n, writers+1)
 	}
 }
