@@ -10,7 +10,13 @@
 // shared by all clients. Each client connection is served by one goroutine
 // that handles a whole pipeline at a time; commands are forwarded as the
 // bytes the client sent, over a few shared, pipelined connections per
-// (server, db), and replies come back as raw bytes.
+// (server, db), and replies come back as raw bytes. Confirmed writes are
+// group-committed: one WAIT confirms every write sent before it on its
+// connection, and writes sent while a WAIT is blocked share the next one.
+// Tenant and shared backend sockets are read and written with raw
+// non-blocking system calls inside RawConn callbacks (sockin.go), which
+// at pipeline 1 saves a system call a request and keeps Go's scheduler from
+// handing the proxy between threads.
 //
 // The proxy's own decisions (which commands are allowed, how errors read)
 // live in commands.go and errors.go; the backend side in backend.go,
