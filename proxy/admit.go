@@ -38,6 +38,16 @@ func (c *client) sendRead(db *dbRoute, raw []byte) {
 	r.raw = raw
 	c.statDB(db.st)
 	c.stats.reads++
+	if len(c.reqs) == 1 && c.rd.r == c.rd.w && c.start.IsZero() && c.tx == nil && c.in.rc != nil {
+		// The batch is this one read and nothing else is buffered: the
+		// backend reader writes the reply itself, and this goroutine goes
+		// back to reading instead of waiting to be woken for it. Reading
+		// may reuse the input buffer before the backend writer copies the
+		// request out of it, so the request gets its own copy.
+		r.direct = c
+		r.own = append(r.own[:0], raw...)
+		r.raw = r.own
+	}
 	c.w.add()
 	g.send(c.pin, r)
 }

@@ -23,6 +23,9 @@ type request struct {
 	confirm bool   // answered only once a WAIT covering it returns >= 1
 	seq     uint64 // write sequence number on its connection, set when sent
 
+	direct *client // its reply is written to this client by whoever completes it
+	own    []byte  // a direct request's copy of its bytes
+
 	marker bool // a WAIT added by the connection
 	probe  bool // WAIT 0 0: learn what is replicated, confirm nothing
 	sentAt time.Time
@@ -55,6 +58,9 @@ func (w *waiter) wait() {
 }
 
 func (r *request) complete(raw []byte) {
+	if r.direct != nil {
+		raw = r.direct.writeDirect(raw)
+	}
 	r.reply = append(r.reply[:0], raw...)
 	r.w.done()
 }

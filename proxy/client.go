@@ -54,6 +54,10 @@ type client struct {
 
 	ryw []rywMark
 
+	// pending is a direct read (see sendRead) still owed to the tenant,
+	// settled before anything else is written.
+	pending *request
+
 	tx     *txState
 	ps     *psState
 	quit   bool
@@ -114,10 +118,22 @@ func (c *client) serve() {
 		if c.quit || !errors.Is(err, os.ErrDeadlineExceeded) || c.draining.Load() {
 			return
 		}
+		c.err = nil
+		if c.pending != nil {
+			// Woken to write the rest of a direct read's reply.
+			c.settle()
+			c.flushOut()
+			if c.quit {
+				return
+			}
+		}
+		if idle == 0 {
+			_ = c.nc.SetReadDeadline(time.Time{})
+			continue
+		}
 		// The idle deadline is armed once and moved only when it fires, not
 		// on every request: a pub/sub client is never idle, and one that
 		// was active meanwhile gets the rest of its time.
-		c.err = nil
 		now := coarseNow()
 		if c.ps == nil && now-c.lastIn >= int64(idle) {
 			return
@@ -142,6 +158,9 @@ func (c *client) step() bool {
 				c.err = err
 				return true
 			}
+		}
+		if c.pending != nil {
+			c.settle()
 		}
 		c.more = c.batch()
 		c.finish()
@@ -392,7 +411,17 @@ func (c *client) finish() {
 // flush is finish without ending the batch: used before a command that must
 // see everything before it done (a hold, a blocking command, a WATCH).
 func (c *client) flush() {
+	if c.pending != nil {
+		c.settle()
+	}
 	if len(c.reqs) == 0 && len(c.writing) == 0 {
+		return
+	}
+	if len(c.reqs) == 1 && c.reqs[0].direct != nil && len(c.writing) == 0 && len(c.bw) == 0 && c.lastGroup == nil {
+		// A direct read: its reply is the backend reader's to write.
+		c.flushStats()
+		c.pending = c.reqs[0]
+		c.reqs = c.reqs[:0]
 		return
 	}
 	c.w.wait()
@@ -417,8 +446,7 @@ func (c *client) flush() {
 		if cap(r.reply) > 64<<10 {
 			r.reply = nil
 		}
-		r.raw, r.write, r.confirm, r.seq = nil, false, false, 0
-		c.pool = append(c.pool, r)
+		c.recycle(r)
 	}
 	if c.outBytes > c.p.cfg.MaxOutput {
 		c.p.log.Warn().Uint64("client", c.id).Int64("bytes", c.outBytes).Msg("client output limit reached; closed")
@@ -427,6 +455,44 @@ func (c *client) flush() {
 	c.outBytes = 0
 	clear(c.reqs)
 	c.reqs = c.reqs[:0]
+}
+
+// recycle returns a reply slot to the pool.
+func (c *client) recycle(r *request) {
+	r.raw, r.write, r.confirm, r.seq, r.direct = nil, false, false, 0, nil
+	if cap(r.own) > 64<<10 {
+		r.own = nil
+	}
+	c.pool = append(c.pool, r)
+}
+
+// settle waits for the pending direct read; what of its reply the backend
+// reader could not write goes out first.
+func (c *client) settle() {
+	r := c.pending
+	c.pending = nil
+	c.w.wait()
+	c.out = append(c.out, r.reply...)
+	if cap(r.reply) > 64<<10 {
+		r.reply = nil
+	}
+	c.recycle(r)
+}
+
+// writeDirect writes a direct read's reply without blocking; it returns
+// what it could not write (all of it when the connection is being written
+// by someone else).
+func (c *client) writeDirect(b []byte) []byte {
+	if c.wmu.TryLock() {
+		b = c.so.tryWrite(b)
+		c.wmu.Unlock()
+	}
+	if len(b) > 0 {
+		// Wake the connection's goroutine, waiting on its socket, to write
+		// the rest (serve tells this wake from an idle timeout).
+		_ = c.nc.SetReadDeadline(time.Unix(1, 0))
+	}
+	return b
 }
 
 // flushOut writes the pending output.
@@ -460,6 +526,7 @@ func (c *client) write(b []byte) error {
 // cleanup releases everything the connection holds.
 func (c *client) cleanup() {
 	c.w.wait()
+	c.pending = nil
 	for _, st := range c.writing {
 		st.inflight.Add(-1)
 	}

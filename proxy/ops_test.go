@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -166,5 +167,57 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+}
+
+// TestDirectReads: a lone read's reply is written by the backend reader
+// (see sendRead). Replies stay in order and intact when the tenant sends
+// more before reading, when the reply is too big to write at once (the
+// client goroutine is woken to finish it), and with an idle timeout on.
+func TestDirectReads(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.IdleTimeout = time.Minute })
+	pass := e.tenant("acme")
+	db := e.db("acme", metadb.WriteAsync)
+	c := e.client("acme", pass, db.Index)
+	big := strings.Repeat("b", 4<<20)
+	for k, v := range map[string]string{"a": "1", "b": "2", "big": big} {
+		if err := c.Set(e.ctx, k, v, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitFor("the replica has the values", func() bool {
+		return e.replica.ClientDB(t, db.SlotDB).Exists(e.ctx, "a", "b", "big").Val() == 3
+	})
+	r := e.raw()
+	if got := r.do("AUTH", "acme", pass); got != "+OK" {
+		t.Fatal(got)
+	}
+	if got := r.do("SELECT", strconv.Itoa(db.Index)); got != "+OK" {
+		t.Fatal(got)
+	}
+	// Separate writes, each a lone request when it arrives; nothing read
+	// in between.
+	var want []string
+	for i := 0; i < 200; i++ {
+		k := []string{"a", "b", "big", "missing"}[i%4]
+		r.send(string(appendCommandStr(nil, "GET", k)))
+		switch k {
+		case "a":
+			want = append(want, "$1")
+		case "b":
+			want = append(want, "$2")
+		case "big":
+			want = append(want, "$"+big)
+		default:
+			want = append(want, "$nil")
+		}
+	}
+	for i, w := range want {
+		if got := r.reply(); got != w {
+			t.Fatalf("reply %d: %d bytes %.20q, want %d bytes %.20q", i, len(got), got, len(w), w)
+		}
+	}
+	if got := r.do("PING"); got != "+PONG" {
+		t.Fatalf("PING after: %q", got)
 	}
 }

@@ -88,6 +88,7 @@ type sockOut struct {
 	rc   syscall.RawConn // nil: plain writes of nc
 	b    []byte          // what is left to write
 	err  syscall.Errno
+	nb   bool // tryWrite: do not wait for writability
 	step func(fd uintptr) bool
 }
 
@@ -126,13 +127,29 @@ func (o *sockOut) writeSome(fd uintptr) bool {
 			o.b = o.b[n:]
 		case syscall.EINTR:
 		case syscall.EAGAIN:
-			return false
+			return o.nb
 		default:
 			o.err = e
 			return true
 		}
 	}
 	return true
+}
+
+// tryWrite writes what b it can without waiting and returns the rest; nil
+// when the connection failed (its reader sees that too).
+func (o *sockOut) tryWrite(b []byte) []byte {
+	if o.rc == nil || len(b) == 0 {
+		return b
+	}
+	o.b, o.err, o.nb = b, 0, true
+	err := o.rc.Write(o.step)
+	rest := o.b
+	o.b, o.nb = nil, false
+	if err != nil || o.err != 0 {
+		return nil
+	}
+	return rest
 }
 
 // run calls step until it returns true. step returns false to wait until
