@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/granary-db/granary/internal/defaults"
 )
 
 // Config of a keeper. Zero values take the defaults of DefaultConfig.
@@ -113,52 +115,27 @@ func DefaultConfig() Config {
 // Validate fills zero fields with their defaults and checks the rest.
 func (c *Config) Validate() error {
 	d := DefaultConfig()
-	fill := func(v *time.Duration, def time.Duration) {
-		if *v == 0 {
-			*v = def
-		}
-	}
-	if c.ID == "" {
-		c.ID = d.ID
-	}
-	fill(&c.LeaseTTL, d.LeaseTTL)
-	fill(&c.PairsPoll, d.PairsPoll)
-	fill(&c.JobPoll, d.JobPoll)
-	fill(&c.ProbeInterval, d.ProbeInterval)
-	fill(&c.ProbeTimeout, d.ProbeTimeout)
-	fill(&c.ReportInterval, d.ReportInterval)
-	fill(&c.DetectTime, d.DetectTime)
-	fill(&c.SizingSweep, d.SizingSweep)
-	fill(&c.MeasureGap, d.MeasureGap)
-	fill(&c.MeasureTimeout, d.MeasureTimeout)
-	fill(&c.Recalibrate, d.Recalibrate)
-	if c.MeasureWorkers == 0 {
-		c.MeasureWorkers = d.MeasureWorkers
-	}
-	if c.ExactKeys == 0 {
-		c.ExactKeys = d.ExactKeys
-	}
-	if c.SampleKeys == 0 {
-		c.SampleKeys = d.SampleKeys
-	}
-	if c.MaxSampleKeys == 0 {
-		c.MaxSampleKeys = d.MaxSampleKeys
-	}
-	if c.TargetError == 0 {
-		c.TargetError = d.TargetError
-	}
-	if c.ElementSamples == 0 {
-		c.ElementSamples = d.ElementSamples
-	}
-	if c.ScanBatch == 0 {
-		c.ScanBatch = d.ScanBatch
-	}
-	if c.BigKeys == 0 {
-		c.BigKeys = d.BigKeys
-	}
-	if c.BigKeyFactor == 0 {
-		c.BigKeyFactor = d.BigKeyFactor
-	}
+	defaults.Fill(&c.ID, d.ID)
+	defaults.Fill(&c.LeaseTTL, d.LeaseTTL)
+	defaults.Fill(&c.PairsPoll, d.PairsPoll)
+	defaults.Fill(&c.JobPoll, d.JobPoll)
+	defaults.Fill(&c.ProbeInterval, d.ProbeInterval)
+	defaults.Fill(&c.ProbeTimeout, d.ProbeTimeout)
+	defaults.Fill(&c.ReportInterval, d.ReportInterval)
+	defaults.Fill(&c.DetectTime, d.DetectTime)
+	defaults.Fill(&c.SizingSweep, d.SizingSweep)
+	defaults.Fill(&c.MeasureGap, d.MeasureGap)
+	defaults.Fill(&c.MeasureTimeout, d.MeasureTimeout)
+	defaults.Fill(&c.Recalibrate, d.Recalibrate)
+	defaults.Fill(&c.MeasureWorkers, d.MeasureWorkers)
+	defaults.Fill(&c.ExactKeys, d.ExactKeys)
+	defaults.Fill(&c.SampleKeys, d.SampleKeys)
+	defaults.Fill(&c.MaxSampleKeys, d.MaxSampleKeys)
+	defaults.Fill(&c.TargetError, d.TargetError)
+	defaults.Fill(&c.ElementSamples, d.ElementSamples)
+	defaults.Fill(&c.ScanBatch, d.ScanBatch)
+	defaults.Fill(&c.BigKeys, d.BigKeys)
+	defaults.Fill(&c.BigKeyFactor, d.BigKeyFactor)
 	switch {
 	case c.LeaseTTL < 100*time.Millisecond:
 		return fmt.Errorf("lease ttl %v is below 100ms", c.LeaseTTL)

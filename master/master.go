@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/granary-db/granary/internal/defaults"
 	"github.com/granary-db/granary/metadb"
 	"github.com/granary-db/granary/proto/buspb"
 	"github.com/rs/zerolog"
@@ -64,33 +65,19 @@ func DefaultConfig() Config {
 // Validate checks the config and fills derived defaults.
 func (c *Config) Validate() error {
 	d := DefaultConfig()
-	if c.ID == "" {
-		c.ID = d.ID
-	}
-	if c.LeaseTTL == 0 {
-		c.LeaseTTL = d.LeaseTTL
-	}
+	defaults.Fill(&c.ID, d.ID)
+	defaults.Fill(&c.LeaseTTL, d.LeaseTTL)
 	if c.LeaseTTL < 100*time.Millisecond {
 		return fmt.Errorf("lease ttl %v is below 100ms", c.LeaseTTL)
 	}
 	if c.StandbyPoll == 0 {
 		c.StandbyPoll = c.LeaseTTL / 10
 	}
-	if c.JobPoll == 0 {
-		c.JobPoll = d.JobPoll
-	}
-	if c.StepRetryMax == 0 {
-		c.StepRetryMax = d.StepRetryMax
-	}
-	if c.BackendTimeout == 0 {
-		c.BackendTimeout = d.BackendTimeout
-	}
-	if c.QuotaInterval == 0 {
-		c.QuotaInterval = d.QuotaInterval
-	}
-	if c.HoldTime == 0 {
-		c.HoldTime = d.HoldTime
-	}
+	defaults.Fill(&c.JobPoll, d.JobPoll)
+	defaults.Fill(&c.StepRetryMax, d.StepRetryMax)
+	defaults.Fill(&c.BackendTimeout, d.BackendTimeout)
+	defaults.Fill(&c.QuotaInterval, d.QuotaInterval)
+	defaults.Fill(&c.HoldTime, d.HoldTime)
 	return nil
 }
 

@@ -249,10 +249,7 @@ func (s *Store) ReleaseSlot(ctx context.Context, f *Fence, jobID string) error {
 		}
 		ts := now()
 		job.State, job.Step, job.Progress, job.Updated = JobDone, "done", 1, ts
-		by := ""
-		if f != nil {
-			by = f.ID
-		}
+		by := f.holder()
 		job.Log = append(job.Log, JobStep{Step: "free", At: ts, By: by})
 		jobJSON, _ := json.Marshal(job)
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {

@@ -180,10 +180,7 @@ func (s *Store) FinishReplace(ctx context.Context, f *Fence, jobID string) error
 			return fmt.Errorf("job %s has no spare: %w", jobID, ErrBadState)
 		}
 		ts := now()
-		by := ""
-		if f != nil {
-			by = f.ID
-		}
+		by := f.holder()
 		var next uint64
 		var payloads [][]byte
 		if p.Master != j.Data["master"] || (p.Replica != "" && p.Replica != spare) {

@@ -20,6 +20,14 @@ type Fence struct {
 
 func (f *Fence) value() string { return f.ID + "/" + strconv.FormatInt(f.Token, 10) }
 
+// holder is who acts under the fence, for job logs: "" without one.
+func (f *Fence) holder() string {
+	if f == nil {
+		return ""
+	}
+	return f.ID
+}
+
 // acquireScript takes the lease if it is free, or renews it if the caller
 // holds it. It returns the fencing token, or 0 if another master leads.
 var acquireScript = redis.NewScript(`

@@ -417,8 +417,9 @@ func (c *client) flush() {
 	if len(c.reqs) == 0 && len(c.writing) == 0 {
 		return
 	}
-	if len(c.reqs) == 1 && c.reqs[0].direct != nil && len(c.writing) == 0 && len(c.bw) == 0 && c.lastGroup == nil {
-		// A direct read: its reply is the backend reader's to write.
+	if len(c.reqs) == 1 && c.reqs[0].direct != nil {
+		// A direct read, the batch's only request (sendRead): its reply is
+		// the backend reader's to write.
 		c.flushStats()
 		c.pending = c.reqs[0]
 		c.reqs = c.reqs[:0]
