@@ -21,14 +21,15 @@ type target struct {
 	db         int    // --dbnum; 0 sends no SELECT
 	user, pass string // AUTH user pass when user is set
 	pid        int    // process whose CPU each run is charged to; 0 none
+	redis      []int  // the pair's Redis servers, whose CPU is charged too
 }
 
-// sample is one run: throughput, latency percentiles (ms) and the CPU the
-// target's proxy process spent per request (µs; NaN when not measured).
-// A failed run is all NaN with err set.
+// sample is one run: throughput, latency percentiles (ms), and the CPU the
+// target's proxy process and the pair's Redis servers spent per request
+// (µs; NaN when not measured). A failed run is all NaN with err set.
 type sample struct {
 	rps, p50, p99 float64
-	cpu           float64
+	cpu, rcpu     float64
 	requests      int
 	warn          string // redis-benchmark's WARNING lines, if any
 	err           error
@@ -36,7 +37,7 @@ type sample struct {
 
 func failed(err error) sample {
 	nan := math.NaN()
-	return sample{rps: nan, p50: nan, p99: nan, cpu: nan, err: err}
+	return sample{rps: nan, p50: nan, p99: nan, cpu: nan, rcpu: nan, err: err}
 }
 
 // runBench runs redis-benchmark once for one test (SET or GET) and parses
@@ -60,6 +61,7 @@ func runBench(ctx context.Context, t target, test string, pipe, clients, n int, 
 	if t.pid != 0 {
 		before, _ = cpuTicks(t.pid)
 	}
+	rbefore, rerr := sumTicks(t.redis)
 	if err := cmd.Run(); err != nil {
 		return failed(fmt.Errorf("redis-benchmark %s %s -P %d: %v: %s", t.name, test, pipe, err,
 			lastLines(errb.String()+out.String(), 4)))
@@ -74,13 +76,32 @@ func runBench(ctx context.Context, t target, test string, pipe, clients, n int, 
 			s.warn = strings.TrimSpace(l)
 		}
 	}
-	s.cpu = math.NaN()
+	perReq := func(ticks int64) float64 {
+		return float64(time.Duration(ticks)*tick) / float64(time.Microsecond) / float64(n)
+	}
+	s.cpu, s.rcpu = math.NaN(), math.NaN()
 	if t.pid != 0 {
 		if after, err := cpuTicks(t.pid); err == nil {
-			s.cpu = float64(time.Duration(after-before)*tick) / float64(time.Microsecond) / float64(n)
+			s.cpu = perReq(after - before)
 		}
 	}
+	if rafter, err := sumTicks(t.redis); err == nil && rerr == nil && len(t.redis) > 0 {
+		s.rcpu = perReq(rafter - rbefore)
+	}
 	return s
+}
+
+// sumTicks is the CPU ticks of all of pids.
+func sumTicks(pids []int) (int64, error) {
+	var sum int64
+	for _, pid := range pids {
+		t, err := cpuTicks(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += t
+	}
+	return sum, nil
 }
 
 // parseCSV reads redis-benchmark's --csv output (Redis 7: "test","rps",

@@ -19,13 +19,14 @@ import (
 // Granary's master, API and proxy, twemproxy in front of the pair master,
 // and a tenant with two 64M dbs (one confirmed, one async).
 type cluster struct {
-	dir     string
-	redis   []*redisproc.Proc
-	kids    []*child
-	master  string // pair master host:port
-	replica string // pair replica host:port
-	api     string // http://host:port
-	admin   string // admin token
+	dir      string
+	redis    []*redisproc.Proc
+	kids     []*child
+	master   string // pair master host:port
+	replica  string // pair replica host:port
+	pairPids []int  // pair master and replica processes
+	api      string // http://host:port
+	admin    string // admin token
 
 	proxy     *child
 	proxyAddr string
@@ -67,6 +68,7 @@ func startCluster(ctx context.Context, c *cluster, o options) error {
 		return err
 	}
 	c.master, c.replica = m.Addr, r.Addr
+	c.pairPids = []int{m.Pid(), r.Pid()}
 
 	metaURL := "redis://" + meta.Addr
 	c.admin = randomHex(16)

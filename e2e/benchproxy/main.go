@@ -59,6 +59,7 @@ type options struct {
 	readyTimeout time.Duration
 	proxyFlags   []string
 	only         string
+	serve        bool
 }
 
 func main() {
@@ -75,6 +76,7 @@ func main() {
 	flag.Func("proxy-flag", "extra flag for granary proxy, e.g. --proxy-flag=--backend-conns=4 (repeatable)",
 		func(s string) error { o.proxyFlags = append(o.proxyFlags, s); return nil })
 	flag.StringVar(&o.only, "only", "", "run only these configurations, e.g. GET/1,SET/1 (default: all)")
+	flag.BoolVar(&o.serve, "serve", false, "start the cluster, print how to reach it, and wait for Ctrl-C (for profiling by hand)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "benchproxy:", err)
@@ -118,11 +120,20 @@ func run(o options) (err error) {
 	logf("ready: master %s replica %s twemproxy %s (pid %d) granary proxy %s (pid %d), tenant %s, confirmed db %d, async db %d",
 		c.master, c.replica, c.twemAddr, c.twem.pid(), c.proxyAddr, c.proxy.pid(), c.user, c.confDB, c.asyncDB)
 
+	if o.serve {
+		fmt.Printf("redis-benchmark -p %s -c 50 -P 1 -t get --user %s -a %s --dbnum %d   # granary async (confirmed: --dbnum %d)\n",
+			portOf(c.proxyAddr), c.user, c.password, c.asyncDB, c.confDB)
+		fmt.Printf("redis-benchmark -p %s -c 50 -P 1 -t get   # twemproxy\nredis-benchmark -p %s -c 50 -P 1 -t get   # direct\n",
+			portOf(c.twemAddr), portOf(c.master))
+		fmt.Printf("pids: granary proxy %d, twemproxy %d\n", c.proxy.pid(), c.twem.pid())
+		<-ctx.Done()
+		return nil
+	}
 	targets := map[string]target{
-		tDirect:    {name: tDirect, addr: c.master},
-		tTwem:      {name: tTwem, addr: c.twemAddr, pid: c.twem.pid()},
-		tAsync:     {name: tAsync, addr: c.proxyAddr, db: c.asyncDB, user: c.user, pass: c.password, pid: c.proxy.pid()},
-		tConfirmed: {name: tConfirmed, addr: c.proxyAddr, db: c.confDB, user: c.user, pass: c.password, pid: c.proxy.pid()},
+		tDirect:    {name: tDirect, addr: c.master, redis: c.pairPids},
+		tTwem:      {name: tTwem, addr: c.twemAddr, pid: c.twem.pid(), redis: c.pairPids},
+		tAsync:     {name: tAsync, addr: c.proxyAddr, db: c.asyncDB, user: c.user, pass: c.password, pid: c.proxy.pid(), redis: c.pairPids},
+		tConfirmed: {name: tConfirmed, addr: c.proxyAddr, db: c.confDB, user: c.user, pass: c.password, pid: c.proxy.pid(), redis: c.pairPids},
 	}
 	plan := []struct {
 		test    string
@@ -204,8 +215,8 @@ func run(o options) (err error) {
 					warned[name] = true
 					logf("redis-benchmark against %s warns: %s", name, s.warn)
 				}
-				logf("round %d/%d %-28s %8.0f rps  p50 %6.3f  p99 %6.3f ms  cpu %s µs/req  (%d requests)",
-					round+1, o.rounds, k, s.rps, s.p50, s.p99, num(s.cpu, "%.2f"), s.requests)
+				logf("round %d/%d %-28s %8.0f rps  p50 %6.3f  p99 %6.3f ms  cpu %s µs/req, Redis %s  (%d requests)",
+					round+1, o.rounds, k, s.rps, s.p50, s.p99, num(s.cpu, "%.2f"), num(s.rcpu, "%.2f"), s.requests)
 			}
 		}
 	}

@@ -70,10 +70,14 @@ func (r *results) field(k cfgKey, f func(sample) float64) []float64 {
 	return out
 }
 
-func rps(s sample) float64 { return s.rps }
-func p50(s sample) float64 { return s.p50 }
-func p99(s sample) float64 { return s.p99 }
-func cpu(s sample) float64 { return s.cpu }
+func rps(s sample) float64  { return s.rps }
+func p50(s sample) float64  { return s.p50 }
+func p99(s sample) float64  { return s.p99 }
+func cpu(s sample) float64  { return s.cpu }
+func rcpu(s sample) float64 { return s.rcpu }
+
+// hopCPU is what the proxy and the Redis pair spent per request together.
+func hopCPU(s sample) float64 { return s.cpu + s.rcpu }
 
 func requestsOf(s sample) float64 {
 	if s.err != nil {
@@ -119,7 +123,8 @@ func checks() []check {
 			cs = append(cs,
 				check{fmt.Sprintf("twemproxy/direct %s P%d rps", test, p), k(tTwem, test, p), k(tDirect, test, p), rps, "", 0},
 				check{fmt.Sprintf("granary-async/direct %s P%d rps", test, p), k(tAsync, test, p), k(tDirect, test, p), rps, "", 0},
-				check{fmt.Sprintf("granary-async/twemproxy %s P%d cpu/req", test, p), k(tAsync, test, p), k(tTwem, test, p), cpu, "", 0})
+				check{fmt.Sprintf("granary-async/twemproxy %s P%d cpu/req", test, p), k(tAsync, test, p), k(tTwem, test, p), cpu, "", 0},
+				check{fmt.Sprintf("granary-async/twemproxy %s P%d proxy+Redis cpu/req", test, p), k(tAsync, test, p), k(tTwem, test, p), hopCPU, "", 0})
 		}
 	}
 	return cs
@@ -166,7 +171,7 @@ func verdict(c check, med float64) string {
 // then the ratios, as
 // Markdown tables that also read well in a terminal.
 func (r *results) print(w io.Writer) {
-	rows := [][]string{{"target", "test", "P", "requests", "rps", "p50 ms", "p99 ms", "proxy CPU µs/req", "ok runs"}}
+	rows := [][]string{{"target", "test", "P", "requests", "rps", "p50 ms", "p99 ms", "proxy CPU µs/req", "Redis CPU µs/req", "ok runs"}}
 	for _, k := range r.order {
 		ok := 0
 		for _, s := range r.runs[k] {
@@ -178,7 +183,7 @@ func (r *results) print(w io.Writer) {
 		rows = append(rows, []string{k.target, k.test, fmt.Sprint(k.pipe), n,
 			num(median(r.field(k, rps)), "%.0f"), num(median(r.field(k, p50)), "%.3f"),
 			num(median(r.field(k, p99)), "%.3f"), num(median(r.field(k, cpu)), "%.2f"),
-			fmt.Sprintf("%d/%d", ok, len(r.runs[k]))})
+			num(median(r.field(k, rcpu)), "%.2f"), fmt.Sprintf("%d/%d", ok, len(r.runs[k]))})
 	}
 	mdTable(w, rows, 2)
 	fmt.Fprintln(w)
