@@ -21,6 +21,14 @@ func (c *client) sendWrite(db *dbRoute, g *group, raw []byte) {
 	c.noteWrite(db.st, g, r)
 	c.statDB(db.st)
 	c.stats.write++
+	if !r.confirm && c.directOK() && len(c.writing) == 1 && c.writing[0] == db.st {
+		// An async write alone in its batch: its reply is the backend
+		// reader's to write, and so is the release of its in-flight
+		// count (flush hands the count over); its read-your-writes mark
+		// is made when the client settles it, before its next request.
+		c.makeDirect(r)
+		r.st, r.g = db.st, g
+	}
 	c.w.add()
 	g.send(c.pin, r)
 }
@@ -38,18 +46,27 @@ func (c *client) sendRead(db *dbRoute, raw []byte) {
 	r.raw = raw
 	c.statDB(db.st)
 	c.stats.reads++
-	if len(c.reqs) == 1 && c.rd.r == c.rd.w && c.start.IsZero() && c.tx == nil && c.in.rc != nil {
-		// The batch is this one read and nothing else is buffered: the
-		// backend reader writes the reply itself, and this goroutine goes
-		// back to reading instead of waiting to be woken for it. Reading
-		// may reuse the input buffer before the backend writer copies the
-		// request out of it, so the request gets its own copy.
-		r.direct = c
-		r.own = append(r.own[:0], raw...)
-		r.raw = r.own
+	if c.directOK() {
+		c.makeDirect(r)
 	}
 	c.w.add()
 	g.send(c.pin, r)
+}
+
+// directOK reports whether the request just added is the batch's only one
+// with nothing else buffered, not sampled for latency and outside a
+// transaction: then the backend reader writes its reply itself, and this
+// goroutine goes back to reading instead of waiting to be woken for it.
+func (c *client) directOK() bool {
+	return len(c.reqs) == 1 && c.rd.r == c.rd.w && c.start.IsZero() && c.tx == nil && c.in.rc != nil
+}
+
+// makeDirect marks r as direct. Reading may reuse the input buffer before
+// the backend writer copies the request out of it, so r gets its own copy.
+func (c *client) makeDirect(r *request) {
+	r.direct = c
+	r.own = append(r.own[:0], r.raw...)
+	r.raw = r.own
 }
 
 // batchWrite is the last write of the current batch to one db.

@@ -23,8 +23,10 @@ type request struct {
 	confirm bool   // answered only once a WAIT covering it returns >= 1
 	seq     uint64 // write sequence number on its connection, set when sent
 
-	direct *client // its reply is written to this client by whoever completes it
-	own    []byte  // a direct request's copy of its bytes
+	direct *client  // its reply is written to this client by whoever completes it
+	own    []byte   // a direct request's copy of its bytes
+	st     *dbState // a direct write's db: its in-flight count is released on completion
+	g      *group   // a direct write's group, for its read-your-writes mark
 
 	marker bool // a WAIT added by the connection
 	probe  bool // WAIT 0 0: learn what is replicated, confirm nothing
@@ -60,6 +62,9 @@ func (w *waiter) wait() {
 func (r *request) complete(raw []byte) {
 	if r.direct != nil {
 		raw = r.direct.writeDirect(raw)
+		if r.st != nil {
+			r.st.inflight.Add(-1)
+		}
 	}
 	r.reply = append(r.reply[:0], raw...)
 	r.w.done()

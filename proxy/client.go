@@ -54,8 +54,8 @@ type client struct {
 
 	ryw []rywMark
 
-	// pending is a direct read (see sendRead) still owed to the tenant,
-	// settled before anything else is written.
+	// pending is a direct request (see directOK) still owed to the
+	// tenant, settled before anything else is written or read.
 	pending *request
 
 	tx     *txState
@@ -120,7 +120,7 @@ func (c *client) serve() {
 		}
 		c.err = nil
 		if c.pending != nil {
-			// Woken to write the rest of a direct read's reply.
+			// Woken to write the rest of a direct reply.
 			c.settle()
 			c.flushOut()
 			if c.quit {
@@ -418,10 +418,17 @@ func (c *client) flush() {
 		return
 	}
 	if len(c.reqs) == 1 && c.reqs[0].direct != nil {
-		// A direct read, the batch's only request (sendRead): its reply is
-		// the backend reader's to write.
+		// A direct request, the batch's only one (directOK): its reply is
+		// the backend reader's to write. A direct write's in-flight count
+		// is the request's now, released when it completes.
+		r := c.reqs[0]
+		if r.st != nil {
+			c.writing = c.writing[:0]
+			clear(c.bw)
+			c.bw, c.lastGroup = c.bw[:0], nil
+		}
 		c.flushStats()
-		c.pending = c.reqs[0]
+		c.pending = r
 		c.reqs = c.reqs[:0]
 		return
 	}
@@ -460,19 +467,23 @@ func (c *client) flush() {
 
 // recycle returns a reply slot to the pool.
 func (c *client) recycle(r *request) {
-	r.raw, r.write, r.confirm, r.seq, r.direct = nil, false, false, 0, nil
+	r.raw, r.write, r.confirm, r.seq, r.direct, r.st, r.g = nil, false, false, 0, nil, nil, nil
 	if cap(r.own) > 64<<10 {
 		r.own = nil
 	}
 	c.pool = append(c.pool, r)
 }
 
-// settle waits for the pending direct read; what of its reply the backend
-// reader could not write goes out first.
+// settle waits for the pending direct request; what of its reply the
+// backend reader could not write goes out first, and a write leaves its
+// read-your-writes mark.
 func (c *client) settle() {
 	r := c.pending
 	c.pending = nil
 	c.w.wait()
+	if r.st != nil && r.seq > 0 {
+		c.remember(r.st, r.g, r.seq)
+	}
 	c.out = append(c.out, r.reply...)
 	if cap(r.reply) > 64<<10 {
 		r.reply = nil
@@ -480,7 +491,7 @@ func (c *client) settle() {
 	c.recycle(r)
 }
 
-// writeDirect writes a direct read's reply without blocking; it returns
+// writeDirect writes a direct reply without blocking; it returns
 // what it could not write (all of it when the connection is being written
 // by someone else).
 func (c *client) writeDirect(b []byte) []byte {

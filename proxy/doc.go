@@ -16,9 +16,9 @@
 // Tenant and shared backend sockets are read and written with raw
 // non-blocking system calls inside RawConn callbacks (sockin.go), which
 // at pipeline 1 saves a system call a request and keeps Go's scheduler from
-// handing the proxy between threads. A lone read's reply is written by the
-// backend reader itself (a "direct read", see sendRead), so at pipeline 1
-// the client goroutine is not woken for it.
+// handing the proxy between threads. The reply to a lone read or async
+// write is written by the backend reader itself (a "direct" request, see
+// directOK), so at pipeline 1 the client goroutine is not woken for it.
 //
 // The proxy's own decisions (which commands are allowed, how errors read)
 // live in commands.go and errors.go; the backend side in backend.go,

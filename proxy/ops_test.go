@@ -221,3 +221,61 @@ func TestDirectReads(t *testing.T) {
 		t.Fatalf("PING after: %q", got)
 	}
 }
+
+// TestDirectWrites: a lone async write's reply is written by the backend
+// reader too (see directOK), which also releases its in-flight count. Lone
+// writes are answered in order and applied once; the count drops while the
+// client sits idle, so a resize hold is acknowledged without waiting for the
+// client's next request; and the client's next read still sees its write
+// (it goes to the master).
+func TestDirectWrites(t *testing.T) {
+	e := newEnv(t)
+	pass := e.tenant("acme")
+	db := e.db("acme", metadb.WriteAsync)
+	r := e.raw()
+	if got := r.do("AUTH", "acme", pass); got != "+OK" {
+		t.Fatal(got)
+	}
+	if got := r.do("SELECT", strconv.Itoa(db.Index)); got != "+OK" {
+		t.Fatal(got)
+	}
+	for i := 1; i <= 50; i++ {
+		if got := r.do("INCR", "n"); got != ":"+strconv.Itoa(i) {
+			t.Fatalf("INCR %d: %q", i, got)
+		}
+	}
+	if got := e.slot(db).Get(e.ctx, "n").Val(); got != "50" {
+		t.Fatalf("n on the master: %q, want 50", got)
+	}
+
+	st := e.p.dbState(dbKey{"acme", uint32(db.Index)})
+	e.waitFor("no write in flight", func() bool { return st.inflight.Load() == 0 })
+	v := e.hold("acme", db.Index, true, time.Now().Add(10*time.Second))
+	e.waitFor("hold acknowledged while the client is idle", func() bool {
+		ms, err := e.store.Members(e.ctx, metadb.KindProxy, time.Minute)
+		return err == nil && len(ms) == 1 && ms[0].AppliedVersion >= v
+	})
+	e.hold("acme", db.Index, false, time.Time{})
+
+	// Once the replica is known to have every write, reads go there; a
+	// lone write sends the next read back to the master.
+	m, rep := e.master.Client(t), e.replica.Client(t)
+	for i := 0; i < 3; i++ {
+		e.waitFor("reads back on the replica", func() bool {
+			rb := cmdstat(t, rep, "get")
+			r.do("GET", "n")
+			return cmdstat(t, rep, "get") == rb+1
+		})
+		val := strconv.Itoa(1000 + i)
+		if got := r.do("SET", "k", val); got != "+OK" {
+			t.Fatal(got)
+		}
+		mb := cmdstat(t, m, "get")
+		if got := r.do("GET", "k"); got != "$"+val {
+			t.Fatalf("read after a lone write: %q, want %q", got, val)
+		}
+		if cmdstat(t, m, "get") != mb+1 {
+			t.Fatal("the read after a lone async write did not go to the master")
+		}
+	}
+}
