@@ -27,7 +27,7 @@ func (c *client) sendWrite(db *dbRoute, g *group, raw []byte) {
 		// count (flush hands the count over); its read-your-writes mark
 		// is made when the client settles it, before its next request.
 		c.makeDirect(r)
-		r.st, r.g = db.st, g
+		r.st = db.st
 	}
 	c.w.add()
 	g.send(c.pin, r)
@@ -191,12 +191,9 @@ func (c *client) waitHold(db *dbRoute) (*dbRoute, error) {
 	return c.route()
 }
 
-// remember records a write for read-your-writes.
-func (c *client) remember(st *dbState, g *group, seq uint64) {
-	conn := g.conns[c.pin%len(g.conns)].Load()
-	if conn == nil {
-		return
-	}
+// remember records a write for read-your-writes: conn carried it as its
+// write number seq.
+func (c *client) remember(st *dbState, conn *bconn, seq uint64) {
 	for i := range c.ryw {
 		if c.ryw[i].st == st {
 			c.ryw[i] = rywMark{st, conn, seq}

@@ -22,11 +22,11 @@ type request struct {
 	write   bool   // counts in the connection's write sequence
 	confirm bool   // answered only once a WAIT covering it returns >= 1
 	seq     uint64 // write sequence number on its connection, set when sent
+	conn    *bconn // the connection that sent it, set with seq
 
 	direct *client  // its reply is written to this client by whoever completes it
 	own    []byte   // a direct request's copy of its bytes
 	st     *dbState // a direct write's db: its in-flight count is released on completion
-	g      *group   // a direct write's group, for its read-your-writes mark
 
 	marker bool // a WAIT added by the connection
 	probe  bool // WAIT 0 0: learn what is replicated, confirm nothing
@@ -321,7 +321,7 @@ func (c *bconn) writeLoop() {
 		for _, r := range batch {
 			if r.write {
 				c.writeSeq++
-				r.seq = c.writeSeq
+				r.seq, r.conn = c.writeSeq, c
 				writes = true
 				confirm = confirm || r.confirm
 			}

@@ -439,7 +439,7 @@ func (c *client) flush() {
 	c.writing = c.writing[:0]
 	for _, w := range c.bw {
 		if w.r.seq > 0 {
-			c.remember(w.st, w.g, w.r.seq)
+			c.remember(w.st, w.r.conn, w.r.seq)
 		}
 	}
 	clear(c.bw)
@@ -467,7 +467,7 @@ func (c *client) flush() {
 
 // recycle returns a reply slot to the pool.
 func (c *client) recycle(r *request) {
-	r.raw, r.write, r.confirm, r.seq, r.direct, r.st, r.g = nil, false, false, 0, nil, nil, nil
+	r.raw, r.write, r.confirm, r.seq, r.conn, r.direct, r.st = nil, false, false, 0, nil, nil, nil
 	if cap(r.own) > 64<<10 {
 		r.own = nil
 	}
@@ -482,7 +482,7 @@ func (c *client) settle() {
 	c.pending = nil
 	c.w.wait()
 	if r.st != nil && r.seq > 0 {
-		c.remember(r.st, r.g, r.seq)
+		c.remember(r.st, r.conn, r.seq)
 	}
 	c.out = append(c.out, r.reply...)
 	if cap(r.reply) > 64<<10 {
