@@ -115,6 +115,11 @@ func (c *client) serve() {
 		if err == nil {
 			err = c.err
 		}
+		if c.draining.Load() && !c.quit && c.pending != nil {
+			// Draining: the reply still owed goes out before the close.
+			c.settle()
+			c.flushOut()
+		}
 		if c.quit || !errors.Is(err, os.ErrDeadlineExceeded) || c.draining.Load() {
 			return
 		}
