@@ -1,11 +1,13 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +55,12 @@ type client struct {
 	stats     batchStats
 
 	ryw []rywMark
+
+	// The last command looked up, by its name as sent, and the table it
+	// came from: a pipeline mostly repeats one command.
+	lastName  []byte
+	lastSpec  *cmdSpec
+	lastTable *cmdTable
 
 	// pending is a direct request (see directOK) still owed to the
 	// tenant, settled before anything else is written or read.
@@ -244,7 +252,7 @@ func (c *client) handle(cmd *command) {
 		c.pubsubCommand(cmd)
 		return
 	}
-	spec, err := c.p.lookup(cmd.args)
+	spec, err := c.lookup(cmd.args)
 	if !c.authed && (err != nil || !noAuthCommand(spec.name)) {
 		err = ErrNoAuth
 	}
@@ -281,6 +289,20 @@ func (c *client) handle(cmd *command) {
 	default:
 		c.replyErr(refusal(spec))
 	}
+}
+
+// lookup is Proxy.lookup with a one-entry cache of top-level commands.
+func (c *client) lookup(args [][]byte) (*cmdSpec, error) {
+	t := c.p.table.Load()
+	if t != nil && t == c.lastTable && bytes.Equal(args[0], c.lastName) {
+		return c.lastSpec, nil
+	}
+	spec, err := c.p.lookup(args)
+	if err == nil && t != nil && spec.subs == nil && !strings.Contains(spec.name, "|") {
+		c.lastTable, c.lastSpec = t, spec
+		c.lastName = append(c.lastName[:0], args[0]...)
+	}
+	return spec, err
 }
 
 func noAuthCommand(name string) bool { return name == "auth" || name == "hello" || name == "quit" }
