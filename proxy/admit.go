@@ -54,11 +54,12 @@ func (c *client) sendRead(db *dbRoute, raw []byte) {
 }
 
 // directOK reports whether the request just added is the batch's only one
-// with nothing else buffered, not sampled for latency and outside a
-// transaction: then the backend reader writes its reply itself, and this
-// goroutine goes back to reading instead of waiting to be woken for it.
+// with nothing else buffered, outside a transaction: then the backend
+// reader writes its reply itself (and records its latency when the batch
+// is sampled), and this goroutine goes back to reading instead of waiting
+// to be woken for it.
 func (c *client) directOK() bool {
-	return len(c.reqs) == 1 && c.rd.r == c.rd.w && c.start.IsZero() && c.tx == nil && c.in.rc != nil
+	return len(c.reqs) == 1 && c.rd.r == c.rd.w && c.tx == nil && c.in.rc != nil
 }
 
 // makeDirect marks r as direct. Reading may reuse the input buffer before
@@ -67,6 +68,9 @@ func (c *client) makeDirect(r *request) {
 	r.direct = c
 	r.own = append(r.own[:0], r.raw...)
 	r.raw = r.own
+	if !c.start.IsZero() {
+		c.sampleInto(r)
+	}
 }
 
 // batchWrite is the last write of the current batch to one db.

@@ -24,9 +24,11 @@ type request struct {
 	seq     uint64 // write sequence number on its connection, set when sent
 	conn    *bconn // the connection that sent it, set with seq
 
-	direct *client  // its reply is written to this client by whoever completes it
-	own    []byte   // a direct request's copy of its bytes
-	st     *dbState // a direct write's db: its in-flight count is released on completion
+	direct *client    // its reply is written to this client by whoever completes it
+	own    []byte     // a direct request's copy of its bytes
+	st     *dbState   // a direct write's db: its in-flight count is released on completion
+	lat    *histogram // a direct request of a sampled batch: its latency goes here
+	t0     time.Time  // when that batch started
 
 	marker bool // a WAIT added by the connection
 	probe  bool // WAIT 0 0: learn what is replicated, confirm nothing
@@ -62,6 +64,9 @@ func (w *waiter) wait() {
 func (r *request) complete(raw []byte) {
 	if r.direct != nil {
 		raw = r.direct.writeDirect(raw)
+		if r.lat != nil {
+			r.lat.observe(time.Since(r.t0), latencySample)
+		}
 		if r.st != nil {
 			r.st.inflight.Add(-1)
 		}

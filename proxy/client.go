@@ -492,9 +492,26 @@ func (c *client) flush() {
 	c.reqs = c.reqs[:0]
 }
 
+// sampleInto hands the latency sample of a batch that is one direct
+// request to the request, before it is sent: the backend reader records it
+// with the reply.
+func (c *client) sampleInto(r *request) {
+	st := c.stats.st
+	if st == nil {
+		st = c.p.noDB
+	}
+	for k, n := range c.stats.ops {
+		if n > 0 {
+			r.lat, r.t0 = &st.lat[k], c.start
+			break
+		}
+	}
+	c.start = time.Time{}
+}
+
 // recycle returns a reply slot to the pool.
 func (c *client) recycle(r *request) {
-	r.raw, r.write, r.confirm, r.seq, r.conn, r.direct, r.st = nil, false, false, 0, nil, nil, nil
+	r.raw, r.write, r.confirm, r.seq, r.conn, r.direct, r.st, r.lat = nil, false, false, 0, nil, nil, nil, nil
 	if cap(r.own) > 64<<10 {
 		r.own = nil
 	}

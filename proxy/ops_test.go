@@ -220,6 +220,29 @@ func TestDirectReads(t *testing.T) {
 	if got := r.do("PING"); got != "+PONG" {
 		t.Fatalf("PING after: %q", got)
 	}
+	// Sampled batches are direct too: the backend reader records their
+	// latency. Lone reads, one at a time: every latencySample-th is
+	// sampled and counts for latencySample.
+	lat := &e.p.dbState(dbKey{"acme", uint32(db.Index)}).lat[classRead]
+	before := histCount(lat)
+	for i := 0; i < 4*latencySample; i++ {
+		if got := r.do("GET", "a"); got != "$1" {
+			t.Fatal(got)
+		}
+	}
+	// The reader records a sample just after it writes the reply.
+	e.waitFor("read latency recorded", func() bool { return histCount(lat)-before >= 4*latencySample })
+	if got := histCount(lat) - before; got != 4*latencySample {
+		t.Fatalf("read latency samples: %d, want %d", got, 4*latencySample)
+	}
+}
+
+func histCount(h *histogram) uint64 {
+	var n uint64
+	for i := range h.counts {
+		n += h.counts[i].Load()
+	}
+	return n
 }
 
 // TestDirectWrites: a lone async write's reply is written by the backend

@@ -28,10 +28,12 @@ type cluster struct {
 	api      string // http://host:port
 	admin    string // admin token
 
-	proxy     *child
-	proxyAddr string
-	twem      *child
-	twemAddr  string
+	proxy      *child
+	proxyAddr  string
+	proxyB     *child // --bin-b's proxy, or nil
+	proxyBAddr string
+	twem       *child
+	twemAddr   string
 
 	user, password  string
 	token           string
@@ -103,8 +105,24 @@ func startCluster(ctx context.Context, c *cluster, o options) error {
 	if err := c.setupREST(ctx, o.readyTimeout); err != nil {
 		return err
 	}
-	if err := c.waitTenantReady(ctx, o.readyTimeout); err != nil {
+	if err := c.waitTenantReady(ctx, c.proxyAddr, o.readyTimeout); err != nil {
 		return err
+	}
+	if o.binB != "" {
+		// Started once the dbs are placed, so their endpoint is the first
+		// proxy; the second serves them all the same.
+		if c.proxyBAddr, err = freeAddr(); err != nil {
+			return err
+		}
+		args := append([]string{"proxy", "--metadb-url", metaURL, "--addr", c.proxyBAddr,
+			"--gomaxprocs", strconv.Itoa(o.gomaxprocs)}, append(o.proxyFlags, o.proxyBFlags...)...)
+		if c.proxyB, err = startChild(c.dir, "granary-proxy-b", o.binB, env, args...); err != nil {
+			return err
+		}
+		c.kids = append(c.kids, c.proxyB)
+		if err := c.waitTenantReady(ctx, c.proxyBAddr, o.readyTimeout); err != nil {
+			return err
+		}
 	}
 	return c.startTwemproxy(ctx, o.twemConns)
 }
@@ -220,7 +238,7 @@ func (c *cluster) createDB(ctx context.Context, timeout time.Duration) (int, err
 // waitTenantReady waits until both dbs answer through the proxy as the
 // tenant would use them (AUTH, SELECT, PING, SET, GET) and the proxy
 // reports each db's write mode.
-func (c *cluster) waitTenantReady(ctx context.Context, timeout time.Duration) error {
+func (c *cluster) waitTenantReady(ctx context.Context, addr string, timeout time.Duration) error {
 	for _, d := range []struct {
 		index int
 		mode  string
@@ -229,7 +247,7 @@ func (c *cluster) waitTenantReady(ctx context.Context, timeout time.Duration) er
 			if err := c.alive(); err != nil {
 				return err
 			}
-			return probe(ctx, c.proxyAddr, func(rc *respConn) error {
+			return probe(ctx, addr, func(rc *respConn) error {
 				steps := [][]string{{"AUTH", c.user, c.password}, {"SELECT", strconv.Itoa(d.index)},
 					{"PING"}, {"SET", "benchproxy:probe", "ok"}}
 				for _, s := range steps {

@@ -60,6 +60,8 @@ type options struct {
 	proxyFlags   []string
 	only         string
 	serve        bool
+	binB         string
+	proxyBFlags  []string
 }
 
 func main() {
@@ -76,6 +78,9 @@ func main() {
 	flag.Func("proxy-flag", "extra flag for granary proxy, e.g. --proxy-flag=--backend-conns=4 (repeatable)",
 		func(s string) error { o.proxyFlags = append(o.proxyFlags, s); return nil })
 	flag.StringVar(&o.only, "only", "", "run only these configurations, e.g. GET/1,SET/1 (default: all)")
+	flag.StringVar(&o.binB, "bin-b", "", "a second granary binary, run as a second proxy (target granary-b, the async db) beside granary-async in every configuration: two builds compared in one run")
+	flag.Func("proxy-b-flag", "extra flag for the --bin-b proxy only (repeatable); with --bin-b=bin/granary it compares settings",
+		func(s string) error { o.proxyBFlags = append(o.proxyBFlags, s); return nil })
 	flag.BoolVar(&o.serve, "serve", false, "start the cluster, print how to reach it, and wait for Ctrl-C (for profiling by hand)")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -135,6 +140,9 @@ func run(o options) (err error) {
 		tAsync:     {name: tAsync, addr: c.proxyAddr, db: c.asyncDB, user: c.user, pass: c.password, pid: c.proxy.pid(), redis: c.pairPids},
 		tConfirmed: {name: tConfirmed, addr: c.proxyAddr, db: c.confDB, user: c.user, pass: c.password, pid: c.proxy.pid(), redis: c.pairPids},
 	}
+	if c.proxyB != nil {
+		targets[tAsyncB] = target{name: tAsyncB, addr: c.proxyBAddr, db: c.asyncDB, user: c.user, pass: c.password, pid: c.proxyB.pid(), redis: c.pairPids}
+	}
 	plan := []struct {
 		test    string
 		pipe    int
@@ -144,6 +152,11 @@ func run(o options) (err error) {
 		{"GET", 1, []string{tDirect, tTwem, tAsync}},
 		{"SET", 16, []string{tDirect, tTwem, tAsync, tConfirmed}},
 		{"GET", 16, []string{tDirect, tTwem, tAsync}},
+	}
+	if c.proxyB != nil {
+		for i := range plan {
+			plan[i].targets = append(plan[i].targets, tAsyncB)
+		}
 	}
 	if o.only != "" {
 		keep := plan[:0]
@@ -223,11 +236,14 @@ func run(o options) (err error) {
 
 	host, _ := os.Hostname()
 	proxyArgs := strings.Join(append([]string{"--gomaxprocs", fmt.Sprint(o.gomaxprocs)}, o.proxyFlags...), " ")
+	if c.proxyB != nil {
+		proxyArgs += fmt.Sprintf(" (%s; granary-b: %s %s)", o.bin, o.binB, strings.Join(o.proxyBFlags, " "))
+	}
 	fmt.Printf("\nbenchproxy: %d rounds (medians), %d clients, ~%.0fs per run; granary proxy %s; nutcracker -v 4, server_connections %d\n",
 		o.rounds, o.clients, o.seconds, proxyArgs, o.twemConns)
 	fmt.Printf("host %s, %d CPUs, %s, load average %s at start, %s at end\n\n",
 		host, runtime.NumCPU(), time.Now().Format("2006-01-02 15:04 MST"), load0, loadavg())
-	res.print(os.Stdout)
+	res.print(os.Stdout, c.proxyB != nil)
 	if errs := res.errorsOf(); len(errs) > 0 {
 		fmt.Printf("\n%d failed runs (excluded from the medians):\n  %s\n", len(errs), strings.Join(errs, "\n  "))
 	}

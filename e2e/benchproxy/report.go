@@ -15,6 +15,7 @@ const (
 	tTwem      = "twemproxy"
 	tAsync     = "granary-async"
 	tConfirmed = "granary-confirmed"
+	tAsyncB    = "granary-b" // --bin-b's proxy, async db
 	tNaive     = "naive-info"
 )
 
@@ -96,7 +97,7 @@ type check struct {
 	bar      float64
 }
 
-func checks() []check {
+func checks(withB bool) []check {
 	k := func(t, test string, p int) cfgKey { return cfgKey{t, test, p} }
 	var cs []check
 	for _, p := range []int{1, 16} {
@@ -125,6 +126,12 @@ func checks() []check {
 				check{fmt.Sprintf("granary-async/direct %s P%d rps", test, p), k(tAsync, test, p), k(tDirect, test, p), rps, "", 0},
 				check{fmt.Sprintf("granary-async/twemproxy %s P%d cpu/req", test, p), k(tAsync, test, p), k(tTwem, test, p), cpu, "", 0},
 				check{fmt.Sprintf("granary-async/twemproxy %s P%d proxy+Redis cpu/req", test, p), k(tAsync, test, p), k(tTwem, test, p), hopCPU, "", 0})
+			if withB {
+				cs = append(cs,
+					check{fmt.Sprintf("granary-b/granary-async %s P%d rps", test, p), k(tAsyncB, test, p), k(tAsync, test, p), rps, "", 0},
+					check{fmt.Sprintf("granary-b/granary-async %s P%d cpu/req", test, p), k(tAsyncB, test, p), k(tAsync, test, p), cpu, "", 0},
+					check{fmt.Sprintf("granary-b/twemproxy %s P%d rps", test, p), k(tAsyncB, test, p), k(tTwem, test, p), rps, "", 0})
+			}
 		}
 	}
 	return cs
@@ -170,7 +177,7 @@ func verdict(c check, med float64) string {
 // print writes the per-configuration medians (requests per run included),
 // then the ratios, as
 // Markdown tables that also read well in a terminal.
-func (r *results) print(w io.Writer) {
+func (r *results) print(w io.Writer, withB bool) {
 	rows := [][]string{{"target", "test", "P", "requests", "rps", "p50 ms", "p99 ms", "proxy CPU µs/req", "Redis CPU µs/req", "ok runs"}}
 	for _, k := range r.order {
 		ok := 0
@@ -188,7 +195,7 @@ func (r *results) print(w io.Writer) {
 	mdTable(w, rows, 2)
 	fmt.Fprintln(w)
 	rows = [][]string{{"ratio (median of per-round ratios)", "median", "min–max", "target", "verdict"}}
-	for _, c := range checks() {
+	for _, c := range checks(withB) {
 		med, lo, hi := r.ratios(c)
 		bar := ""
 		if c.op != "" {
