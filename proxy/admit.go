@@ -24,10 +24,13 @@ func (c *client) sendWrite(db *dbRoute, g *group, raw []byte) {
 	if !r.confirm && c.directOK() && len(c.writing) == 1 && c.writing[0] == db.st {
 		// An async write alone in its batch: its reply is the backend
 		// reader's to write, and so is the release of its in-flight
-		// count (flush hands the count over); its read-your-writes mark
-		// is made when the client settles it, before its next request.
+		// count, handed over here; its read-your-writes mark is made when
+		// the client settles it, before its next request.
 		c.makeDirect(r)
 		r.st = db.st
+		c.writing = c.writing[:0]
+		clear(c.bw)
+		c.bw, c.lastGroup = c.bw[:0], nil
 	}
 	c.w.add()
 	g.send(c.pin, r)
@@ -54,12 +57,14 @@ func (c *client) sendRead(db *dbRoute, raw []byte) {
 }
 
 // directOK reports whether the request just added is the batch's only one
-// with nothing else buffered, outside a transaction: then the backend
-// reader writes its reply itself (and records its latency when the batch
-// is sampled), and this goroutine goes back to reading instead of waiting
-// to be woken for it.
+// with nothing else buffered, no earlier output still to write (the rest of
+// a previous direct reply must go first) and no transaction or WATCH open:
+// then the backend reader writes its reply itself (and records its latency
+// when the batch is sampled), and this goroutine goes back to reading
+// instead of waiting to be woken for it.
 func (c *client) directOK() bool {
-	return len(c.reqs) == 1 && c.rd.r == c.rd.w && c.tx == nil && c.in.rc != nil
+	return len(c.reqs) == 1 && c.rd.r == c.rd.w && len(c.out) == 0 &&
+		(c.tx == nil || (!c.tx.multi && c.tx.watch == nil)) && c.in.rc != nil
 }
 
 // makeDirect marks r as direct. Reading may reuse the input buffer before

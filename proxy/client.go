@@ -123,8 +123,10 @@ func (c *client) serve() {
 		if err == nil {
 			err = c.err
 		}
-		if c.draining.Load() && !c.quit && c.pending != nil {
-			// Draining: the reply still owed goes out before the close.
+		if c.pending != nil && !c.quit {
+			// Woken to write the rest of a direct reply, or leaving (the
+			// tenant half-closed, the proxy drains): the reply still owed
+			// goes out first.
 			c.settle()
 			c.flushOut()
 		}
@@ -132,14 +134,6 @@ func (c *client) serve() {
 			return
 		}
 		c.err = nil
-		if c.pending != nil {
-			// Woken to write the rest of a direct reply.
-			c.settle()
-			c.flushOut()
-			if c.quit {
-				return
-			}
-		}
 		if idle == 0 {
 			_ = c.nc.SetReadDeadline(time.Time{})
 			continue
@@ -446,14 +440,8 @@ func (c *client) flush() {
 	}
 	if len(c.reqs) == 1 && c.reqs[0].direct != nil {
 		// A direct request, the batch's only one (directOK): its reply is
-		// the backend reader's to write. A direct write's in-flight count
-		// is the request's now, released when it completes.
+		// the backend reader's to write.
 		r := c.reqs[0]
-		if r.st != nil {
-			c.writing = c.writing[:0]
-			clear(c.bw)
-			c.bw, c.lastGroup = c.bw[:0], nil
-		}
 		c.flushStats()
 		c.pending = r
 		c.reqs = c.reqs[:0]

@@ -220,6 +220,32 @@ func TestDirectReads(t *testing.T) {
 	if got := r.do("PING"); got != "+PONG" {
 		t.Fatalf("PING after: %q", got)
 	}
+	// A tenant that half-closes right after a read still gets all of its
+	// reply, however much of it the backend reader could write at once
+	// (32 MB is more than the socket buffers take).
+	huge := strings.Repeat("h", 32<<20)
+	if err := c.Set(e.ctx, "huge", huge, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor("the replica has huge", func() bool {
+		return e.replica.ClientDB(t, db.SlotDB).StrLen(e.ctx, "huge").Val() == int64(len(huge))
+	})
+	for i := 0; i < 3; i++ {
+		h := e.raw()
+		if got := h.do("AUTH", "acme", pass); got != "+OK" {
+			t.Fatal(got)
+		}
+		if got := h.do("SELECT", strconv.Itoa(db.Index)); got != "+OK" {
+			t.Fatal(got)
+		}
+		h.send(string(appendCommandStr(nil, "GET", "huge")))
+		if err := h.nc.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if got := h.reply(); got != "$"+huge {
+			t.Fatalf("reply after a half-close: %d bytes, want %d", len(got), len(huge)+1)
+		}
+	}
 	// Sampled batches are direct too: the backend reader records their
 	// latency. Lone reads, one at a time: about one batch in latencySample
 	// is sampled and counts for latencySample (a wake-up that finds no
