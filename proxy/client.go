@@ -441,9 +441,8 @@ func (c *client) flush() {
 	if len(c.reqs) == 1 && c.reqs[0].direct != nil {
 		// A direct request, the batch's only one (directOK): its reply is
 		// the backend reader's to write.
-		r := c.reqs[0]
 		c.flushStats()
-		c.pending = r
+		c.pending = c.reqs[0]
 		c.reqs = c.reqs[:0]
 		return
 	}
