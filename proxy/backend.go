@@ -243,14 +243,19 @@ func (c *bconn) enqueue(r *request) bool {
 		return false
 	}
 	c.pending = append(c.pending, r)
-	if !c.kicked {
-		c.kicked = true
-		c.mu.Unlock()
-		c.kick <- struct{}{}
-		return true
-	}
+	c.kickLocked()
 	c.mu.Unlock()
 	return true
+}
+
+// kickLocked wakes the writer unless a wake is already owed. The channel
+// holds one, and kicked stays set until the writer has taken its batch, so
+// the send never blocks. Called with c.mu held.
+func (c *bconn) kickLocked() {
+	if !c.kicked {
+		c.kicked = true
+		c.kick <- struct{}{}
+	}
 }
 
 // run dials, then writes batches until the connection fails or the proxy
@@ -516,10 +521,7 @@ func (c *bconn) settle(m *request, raw []byte) {
 		if c.needWait && !c.failed {
 			// Writes sent behind this WAIT: confirm them with the next.
 			c.needWait, c.wantWait = false, true
-			if !c.kicked {
-				c.kicked = true
-				c.kick <- struct{}{}
-			}
+			c.kickLocked()
 		}
 	}
 	m.probe, m.seq = false, 0

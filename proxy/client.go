@@ -292,7 +292,7 @@ func (c *client) lookup(args [][]byte) (*cmdSpec, error) {
 		return c.lastSpec, nil
 	}
 	spec, err := c.p.lookup(args)
-	if err == nil && t != nil && spec.subs == nil && !strings.Contains(spec.name, "|") {
+	if err == nil && t != nil && !strings.Contains(spec.name, "|") { // not a subcommand
 		c.lastTable, c.lastSpec = t, spec
 		c.lastName = append(c.lastName[:0], args[0]...)
 	}
@@ -465,9 +465,6 @@ func (c *client) flush() {
 		if len(c.out) >= 64<<10 {
 			c.flushOut()
 		}
-		if cap(r.reply) > 64<<10 {
-			r.reply = nil
-		}
 		c.recycle(r)
 	}
 	if c.outBytes > c.p.cfg.MaxOutput {
@@ -496,9 +493,12 @@ func (c *client) sampleInto(r *request) {
 	c.start = time.Time{}
 }
 
-// recycle returns a reply slot to the pool.
+// recycle returns a reply slot to the pool; big buffers are let go.
 func (c *client) recycle(r *request) {
 	r.raw, r.write, r.confirm, r.seq, r.conn, r.direct, r.st, r.lat = nil, false, false, 0, nil, nil, nil, nil
+	if cap(r.reply) > 64<<10 {
+		r.reply = nil
+	}
 	if cap(r.own) > 64<<10 {
 		r.own = nil
 	}
@@ -516,9 +516,6 @@ func (c *client) settle() {
 		c.remember(r.st, r.conn, r.seq)
 	}
 	c.out = append(c.out, r.reply...)
-	if cap(r.reply) > 64<<10 {
-		r.reply = nil
-	}
 	c.recycle(r)
 }
 

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -201,6 +202,26 @@ func (e *testEnv) ban(tenant string, index int, on bool) {
 		e.t.Fatal(err)
 	}
 	e.waitRoute(tenant, index, func(d *dbRoute) bool { return d != nil && d.banned == on })
+}
+
+// pause stops s (SIGSTOP) until the returned resume is called, or until
+// the test ends.
+func pause(t *testing.T, s *redistest.Server) (resume func()) {
+	t.Helper()
+	if err := s.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	resume = func() {
+		if stopped {
+			stopped = false
+			if err := s.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(resume)
+	return resume
 }
 
 // hold sets or releases a write hold and returns the version it got.

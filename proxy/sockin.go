@@ -41,12 +41,16 @@ type sockIn struct {
 func newSockIn(nc net.Conn) *sockIn { return &sockIn{nc: nc} }
 
 // useRaw switches to raw mode when the connection allows it.
-func (s *sockIn) useRaw() {
-	if sc, ok := s.nc.(syscall.Conn); ok {
+func (s *sockIn) useRaw() { s.rc = rawConnOf(s.nc) }
+
+// rawConnOf is nc's RawConn, or nil when it has none.
+func rawConnOf(nc net.Conn) syscall.RawConn {
+	if sc, ok := nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
-			s.rc = rc
+			return rc
 		}
 	}
+	return nil
 }
 
 // read reads into b. In raw mode it returns errWouldBlock when the socket
@@ -93,13 +97,8 @@ type sockOut struct {
 }
 
 func newSockOut(nc net.Conn) *sockOut {
-	o := &sockOut{nc: nc}
-	if sc, ok := nc.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			o.rc = rc
-			o.step = o.writeSome
-		}
-	}
+	o := &sockOut{nc: nc, rc: rawConnOf(nc)}
+	o.step = o.writeSome
 	return o
 }
 

@@ -3,10 +3,8 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,15 +32,7 @@ func TestConfirmedWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := e.replica.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	stopped := true
-	defer func() {
-		if stopped {
-			_ = e.replica.Signal(syscall.SIGCONT)
-		}
-	}()
+	resume := pause(t, e.replica)
 	start := time.Now()
 	err := c.Set(ctx, "k", "v", 0).Err()
 	took := time.Since(start)
@@ -83,10 +73,7 @@ func TestConfirmedWrites(t *testing.T) {
 		t.Fatalf("async write with replica stopped: %v", err)
 	}
 
-	if err := e.replica.Signal(syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
-	stopped = false
+	resume()
 	rc := e.replica.ClientDB(t, conf.SlotDB)
 	ok := 0
 	for i := 0; i < 50; i++ {
@@ -262,15 +249,7 @@ func TestLeaseFencing(t *testing.T) {
 	if got := r.do("SET", "k", "v"); got != "+OK" {
 		t.Fatal(got)
 	}
-	if err := e.meta.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	stopped := true
-	defer func() {
-		if stopped {
-			_ = e.meta.Signal(syscall.SIGCONT)
-		}
-	}()
+	resume := pause(t, e.meta)
 	e.waitFor("self-fencing", func() bool { return time.Now().UnixNano() > e.p.fenceAt.Load() })
 	if got := r.do("SET", "k", "w"); !strings.HasPrefix(got, "-READONLY") {
 		t.Fatalf("write while fenced: %q", got)
@@ -278,8 +257,7 @@ func TestLeaseFencing(t *testing.T) {
 	if got := r.do("GET", "k"); got != "$v" {
 		t.Fatalf("read while fenced: %q", got)
 	}
-	_ = e.meta.Signal(syscall.SIGCONT)
-	stopped = false
+	resume()
 	e.waitFor("lease renewed", func() bool { return time.Now().UnixNano() < e.p.fenceAt.Load() })
 	if got := r.do("SET", "k", "w"); got != "+OK" {
 		t.Fatalf("write after renewal: %q", got)
@@ -310,26 +288,10 @@ func TestConfirmedGroupCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	mc := e.master.Client(t)
-	waits := func() int {
-		info := mc.Info(ctx, "commandstats").Val()
-		i := strings.Index(info, "cmdstat_wait:calls=")
-		if i < 0 {
-			return 0
-		}
-		n, _ := strconv.Atoi(strings.SplitN(info[i+len("cmdstat_wait:calls="):], ",", 2)[0])
-		return n
-	}
+	waits := func() int { return cmdstat(t, mc, "wait") }
 	w0 := waits()
 
-	if err := e.replica.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	stopped := true
-	defer func() {
-		if stopped {
-			_ = e.replica.Signal(syscall.SIGCONT)
-		}
-	}()
+	resume := pause(t, e.replica)
 	const writers = 30
 	errs := make(chan error, writers+1)
 	write := func(key string) {
@@ -348,10 +310,7 @@ func TestConfirmedGroupCommit(t *testing.T) {
 		bc := g.conns[0].Load()
 		return bc != nil && bc.busy.Load() >= writers+1
 	})
-	if err := e.replica.Signal(syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
-	stopped = false
+	resume()
 	rc := e.replica.ClientDB(t, conf.SlotDB)
 	for i := 0; i < writers+1; i++ {
 		if err := <-errs; err != nil {
