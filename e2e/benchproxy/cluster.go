@@ -40,6 +40,18 @@ type cluster struct {
 	asyncDB, confDB int // tenant db indexes
 }
 
+// serverPids are the processes of every server the harness started.
+func (c *cluster) serverPids() []int {
+	var pids []int
+	for _, r := range c.redis {
+		pids = append(pids, r.Pid())
+	}
+	for _, k := range c.kids {
+		pids = append(pids, k.pid())
+	}
+	return pids
+}
+
 // stop ends every process the harness started, newest first.
 func (c *cluster) stop() {
 	for i := len(c.kids) - 1; i >= 0; i-- {

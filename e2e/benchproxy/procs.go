@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -46,6 +48,21 @@ func startChild(dir, name, bin string, env []string, args ...string) (*child, er
 }
 
 func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// pin binds every thread of the processes to one CPU (taskset -a); threads
+// they start later inherit it.
+func pin(cpu int, pids ...int) error {
+	if runtime.NumCPU() <= cpu {
+		return fmt.Errorf("--pin needs CPU %d; this machine has %d", cpu, runtime.NumCPU())
+	}
+	for _, pid := range pids {
+		out, err := exec.Command("taskset", "-a", "-p", "-c", strconv.Itoa(cpu), strconv.Itoa(pid)).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("taskset pid %d to CPU %d: %v: %s", pid, cpu, err, out)
+		}
+	}
+	return nil
+}
 
 // exited reports an early exit as an error that quotes the end of the log.
 func (c *child) exited() error {
