@@ -48,7 +48,9 @@ type Config struct {
 
 	// BackendConns is the number of shared, pipelined connections per
 	// (backend server, db). Each client is pinned to one of them, which
-	// keeps its commands in order. Default 2.
+	// keeps its commands in order. Default 1: one connection hands Redis
+	// the biggest batches, and at pipeline 1 with 50 clients two cost the
+	// proxy and Redis 3-6 % more CPU per request (docs/benchmarks.md).
 	BackendConns int
 	// BackendPassword authenticates the proxy's backend connections as
 	// the default user before it switches to its restricted users. Default "".
@@ -107,7 +109,7 @@ func DefaultConfig() Config {
 		MaxOutput:          512 << 20,
 		WriteTimeout:       60 * time.Second,
 		MaxBatch:           256,
-		BackendConns:       2,
+		BackendConns:       1,
 		TenantUser:         "granary-tenant",
 		ScriptUser:         "granary-script",
 		DialTimeout:        time.Second,
