@@ -49,8 +49,9 @@ type Config struct {
 	// BackendConns is the number of shared, pipelined connections per
 	// (backend server, db). Each client is pinned to one of them, which
 	// keeps its commands in order. Default 1: one connection hands Redis
-	// the biggest batches, and at pipeline 1 with 50 clients two cost the
-	// proxy and Redis 3-6 % more CPU per request (docs/benchmarks.md).
+	// the biggest batches; with two, GET at pipeline 1 cost the proxy and
+	// Redis 3-9 % more CPU per request, and SET came out even
+	// (docs/benchmarks.md).
 	BackendConns int
 	// BackendPassword authenticates the proxy's backend connections as
 	// the default user before it switches to its restricted users. Default "".

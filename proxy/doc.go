@@ -9,8 +9,8 @@
 // atomically on bus messages; nothing on the request path takes a lock
 // shared by all clients. Each client connection is served by one goroutine
 // that handles a whole pipeline at a time; commands are forwarded as the
-// bytes the client sent, over a few shared, pipelined connections per
-// (server, db), and replies come back as raw bytes. Confirmed writes are
+// bytes the client sent, over shared, pipelined connections per (server,
+// db) (one by default, BackendConns), and replies come back as raw bytes. Confirmed writes are
 // group-committed: one WAIT confirms every write sent before it on its
 // connection, and writes sent while a WAIT is blocked share the next one.
 // Tenant and shared backend sockets are read and written with raw

@@ -33,9 +33,9 @@
 // ratios (the median of per-round ratios) with their targets, PASS or MISS.
 //
 // With --pin the load (redis-benchmark and the naive client) runs on CPU 0
-// and every server on CPU 1. Left to the kernel, three busy processes on
-// two cores are placed anew at the start of each run and stay put during
-// it, so a run's throughput depends on where it landed.
+// and every server on CPU 1. Left to the kernel, three busy processes
+// (redis-benchmark, the proxy, Redis) move between the two cores all the
+// time, and a run's throughput depends on how they happened to share them.
 package main
 
 import (
@@ -88,7 +88,7 @@ func main() {
 	flag.StringVar(&o.binB, "bin-b", "", "a second granary binary, run as a second proxy (target granary-b, the async db) beside granary-async in every configuration: two builds compared in one run")
 	flag.Func("proxy-b-flag", "extra flag for the --bin-b proxy only (repeatable); with --bin-b=bin/granary it compares settings",
 		func(s string) error { o.proxyBFlags = append(o.proxyBFlags, s); return nil })
-	flag.BoolVar(&o.pin, "pin", false, "pin the load (redis-benchmark, the naive client) to CPU 0 and every server to CPU 1, so that the scheduler's placement of three busy processes on two cores does not change from run to run")
+	flag.BoolVar(&o.pin, "pin", false, "pin the load (redis-benchmark, the naive client) to CPU 0 and every server to CPU 1, so that three busy processes share the two cores the same way in every run")
 	flag.BoolVar(&o.serve, "serve", false, "start the cluster, print how to reach it, and wait for Ctrl-C (for profiling by hand)")
 	flag.Parse()
 	if err := run(o); err != nil {
