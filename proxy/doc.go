@@ -10,9 +10,10 @@
 // shared by all clients. Each client connection is served by one goroutine
 // that handles a whole pipeline at a time; commands are forwarded as the
 // bytes the client sent, over shared, pipelined connections per (server,
-// db) (one by default, BackendConns), and replies come back as raw bytes. Confirmed writes are
-// group-committed: one WAIT confirms every write sent before it on its
-// connection, and writes sent while a WAIT is blocked share the next one.
+// db) (one by default, BackendConns), and replies come back as raw bytes.
+// Confirmed writes are group-committed: one WAIT confirms every write sent
+// before it on its connection, and writes sent while a WAIT is blocked
+// share the next one.
 // Tenant and shared backend sockets are read and written with raw
 // non-blocking system calls inside RawConn callbacks (sockin.go), which
 // at pipeline 1 saves a system call a request and keeps Go's scheduler from
