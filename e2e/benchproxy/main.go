@@ -36,6 +36,12 @@
 // and every server on CPU 1. Left to the kernel, three busy processes
 // (redis-benchmark, the proxy, Redis) move between the two cores all the
 // time, and a run's throughput depends on how they happened to share them.
+//
+// With --clusters N the whole cluster is started N times, --rounds rounds
+// against each, and the medians are taken over all of them. Some of what
+// makes a run fast or slow lasts for the whole cluster (in one run
+// twemproxy spent 15 % less CPU per request than in four others, in every
+// round), so more rounds against one cluster do not average it out.
 package main
 
 import (
@@ -46,6 +52,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -69,11 +76,12 @@ type options struct {
 	binB         string
 	proxyBFlags  []string
 	pin          bool
+	clusters     int
 }
 
 func main() {
 	var o options
-	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds; medians are taken over them")
+	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds (in each cluster, see --clusters); medians are taken over them")
 	flag.Float64Var(&o.seconds, "seconds", 3, "approximate length of each redis-benchmark run")
 	flag.IntVar(&o.clients, "clients", 50, "redis-benchmark clients (and naive-client goroutines)")
 	flag.StringVar(&o.bin, "bin", "bin/granary", "granary binary")
@@ -89,6 +97,7 @@ func main() {
 	flag.Func("proxy-b-flag", "extra flag for the --bin-b proxy only (repeatable); with --bin-b=bin/granary it compares settings",
 		func(s string) error { o.proxyBFlags = append(o.proxyBFlags, s); return nil })
 	flag.BoolVar(&o.pin, "pin", false, "pin the load (redis-benchmark, the naive client) to CPU 0 and every server to CPU 1, so that three busy processes share the two cores the same way in every run")
+	flag.IntVar(&o.clusters, "clusters", 1, "start a fresh cluster this many times, --rounds rounds in each; all rounds count in the medians")
 	flag.BoolVar(&o.serve, "serve", false, "start the cluster, print how to reach it, and wait for Ctrl-C (for profiling by hand)")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -131,9 +140,58 @@ func run(o options) (err error) {
 			return err
 		}
 	}
-	c := &cluster{dir: o.dir}
+	if o.clusters < 1 || o.rounds < 1 {
+		return fmt.Errorf("--clusters and --rounds must be at least 1")
+	}
+	var res results
+	seen := map[cfgKey][]float64{} // throughputs so far, for request counts
+	for ci := 0; ci < o.clusters; ci++ {
+		dir := o.dir
+		if o.clusters > 1 {
+			dir = filepath.Join(o.dir, fmt.Sprintf("cluster%d", ci+1))
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			logf("cluster %d/%d", ci+1, o.clusters)
+		}
+		if err := runCluster(ctx, o, dir, &res, seen); err != nil {
+			return err
+		}
+		if o.serve {
+			return nil
+		}
+	}
+
+	host, _ := os.Hostname()
+	proxyArgs := strings.Join(append([]string{"--gomaxprocs", fmt.Sprint(o.gomaxprocs)}, o.proxyFlags...), " ")
+	if o.binB != "" {
+		proxyArgs += fmt.Sprintf(" (%s; granary-b: %s %s)", o.bin, o.binB, strings.Join(o.proxyBFlags, " "))
+	}
+	rounds := fmt.Sprintf("%d rounds", o.rounds)
+	if o.clusters > 1 {
+		rounds = fmt.Sprintf("%d clusters × %d rounds", o.clusters, o.rounds)
+	}
+	fmt.Printf("\nbenchproxy: %s (medians), %d clients, ~%.0fs per run; granary proxy %s; nutcracker -v 4, server_connections %d\n",
+		rounds, o.clients, o.seconds, proxyArgs, o.twemConns)
+	pinned := ""
+	if o.pin {
+		pinned = "; pinned: load on CPU 0, servers on CPU 1"
+	}
+	fmt.Printf("host %s, %d CPUs, %s, load average %s at start, %s at end%s\n\n",
+		host, runtime.NumCPU(), time.Now().Format("2006-01-02 15:04 MST"), load0, loadavg(), pinned)
+	res.print(os.Stdout, o.binB != "")
+	if errs := res.errorsOf(); len(errs) > 0 {
+		fmt.Printf("\n%d failed runs (excluded from the medians):\n  %s\n", len(errs), strings.Join(errs, "\n  "))
+	}
+	return nil
+}
+
+// runCluster starts a cluster in dir, warms it up, runs o.rounds rounds
+// against it and stops it, adding the samples to res.
+func runCluster(ctx context.Context, o options, dir string, res *results, seen map[cfgKey][]float64) error {
+	c := &cluster{dir: dir}
 	defer c.stop()
-	logf("starting the cluster in %s", o.dir)
+	logf("starting the cluster in %s", dir)
 	if err := startCluster(ctx, c, o); err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
@@ -203,7 +261,6 @@ func run(o options) (err error) {
 	// Each run's request count is then the median throughput seen so far
 	// for its configuration times o.seconds, so a run lasts about that
 	// long however fast the target is, and a noisy pilot is soon outvoted.
-	seen := map[cfgKey][]float64{}
 	requests := func(k cfgKey) int {
 		return max(int(math.Round(median(seen[k])*o.seconds/1000))*1000, 1000)
 	}
@@ -225,7 +282,6 @@ func run(o options) (err error) {
 		}
 	}
 
-	var res results
 	warned := map[string]bool{}
 	for round := 0; round < o.rounds; round++ {
 		for _, p := range plan {
@@ -258,24 +314,6 @@ func run(o options) (err error) {
 					round+1, o.rounds, k, s.rps, s.p50, s.p99, num(s.cpu, "%.2f"), num(s.rcpu, "%.2f"), s.requests)
 			}
 		}
-	}
-
-	host, _ := os.Hostname()
-	proxyArgs := strings.Join(append([]string{"--gomaxprocs", fmt.Sprint(o.gomaxprocs)}, o.proxyFlags...), " ")
-	if c.proxyB != nil {
-		proxyArgs += fmt.Sprintf(" (%s; granary-b: %s %s)", o.bin, o.binB, strings.Join(o.proxyBFlags, " "))
-	}
-	fmt.Printf("\nbenchproxy: %d rounds (medians), %d clients, ~%.0fs per run; granary proxy %s; nutcracker -v 4, server_connections %d\n",
-		o.rounds, o.clients, o.seconds, proxyArgs, o.twemConns)
-	pinned := ""
-	if o.pin {
-		pinned = "; pinned: load on CPU 0, servers on CPU 1"
-	}
-	fmt.Printf("host %s, %d CPUs, %s, load average %s at start, %s at end%s\n\n",
-		host, runtime.NumCPU(), time.Now().Format("2006-01-02 15:04 MST"), load0, loadavg(), pinned)
-	res.print(os.Stdout, c.proxyB != nil)
-	if errs := res.errorsOf(); len(errs) > 0 {
-		fmt.Printf("\n%d failed runs (excluded from the medians):\n  %s\n", len(errs), strings.Join(errs, "\n  "))
 	}
 	return nil
 }
