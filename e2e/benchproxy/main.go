@@ -109,6 +109,9 @@ func main() {
 func run(o options) (err error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.clusters < 1 || o.rounds < 1 {
+		return fmt.Errorf("--clusters and --rounds must be at least 1")
+	}
 	if o.dir == "" {
 		if o.dir, err = os.MkdirTemp("", "benchproxy-"); err != nil {
 			return err
@@ -139,9 +142,6 @@ func run(o options) (err error) {
 		if err := pin(0, os.Getpid()); err != nil {
 			return err
 		}
-	}
-	if o.clusters < 1 || o.rounds < 1 {
-		return fmt.Errorf("--clusters and --rounds must be at least 1")
 	}
 	var res results
 	seen := map[cfgKey][]float64{} // throughputs so far, for request counts
