@@ -209,6 +209,9 @@ func runCluster(ctx context.Context, o options, dir string, res *results, seen m
 		fmt.Printf("redis-benchmark -p %s -c 50 -P 1 -t get   # twemproxy\nredis-benchmark -p %s -c 50 -P 1 -t get   # direct\n",
 			portOf(c.twemAddr), portOf(c.master))
 		fmt.Printf("pids: granary proxy %d, twemproxy %d\n", c.proxy.pid(), c.twem.pid())
+		if c.proxyB != nil {
+			fmt.Printf("granary-b: port %s pid %d\n", portOf(c.proxyBAddr), c.proxyB.pid())
+		}
 		<-ctx.Done()
 		return nil
 	}
