@@ -1,7 +1,7 @@
 // Command benchproxy measures Granary's proxy against twemproxy and against
 // the Redis it fronts (issue 3, "Performance"). Run it as
 //
-//	go run ./e2e/benchproxy [--rounds 5] [--seconds 3]
+//	go run ./e2e/benchproxy [--rounds 6] [--seconds 3]
 //
 // or through scripts/bench-proxy.sh, which installs what is missing and
 // builds bin/granary first.
@@ -21,8 +21,9 @@
 // through Granary (SET only: its reads are the async db's), plus (e) a
 // naive confirmed SET done by this program, which brackets every write
 // with INFO replication (see runNaive). Configurations are interleaved and
-// the order of targets rotates every round, so slow drift of a shared
-// machine spreads over all targets. Each run's request count follows the
+// the order of targets rotates every round, and runs backwards every second
+// round (see order), so slow drift of a shared machine spreads over all
+// targets and no target always follows the same one. Each run's request count follows the
 // throughput seen so far (a pilot run first), so that it lasts about
 // --seconds; the naive client runs for --seconds.
 //
@@ -81,7 +82,7 @@ type options struct {
 
 func main() {
 	var o options
-	flag.IntVar(&o.rounds, "rounds", 5, "interleaved rounds (in each cluster, see --clusters); medians are taken over them")
+	flag.IntVar(&o.rounds, "rounds", 6, "interleaved rounds (in each cluster, see --clusters); medians are taken over them; an even number runs as many rounds forwards as backwards")
 	flag.Float64Var(&o.seconds, "seconds", 3, "approximate length of each redis-benchmark run")
 	flag.IntVar(&o.clients, "clients", 50, "redis-benchmark clients (and naive-client goroutines)")
 	flag.StringVar(&o.bin, "bin", "bin/granary", "granary binary")
@@ -235,10 +236,10 @@ func runCluster(ctx context.Context, o options, dir string, res *results, seen m
 		{"GET", 16, []string{tDirect, tTwem, tAsync}},
 	}
 	if c.proxyB != nil {
-		// Right behind granary-async, so that both follow the same
-		// targets (what runs before a target sways it: measured with one
-		// binary as both, granary-b did 0.91x at SET P1 when it ran after
-		// the naive client).
+		// Next to granary-async, so that both follow the same targets
+		// (what runs before a target sways it: measured with one binary as
+		// both, granary-b did 0.91x at SET P1 when it ran after the naive
+		// client). In backward rounds granary-b runs first of the two.
 		for i := range plan {
 			ts := plan[i].targets
 			at := slices.Index(ts, tAsync) + 1
@@ -288,7 +289,7 @@ func runCluster(ctx context.Context, o options, dir string, res *results, seen m
 	warned := map[string]bool{}
 	for round := 0; round < o.rounds; round++ {
 		for _, p := range plan {
-			names := rotate(p.targets, round)
+			names := order(p.targets, round)
 			for _, name := range names {
 				if ctx.Err() != nil {
 					return fmt.Errorf("interrupted: %w", ctx.Err())
@@ -321,11 +322,19 @@ func runCluster(ctx context.Context, o options, dir string, res *results, seen m
 	return nil
 }
 
-// rotate returns names starting at index round (mod len), so that no
-// target always runs first or last in its group.
-func rotate(names []string, round int) []string {
+// order is the order of names in a round: rotated to start at index round
+// (mod len), so that no target always runs first or last in its group, and
+// backwards in every second round. What runs just before a target sways it,
+// and a rotation alone keeps every target behind the same one (twemproxy
+// always behind direct Redis, granary-async always behind twemproxy); run
+// backwards, each target follows its other neighbour.
+func order(names []string, round int) []string {
 	i := round % len(names)
-	return append(append([]string{}, names[i:]...), names[:i]...)
+	out := append(append([]string{}, names[i:]...), names[:i]...)
+	if round%2 == 1 {
+		slices.Reverse(out)
+	}
+	return out
 }
 
 // loadavg is the 1-minute load average: how busy the shared machine was.
