@@ -22,14 +22,22 @@ type target struct {
 	user, pass string // AUTH user pass when user is set
 	pid        int    // process whose CPU each run is charged to; 0 none
 	redis      []int  // the pair's Redis servers, whose CPU is charged too
+	// The Redis server that serves this target's GETs and the one that
+	// serves its SETs: their INFO stats tell how many requests Redis took
+	// in per read.
+	reads, writes string
 }
 
-// sample is one run: throughput, latency percentiles (ms), and the CPU the
-// target's proxy process and the pair's Redis servers spent per request
-// (µs; NaN when not measured). A failed run is all NaN with err set.
+// sample is one run: throughput, latency percentiles (ms), the CPU the
+// target's proxy process, the pair's Redis servers and redis-benchmark
+// itself spent per request (µs), and how many requests the serving Redis
+// took in per read of its sockets (NaN when not measured). A failed run is
+// all NaN with err set.
 type sample struct {
 	rps, p50, p99 float64
 	cpu, rcpu     float64
+	lcpu          float64 // redis-benchmark
+	perRead       float64 // requests per read (total_reads_processed) of the serving Redis
 	requests      int
 	warn          string // redis-benchmark's WARNING lines, if any
 	err           error
@@ -37,7 +45,7 @@ type sample struct {
 
 func failed(err error) sample {
 	nan := math.NaN()
-	return sample{rps: nan, p50: nan, p99: nan, cpu: nan, rcpu: nan, err: err}
+	return sample{rps: nan, p50: nan, p99: nan, cpu: nan, rcpu: nan, lcpu: nan, perRead: nan, err: err}
 }
 
 // runBench runs redis-benchmark once for one test (SET or GET) and parses
@@ -62,6 +70,11 @@ func runBench(ctx context.Context, t target, test string, pipe, clients, n int, 
 		before, _ = cpuTicks(t.pid)
 	}
 	rbefore, rerr := sumTicks(t.redis)
+	serving := t.reads
+	if test == "SET" {
+		serving = t.writes
+	}
+	readsBefore, readsErr := readsProcessed(ctx, serving)
 	if err := cmd.Run(); err != nil {
 		return failed(fmt.Errorf("redis-benchmark %s %s -P %d: %v: %s", t.name, test, pipe, err,
 			lastLines(errb.String()+out.String(), 4)))
@@ -88,7 +101,33 @@ func runBench(ctx context.Context, t target, test string, pipe, clients, n int, 
 	if rafter, err := sumTicks(t.redis); err == nil && rerr == nil && len(t.redis) > 0 {
 		s.rcpu = perReq(rafter - rbefore)
 	}
+	s.lcpu, s.perRead = math.NaN(), math.NaN()
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		used := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		s.lcpu = float64(used) / float64(time.Microsecond) / float64(n)
+	}
+	if after, err := readsProcessed(ctx, serving); err == nil && readsErr == nil && after > readsBefore {
+		s.perRead = float64(n) / float64(after-readsBefore)
+	}
 	return s
+}
+
+// readsProcessed is the total_reads_processed of INFO stats of the Redis
+// at addr: how many times it has read from its sockets.
+func readsProcessed(ctx context.Context, addr string) (int64, error) {
+	if addr == "" {
+		return 0, fmt.Errorf("no address")
+	}
+	c, err := dialRESP(ctx, addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	info, err := c.str("INFO", "stats")
+	if err != nil {
+		return 0, err
+	}
+	return infoInt(info, "total_reads_processed")
 }
 
 // sumTicks is the CPU ticks of all of pids.

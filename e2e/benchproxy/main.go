@@ -216,14 +216,23 @@ func runCluster(ctx context.Context, o options, dir string, res *results, seen m
 		<-ctx.Done()
 		return nil
 	}
+	// Granary sends reads to the replica and writes to the master;
+	// twemproxy and direct runs send both to the master.
 	targets := map[string]target{
-		tDirect:    {name: tDirect, addr: c.master, redis: c.pairPids},
-		tTwem:      {name: tTwem, addr: c.twemAddr, pid: c.twem.pid(), redis: c.pairPids},
-		tAsync:     {name: tAsync, addr: c.proxyAddr, db: c.asyncDB, user: c.user, pass: c.password, pid: c.proxy.pid(), redis: c.pairPids},
-		tConfirmed: {name: tConfirmed, addr: c.proxyAddr, db: c.confDB, user: c.user, pass: c.password, pid: c.proxy.pid(), redis: c.pairPids},
+		tDirect:    {name: tDirect, addr: c.master, reads: c.master, writes: c.master},
+		tTwem:      {name: tTwem, addr: c.twemAddr, pid: c.twem.pid(), reads: c.master, writes: c.master},
+		tAsync:     {name: tAsync, addr: c.proxyAddr, db: c.asyncDB, user: c.user, pass: c.password, pid: c.proxy.pid()},
+		tConfirmed: {name: tConfirmed, addr: c.proxyAddr, db: c.confDB, user: c.user, pass: c.password, pid: c.proxy.pid()},
 	}
 	if c.proxyB != nil {
-		targets[tAsyncB] = target{name: tAsyncB, addr: c.proxyBAddr, db: c.asyncDB, user: c.user, pass: c.password, pid: c.proxyB.pid(), redis: c.pairPids}
+		targets[tAsyncB] = target{name: tAsyncB, addr: c.proxyBAddr, db: c.asyncDB, user: c.user, pass: c.password, pid: c.proxyB.pid()}
+	}
+	for name, t := range targets {
+		t.redis = c.pairPids
+		if t.reads == "" {
+			t.reads, t.writes = c.replica, c.master
+		}
+		targets[name] = t
 	}
 	plan := []struct {
 		test    string
@@ -314,8 +323,8 @@ func runCluster(ctx context.Context, o options, dir string, res *results, seen m
 					warned[name] = true
 					logf("redis-benchmark against %s warns: %s", name, s.warn)
 				}
-				logf("round %d/%d %-28s %8.0f rps  p50 %6.3f  p99 %6.3f ms  cpu %s µs/req, Redis %s  (%d requests)",
-					round+1, o.rounds, k, s.rps, s.p50, s.p99, num(s.cpu, "%.2f"), num(s.rcpu, "%.2f"), s.requests)
+				logf("round %d/%d %-28s %8.0f rps  p50 %6.3f  p99 %6.3f ms  cpu %s µs/req, Redis %s, redis-benchmark %s, %s req/Redis read  (%d requests)",
+					round+1, o.rounds, k, s.rps, s.p50, s.p99, num(s.cpu, "%.2f"), num(s.rcpu, "%.2f"), num(s.lcpu, "%.2f"), num(s.perRead, "%.1f"), s.requests)
 			}
 		}
 	}

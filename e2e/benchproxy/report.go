@@ -76,6 +76,10 @@ func p50(s sample) float64  { return s.p50 }
 func p99(s sample) float64  { return s.p99 }
 func cpu(s sample) float64  { return s.cpu }
 func rcpu(s sample) float64 { return s.rcpu }
+func lcpu(s sample) float64 { return s.lcpu }
+
+// perRead is how many requests the serving Redis took in per read.
+func perRead(s sample) float64 { return s.perRead }
 
 // hopCPU is what the proxy and the Redis pair spent per request together.
 func hopCPU(s sample) float64 { return s.cpu + s.rcpu }
@@ -178,7 +182,7 @@ func verdict(c check, med float64) string {
 // then the ratios, as
 // Markdown tables that also read well in a terminal.
 func (r *results) print(w io.Writer, withB bool) {
-	rows := [][]string{{"target", "test", "P", "requests", "rps", "p50 ms", "p99 ms", "proxy CPU µs/req", "Redis CPU µs/req", "ok runs"}}
+	rows := [][]string{{"target", "test", "P", "requests", "rps", "p50 ms", "p99 ms", "proxy CPU µs/req", "Redis CPU µs/req", "redis-benchmark CPU µs/req", "req/Redis read", "ok runs"}}
 	for _, k := range r.order {
 		ok := 0
 		for _, s := range r.runs[k] {
@@ -190,7 +194,8 @@ func (r *results) print(w io.Writer, withB bool) {
 		rows = append(rows, []string{k.target, k.test, fmt.Sprint(k.pipe), n,
 			num(median(r.field(k, rps)), "%.0f"), num(median(r.field(k, p50)), "%.3f"),
 			num(median(r.field(k, p99)), "%.3f"), num(median(r.field(k, cpu)), "%.2f"),
-			num(median(r.field(k, rcpu)), "%.2f"), fmt.Sprintf("%d/%d", ok, len(r.runs[k]))})
+			num(median(r.field(k, rcpu)), "%.2f"), num(median(r.field(k, lcpu)), "%.2f"),
+			num(median(r.field(k, perRead)), "%.2f"), fmt.Sprintf("%d/%d", ok, len(r.runs[k]))})
 	}
 	mdTable(w, rows, 2)
 	fmt.Fprintln(w)
