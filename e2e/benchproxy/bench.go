@@ -65,16 +65,17 @@ func runBench(ctx context.Context, t target, test string, pipe, clients, n int, 
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 
-	var before int64
-	if t.pid != 0 {
-		before, _ = cpuTicks(t.pid)
-	}
-	rbefore, rerr := sumTicks(t.redis)
+	// INFO first, so that its own cost to Redis stays out of the run.
 	serving := t.reads
 	if test == "SET" {
 		serving = t.writes
 	}
 	readsBefore, readsErr := readsProcessed(ctx, serving)
+	var before int64
+	if t.pid != 0 {
+		before, _ = cpuTicks(t.pid)
+	}
+	rbefore, rerr := sumTicks(t.redis)
 	if err := cmd.Run(); err != nil {
 		return failed(fmt.Errorf("redis-benchmark %s %s -P %d: %v: %s", t.name, test, pipe, err,
 			lastLines(errb.String()+out.String(), 4)))

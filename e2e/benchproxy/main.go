@@ -23,15 +23,18 @@
 // with INFO replication (see runNaive). Configurations are interleaved and
 // the order of targets rotates every round, and runs backwards every second
 // round (see order), so slow drift of a shared machine spreads over all
-// targets and no target always follows the same one. Each run's request count follows the
-// throughput seen so far (a pilot run first), so that it lasts about
-// --seconds; the naive client runs for --seconds.
+// targets and no target always follows the same one. Each run's request
+// count follows the throughput seen so far (a pilot run first), so that it
+// lasts about --seconds; the naive client runs for --seconds.
 //
 // It prints, per target, test and pipeline, the medians over the rounds of
-// throughput, p50 and p99 (from redis-benchmark's CSV) and of the proxy's
-// CPU time per request (utime+stime of the proxy process from /proc,
-// before and after each run, divided by the requests), then the issue's
-// ratios (the median of per-round ratios) with their targets, PASS or MISS.
+// throughput, p50 and p99 (from redis-benchmark's CSV), of the CPU time per
+// request of the proxy and of the pair's Redis servers (utime+stime from
+// /proc, before and after each run, divided by the requests) and of
+// redis-benchmark itself (its rusage), and of how many requests the Redis
+// serving the run took in per read (INFO stats total_reads_processed);
+// then the ratios (the median of per-round ratios) with their
+// targets, PASS or MISS.
 //
 // With --pin the load (redis-benchmark and the naive client) runs on CPU 0
 // and every server on CPU 1. Left to the kernel, three busy processes
