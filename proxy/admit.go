@@ -113,10 +113,19 @@ func (c *client) mustReadMaster(db *dbRoute) bool {
 		if m.st != db.st {
 			continue
 		}
-		if m.conn.ackedSeq.Load() >= m.seq || m.conn.dead.Load() {
+		if m.conn != nil && m.conn.ackedSeq.Load() >= m.seq {
 			c.ryw[i] = c.ryw[len(c.ryw)-1]
 			c.ryw = c.ryw[:len(c.ryw)-1]
 			return false
+		}
+		if m.conn != nil && m.conn.dead.Load() {
+			// The connection died before the replica was known to have
+			// the write, and nothing will tell now: the reads stay on
+			// the master until a later write of this client to the db
+			// replaces the mark and is acknowledged (replication keeps
+			// order, so that covers this write too). The dead connection
+			// is let go.
+			c.ryw[i].conn = nil
 		}
 		return true
 	}

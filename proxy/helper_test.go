@@ -204,6 +204,24 @@ func (e *testEnv) ban(tenant string, index int, on bool) {
 	e.waitRoute(tenant, index, func(d *dbRoute) bool { return d != nil && d.banned == on })
 }
 
+// sharedConns are the proxy's live shared connections to addr.
+func (e *testEnv) sharedConns(addr string) []*bconn {
+	e.p.groupsMu.Lock()
+	defer e.p.groupsMu.Unlock()
+	var out []*bconn
+	for k, g := range e.p.groups {
+		if k.addr != addr {
+			continue
+		}
+		for i := range g.conns {
+			if c := g.conns[i].Load(); c != nil && !c.dead.Load() {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
 // pause stops s (SIGSTOP) until the returned resume is called, or until
 // the test ends.
 func pause(t *testing.T, s *redistest.Server) (resume func()) {

@@ -98,6 +98,65 @@ func TestReadYourWrites(t *testing.T) {
 	_, _ = async, conf
 }
 
+// TestReadYourWritesConnDeath: when the shared connection that carried an
+// async write dies before the replica is known to have the write, the
+// writer's reads of that db stay on the master (the replica here is stopped
+// and has not got it), until a later write is acknowledged.
+func TestReadYourWritesConnDeath(t *testing.T) {
+	e := newEnv(t)
+	pass := e.tenant("acme")
+	e.db("acme", metadb.WriteAsync)
+	m, rep := e.master.Client(t), e.replica.Client(t)
+	r := e.raw()
+	r.do("AUTH", "acme", pass)
+	r.do("SELECT", "0")
+
+	resume := pause(t, e.replica)
+	if got := r.do("SET", "k", "v1"); got != "+OK" {
+		t.Fatalf("async SET: %q", got)
+	}
+	// Cut the proxy's connections to the master and wait until the shared
+	// ones, the one that carried the SET among them, are seen dead.
+	conns := e.sharedConns(e.master.Addr)
+	if len(conns) == 0 {
+		t.Fatal("no shared connection to the master")
+	}
+	if err := m.ClientKillByFilter(context.Background(), "TYPE", "normal").Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor("the shared connections to the master dead", func() bool {
+		for _, c := range conns {
+			if !c.dead.Load() {
+				return false
+			}
+		}
+		return true
+	})
+
+	mb := cmdstat(t, m, "get")
+	if got := r.do("GET", "k"); got != "$v1" {
+		t.Fatalf("read after own write, its connection dead: %q", got)
+	}
+	if got := r.do("GET", "k"); got != "$v1" {
+		t.Fatalf("second read: %q", got)
+	}
+	if n := cmdstat(t, m, "get") - mb; n != 2 {
+		t.Fatalf("%d of 2 reads went to the master", n)
+	}
+
+	// A later write, once acknowledged, covers the first one: reads go
+	// back to the replica.
+	resume()
+	if got := r.do("SET", "k", "v2"); got != "+OK" {
+		t.Fatalf("second SET: %q", got)
+	}
+	e.waitFor("reads back on the replica", func() bool {
+		rb := cmdstat(t, rep, "get")
+		got := r.do("GET", "k")
+		return cmdstat(t, rep, "get") == rb+1 && got == "$v2"
+	})
+}
+
 // TestDrain: at shutdown in-flight commands finish (a BLPOP waiting for
 // data gets its answer), new connections are refused, and the proxy
 // deregisters.
