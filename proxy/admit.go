@@ -118,13 +118,12 @@ func (c *client) mustReadMaster(db *dbRoute) bool {
 			c.ryw = c.ryw[:len(c.ryw)-1]
 			return false
 		}
-		if m.conn != nil && m.conn.dead.Load() {
+		if m.conn != nil && m.conn.dead.Load() && m.conn.ackedSeq.Load() < m.seq {
 			// The connection died before the replica was known to have
-			// the write, and nothing will tell now: the reads stay on
-			// the master until a later write of this client to the db
-			// replaces the mark and is acknowledged (replication keeps
-			// order, so that covers this write too). The dead connection
-			// is let go.
+			// the write, and nothing will tell now: the mark becomes
+			// untracked (see rememberUntracked) and the dead connection
+			// is let go. While the master is down these reads fail
+			// rather than risk a stale answer from the replica.
 			c.ryw[i].conn = nil
 		}
 		return true
@@ -211,6 +210,13 @@ func (c *client) waitHold(db *dbRoute) (*dbRoute, error) {
 
 // remember records a write for read-your-writes: conn carried it as its
 // write number seq.
+// rememberUntracked records an async write made on a dedicated connection
+// (a transaction, a blocking pop), where no sequence number tells when the
+// replica has it: the client's reads of the db go to the master until a
+// later write of its on a shared connection is acknowledged, which covers
+// this one too (replication keeps order).
+func (c *client) rememberUntracked(st *dbState) { c.remember(st, nil, 0) }
+
 func (c *client) remember(st *dbState, conn *bconn, seq uint64) {
 	for i := range c.ryw {
 		if c.ryw[i].st == st {

@@ -98,6 +98,9 @@ func (c *client) blockingCmd(spec *cmdSpec, cmd *command) {
 		}
 	}
 	d.release()
+	if spec.write && !db.confirmed && !isErrorReply(reply) && !isNullReply(reply) {
+		c.rememberUntracked(db.st)
+	}
 	c.reply(reply)
 }
 

@@ -82,7 +82,7 @@ type client struct {
 // to have it; until then the client's reads of that db go to the master.
 type rywMark struct {
 	st   *dbState
-	conn *bconn // nil once it died unacknowledged (see mustReadMaster)
+	conn *bconn // nil: untracked (see rememberUntracked and mustReadMaster)
 	seq  uint64
 }
 

@@ -157,6 +157,45 @@ func TestReadYourWritesConnDeath(t *testing.T) {
 	})
 }
 
+// TestReadYourWritesDedicated: async writes made on a dedicated connection
+// (EXEC, a blocking pop) are read back from the master too; the replica
+// here is stopped and has neither.
+func TestReadYourWritesDedicated(t *testing.T) {
+	e := newEnv(t)
+	pass := e.tenant("acme")
+	db := e.db("acme", metadb.WriteAsync)
+	m := e.master.Client(t)
+	if err := e.slot(db).RPush(context.Background(), "list", "a").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rc := e.replica.ClientDB(t, db.SlotDB)
+	e.waitFor("the replica has the list", func() bool {
+		return rc.LLen(context.Background(), "list").Val() == 1
+	})
+	pause(t, e.replica)
+
+	tx := e.raw()
+	tx.do("AUTH", "acme", pass)
+	tx.do("MULTI")
+	tx.do("SET", "k", "v1")
+	if got := tx.do("EXEC"); got != "[+OK]" {
+		t.Fatalf("EXEC: %q", got)
+	}
+	mb := cmdstat(t, m, "get")
+	if got := tx.do("GET", "k"); got != "$v1" || cmdstat(t, m, "get") != mb+1 {
+		t.Fatalf("read after own transaction: %q, from the master: %v", got, cmdstat(t, m, "get") == mb+1)
+	}
+
+	pop := e.raw()
+	pop.do("AUTH", "acme", pass)
+	if got := pop.do("BLPOP", "list", "1"); got != "[list a]" {
+		t.Fatalf("BLPOP: %q", got)
+	}
+	if got := pop.do("LLEN", "list"); got != ":0" {
+		t.Fatalf("read after own blocking pop: %q", got)
+	}
+}
+
 // TestDrain: at shutdown in-flight commands finish (a BLPOP waiting for
 // data gets its answer), new connections are refused, and the proxy
 // deregisters.

@@ -222,6 +222,9 @@ func (c *client) cmdExec(*command) {
 			return
 		}
 	}
+	if tx.write && !confirm && string(exec) != "*-1\r\n" {
+		c.rememberUntracked(db.st)
+	}
 	c.reply(exec)
 }
 
