@@ -334,14 +334,15 @@ func runCluster(ctx context.Context, o options, dir string, res *results, seen m
 	return nil
 }
 
-// order is the order of names in a round: rotated to start at index round
-// (mod len), so that no target always runs first or last in its group, and
-// backwards in every second round. What runs just before a target sways it,
-// and a rotation alone keeps every target behind the same one (twemproxy
-// always behind direct Redis, granary-async always behind twemproxy); run
-// backwards, each target follows its other neighbour.
+// order is the order of names in a round: rotated so that no target
+// always runs first or last in its group, and backwards in every second
+// round, each rotation once forwards and once backwards. What runs just
+// before a target sways it, and a rotation alone keeps every target behind
+// the same one (twemproxy always behind direct Redis, granary-async always
+// behind twemproxy); run backwards, each target follows its other
+// neighbour.
 func order(names []string, round int) []string {
-	i := round % len(names)
+	i := (round / 2) % len(names)
 	out := append(append([]string{}, names[i:]...), names[:i]...)
 	if round%2 == 1 {
 		slices.Reverse(out)

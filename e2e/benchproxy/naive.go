@@ -83,7 +83,7 @@ func runNaive(ctx context.Context, master, replica string, clients int, dur time
 		return float64(lats[int(q*float64(len(lats)-1))]) / float64(time.Millisecond)
 	}
 	return sample{rps: float64(len(lats)) / elapsed.Seconds(), p50: ms(0.50), p99: ms(0.99),
-		cpu: math.NaN(), lcpu: math.NaN(), perRead: math.NaN(), requests: len(lats)}
+		cpu: math.NaN(), rcpu: math.NaN(), lcpu: math.NaN(), perRead: math.NaN(), requests: len(lats)}
 }
 
 // naiveSet is one confirmed write the naive way; it gives up after 5s.
