@@ -173,8 +173,11 @@ func main() {
 			case lfd:
 				for {
 					nfd, _, err := syscall.Accept4(lfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
-					if err != nil {
+					if err == syscall.EAGAIN {
 						break
+					}
+					if err != nil {
+						log.Fatal(err) // level-triggered: it would come back forever
 					}
 					_ = syscall.SetsockoptInt(nfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
 					clients[nfd] = &client{fd: nfd}
@@ -186,8 +189,11 @@ func main() {
 					if m == 0 && err == nil {
 						log.Fatal("redis closed the connection")
 					}
-					if m <= 0 {
+					if err == syscall.EAGAIN || err == syscall.EINTR {
 						break
+					}
+					if err != nil {
+						log.Fatal(err)
 					}
 					fromRed = append(fromRed, buf[:m]...)
 					if m < len(buf) {
