@@ -5,7 +5,6 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/granary-db/granary/metadb"
 )
@@ -86,7 +85,10 @@ func TestBadInput(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	big := authed()
 	big.send("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$400000000\r\n" + strings.Repeat("x", 1<<20))
-	time.Sleep(200 * time.Millisecond)
+	// Measured once the proxy has read all of it (nothing left queued on
+	// either end of any tenant connection), garbage collected.
+	e.waitFor("the proxy read the 1 MB", func() bool { return queued(big.nc) == 0 && e.tenantInput() == 0 })
+	runtime.GC()
 	runtime.ReadMemStats(&after)
 	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 64<<20 {
 		t.Errorf("a 400 MB bulk header with 1 MB of data grew the heap by %d MB", grew>>20)

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
@@ -220,6 +221,41 @@ func (e *testEnv) sharedConns(addr string) []*bconn {
 		}
 	}
 	return out
+}
+
+// queued is how many bytes nc has sent that its peer has not yet got
+// (TIOCOUTQ), or -1 when it cannot tell.
+func queued(nc net.Conn) int {
+	return sockQueue(nc, syscall.TIOCOUTQ)
+}
+
+// tenantInput is how many bytes the kernel holds unread for the proxy's
+// tenant connections (TIOCINQ), summed.
+func (e *testEnv) tenantInput() int {
+	e.p.clientsMu.Lock()
+	defer e.p.clientsMu.Unlock()
+	sum := 0
+	for c := range e.p.clients {
+		if n := sockQueue(c.nc, syscall.TIOCINQ); n > 0 {
+			sum += n
+		}
+	}
+	return sum
+}
+
+func sockQueue(nc net.Conn, req uintptr) int {
+	rc := rawConnOf(nc)
+	if rc == nil {
+		return -1
+	}
+	n := -1
+	_ = rc.Control(func(fd uintptr) {
+		var v int32
+		if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, fd, req, uintptr(unsafe.Pointer(&v))); e == 0 {
+			n = int(v)
+		}
+	})
+	return n
 }
 
 // pause stops s (SIGSTOP) until the returned resume is called, or until
