@@ -208,8 +208,6 @@ func (c *client) waitHold(db *dbRoute) (*dbRoute, error) {
 	return c.route()
 }
 
-// remember records a write for read-your-writes: conn carried it as its
-// write number seq.
 // rememberUntracked records an async write made on a dedicated connection
 // (a transaction, a blocking pop), where no sequence number tells when the
 // replica has it: the client's reads of the db go to the master until a
@@ -217,6 +215,8 @@ func (c *client) waitHold(db *dbRoute) (*dbRoute, error) {
 // this one too (replication keeps order).
 func (c *client) rememberUntracked(st *dbState) { c.remember(st, nil, 0) }
 
+// remember records a write for read-your-writes: conn carried it as its
+// write number seq.
 func (c *client) remember(st *dbState, conn *bconn, seq uint64) {
 	for i := range c.ryw {
 		if c.ryw[i].st == st {
