@@ -205,24 +205,6 @@ func (e *testEnv) ban(tenant string, index int, on bool) {
 	e.waitRoute(tenant, index, func(d *dbRoute) bool { return d != nil && d.banned == on })
 }
 
-// sharedConns are the proxy's live shared connections to addr.
-func (e *testEnv) sharedConns(addr string) []*bconn {
-	e.p.groupsMu.Lock()
-	defer e.p.groupsMu.Unlock()
-	var out []*bconn
-	for k, g := range e.p.groups {
-		if k.addr != addr {
-			continue
-		}
-		for i := range g.conns {
-			if c := g.conns[i].Load(); c != nil && !c.dead.Load() {
-				out = append(out, c)
-			}
-		}
-	}
-	return out
-}
-
 // queued is how many bytes nc has sent that its peer has not yet got
 // (TIOCOUTQ), or -1 when it cannot tell.
 func queued(nc net.Conn) int {

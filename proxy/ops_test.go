@@ -105,7 +105,7 @@ func TestReadYourWrites(t *testing.T) {
 func TestReadYourWritesConnDeath(t *testing.T) {
 	e := newEnv(t)
 	pass := e.tenant("acme")
-	e.db("acme", metadb.WriteAsync)
+	db := e.db("acme", metadb.WriteAsync)
 	m, rep := e.master.Client(t), e.replica.Client(t)
 	r := e.raw()
 	r.do("AUTH", "acme", pass)
@@ -116,22 +116,15 @@ func TestReadYourWritesConnDeath(t *testing.T) {
 		t.Fatalf("async SET: %q", got)
 	}
 	// Cut the proxy's connections to the master and wait until the shared
-	// ones, the one that carried the SET among them, are seen dead.
-	conns := e.sharedConns(e.master.Addr)
-	if len(conns) == 0 {
-		t.Fatal("no shared connection to the master")
+	// one that carried the SET is seen dead.
+	sc := e.p.group(e.master.Addr, db.SlotDB, e.p.cfg.TenantUser).conns[0].Load()
+	if sc == nil || sc.dead.Load() {
+		t.Fatal("no live shared connection to the master")
 	}
 	if err := m.ClientKillByFilter(context.Background(), "TYPE", "normal").Err(); err != nil {
 		t.Fatal(err)
 	}
-	e.waitFor("the shared connections to the master dead", func() bool {
-		for _, c := range conns {
-			if !c.dead.Load() {
-				return false
-			}
-		}
-		return true
-	})
+	e.waitFor("the shared connection to the master dead", sc.dead.Load)
 
 	mb := cmdstat(t, m, "get")
 	if got := r.do("GET", "k"); got != "$v1" {
