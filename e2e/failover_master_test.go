@@ -52,7 +52,7 @@ func killLeader(t *testing.T, s *metadb.Store, masters map[string]*proc) time.Du
 
 func assertStepsOnce(t *testing.T, j *metadb.Job) {
 	t.Helper()
-	seen := map[string]int{}
+	seen := map[metadb.Step]int{}
 	for _, s := range j.Log {
 		seen[s.Step]++
 	}
@@ -133,7 +133,7 @@ func TestLeaderKilledMidDropJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "drop at wait_acks", func() bool { return job(t, store, drop.ID).Step == "wait_acks" })
+	waitFor(t, 5*time.Second, "drop at wait_acks", func() bool { return job(t, store, drop.ID).Step == metadb.StepWaitAcks })
 	killLeader(t, store, masters)
 	px.AppliedVersion = job(t, store, drop.ID).Version
 	if err := store.Heartbeat(ctx, metadb.KindProxy, px, time.Minute); err != nil {

@@ -21,7 +21,7 @@ import (
 // must be on the new slot and none on the old one, and no slot may leak.
 //
 // A fake proxy member that has not acknowledged anything holds the job at
-// "hold" and at "flush_old" until it is released; "catchup" is held by
+// hold and at flush_old until it is released; catchup is held by
 // freezing (SIGSTOP) the source pair's master. The other steps are caught
 // by polling the job; a step that passes before the kill is reported.
 func TestResizeCrashAtEachStep(t *testing.T) {
@@ -70,7 +70,8 @@ func TestResizeCrashAtEachStep(t *testing.T) {
 		}
 	}
 	sizes := []string{"256M", "64M"}
-	for i, step := range []string{"reserve", "copy", "hold", "catchup", "switch", "flush_old", "free_old"} {
+	for i, spec := range metadb.Steps(metadb.JobResize) {
+		step := spec.Name
 		size := sizes[i%2]
 		quota := int64(256 << 20)
 		if size == "64M" {
@@ -85,33 +86,33 @@ func TestResizeCrashAtEachStep(t *testing.T) {
 		}
 		frozen := false
 		switch step {
-		case "catchup":
-			waitFor(t, 30*time.Second, "job at hold", func() bool { return job(t, store, id).Step == "hold" })
+		case metadb.StepCatchup:
+			waitFor(t, 30*time.Second, "job at hold", func() bool { return job(t, store, id).Step == metadb.StepHold })
 			if err := src.Signal(syscall.SIGSTOP); err != nil {
 				t.Fatal(err)
 			}
 			frozen = true
 			gate(1 << 40)
-		case "flush_old", "free_old":
+		case metadb.StepFlushOld, metadb.StepFreeOld:
 			// Acknowledge the hold but not the switch.
 			var hv uint64
 			waitFor(t, 30*time.Second, "job at hold", func() bool {
 				j := job(t, store, id)
 				d, _ := store.DB(ctx, "acme", created.Index)
 				hv = j.Version
-				return j.Step == "hold" && d.HoldJob == id && hv > 0
+				return j.Step == metadb.StepHold && d.HoldJob == id && hv > 0
 			})
 			gate(hv)
-			if step == "free_old" {
-				waitFor(t, 30*time.Second, "job at flush_old", func() bool { return job(t, store, id).Step == "flush_old" })
+			if step == metadb.StepFreeOld {
+				waitFor(t, 30*time.Second, "job at flush_old", func() bool { return job(t, store, id).Step == metadb.StepFlushOld })
 				gate(1 << 40)
 			}
-		case "switch":
-			waitFor(t, 30*time.Second, "job at hold", func() bool { return job(t, store, id).Step == "hold" })
+		case metadb.StepSwitch:
+			waitFor(t, 30*time.Second, "job at hold", func() bool { return job(t, store, id).Step == metadb.StepHold })
 			gate(1 << 40)
 		}
 		deadline := time.Now().Add(30 * time.Second)
-		var at string
+		var at metadb.Step
 		for {
 			j := job(t, store, id)
 			at = j.Step

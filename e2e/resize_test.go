@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/granary-db/granary/e2e/resizeload"
+	"github.com/granary-db/granary/metadb"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -116,19 +117,19 @@ func TestResizeUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if jv["state"] != "done" {
+	if jv["state"] != metadb.JobDone {
 		t.Fatalf("job: %v", jv)
 	}
 	// The cut-over: from the end of the copy (the hold is asked for next)
 	// to the switch.
-	at := map[string]time.Time{}
+	at := map[metadb.Step]time.Time{}
 	for _, s := range jv["log"].([]any) {
 		e := s.(map[string]any)
-		at[e["step"].(string)], _ = time.Parse(time.RFC3339Nano, e["at"].(string))
+		at[metadb.Step(e["step"].(string))], _ = time.Parse(time.RFC3339Nano, e["at"].(string))
 	}
-	cut := w.MaxStallIn(at["copy"], at["switch"])
+	cut := w.MaxStallIn(at[metadb.StepCopy], at[metadb.StepSwitch])
 	t.Logf("resize took %v (cut-over %v); %d writes, %d errors, %d stale reads, %d lost; longest write stall %v overall (at +%v), %v during the cut-over",
-		took, at["switch"].Sub(at["copy"]), st.Writes, st.Errors, st.Stale, lost, st.MaxStall, st.MaxStallAt.Sub(start), cut)
+		took, at[metadb.StepSwitch].Sub(at[metadb.StepCopy]), st.Writes, st.Errors, st.Stale, lost, st.MaxStall, st.MaxStallAt.Sub(start), cut)
 	if st.Errors != 0 || st.Stale != 0 || lost != 0 {
 		t.Fatalf("errors %d (first %v), stale %d, lost %d: want none", st.Errors, st.FirstErr, st.Stale, lost)
 	}
@@ -145,12 +146,12 @@ func TestResizeUnderLoad(t *testing.T) {
 	if sawBytes <= 0 {
 		t.Fatalf("job never showed bytes_copied: %v", jv)
 	}
-	steps := map[string]int{}
+	steps := map[metadb.Step]int{}
 	for _, s := range jv["log"].([]any) {
-		steps[s.(map[string]any)["step"].(string)]++
+		steps[metadb.Step(s.(map[string]any)["step"].(string))]++
 	}
-	for _, s := range []string{"reserve", "copy", "hold", "catchup", "switch", "flush_old", "free_old"} {
-		if steps[s] != 1 {
+	for _, s := range metadb.Steps(metadb.JobResize) {
+		if s := s.Name; steps[s] != 1 {
 			t.Fatalf("step %s recorded %d times: %v", s, steps[s], jv["log"])
 		}
 	}

@@ -172,7 +172,7 @@ func (k *Keeper) checkFailover(ctx context.Context, p metadb.Pair, h *metadb.Pai
 	fw.done = true
 	ev := log.Warn().Str("reason", d.reason).Dur("took", time.Since(start)).Time("master_last_ok", h.Master.LastOK).Time("master_since", h.Master.Since)
 	if job != nil {
-		ev = ev.Str("job", job.ID).Str("spare", job.Data["spare"])
+		ev = ev.Str("job", job.ID).Str("spare", job.Data[metadb.ReplaceSpare])
 	}
 	ev.Msg("failover: replica promoted")
 }

@@ -10,10 +10,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-func init() {
-	jobSteps[metadb.JobReplace] = map[string]jobStep{"attach": attachStep}
-}
-
 // attachStep makes a replace_replica job's spare replicate the pair's new
 // master (REPLICAOF) and waits until it is in sync: the spare's link is up,
 // its initial sync is over, the master lists it as online (so WAIT counts
@@ -22,8 +18,8 @@ func init() {
 // told again (that would restart its sync). If the pair's master changed
 // meanwhile, the step hands the job to the master's record step, which
 // fails it and returns the spare.
-func attachStep(k *Keeper, ctx context.Context, j *metadb.Job) (string, error) {
-	spare, master := j.Data["spare"], j.Data["master"]
+func (k *Keeper) attachStep(ctx context.Context, j *metadb.Job) (metadb.Step, error) {
+	spare, master := j.Data[metadb.ReplaceSpare], j.Data[metadb.ReplaceMaster]
 	if spare == "" || master == "" {
 		return "", fmt.Errorf("replace job %s without spare or master: %w", j.ID, metadb.ErrBadState)
 	}
@@ -32,7 +28,7 @@ func attachStep(k *Keeper, ctx context.Context, j *metadb.Job) (string, error) {
 		return "", err
 	}
 	if p.Master != master {
-		return "record", nil
+		return metadb.StepRecord, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -87,7 +83,7 @@ func attachStep(k *Keeper, ctx context.Context, j *metadb.Job) (string, error) {
 		}
 	}
 	k.log.Info().Str("pair", j.Pair).Str("spare", spare).Msg("spare in sync")
-	return "record", nil
+	return metadb.StepRecord, nil
 }
 
 func info(ctx context.Context, c *redis.Client) (serverInfo, error) {

@@ -68,10 +68,10 @@ func TestKeeperFailsOverAndAttaches(t *testing.T) {
 				job = j
 			}
 		}
-		return job != nil && job.Step == "record"
+		return job != nil && job.Step == metadb.StepRecord
 	})
-	if job.Data["spare"] != spare.Addr {
-		t.Fatalf("job spare %q, want %s", job.Data["spare"], spare.Addr)
+	if job.Data[metadb.ReplaceSpare] != spare.Addr {
+		t.Fatalf("job spare %q, want %s", job.Data[metadb.ReplaceSpare], spare.Addr)
 	}
 	if got := spare.ClientDB(t, e.db.SlotDB).Get(ctx, "k").Val(); got != "v" {
 		t.Fatalf("spare has %q for k, want the data synced from the new master", got)
@@ -150,7 +150,7 @@ func TestKeeperDropsDeadSpare(t *testing.T) {
 	waitFor(t, 10*time.Second, "the dead spare dropped", func() bool {
 		jobs, _ := e.store.ActiveJobs(ctx)
 		for _, j := range jobs {
-			if j.Kind == metadb.JobReplace && j.Step == "take_spare" && j.Data["spare"] == "" {
+			if j.Kind == metadb.JobReplace && j.Step == metadb.StepTakeSpare && j.Data[metadb.ReplaceSpare] == "" {
 				return true
 			}
 		}

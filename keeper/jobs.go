@@ -14,16 +14,26 @@ import (
 // a crash repeats the step it finds recorded. It returns the job's next
 // step, which the dispatcher records; errWaitStep means "not yet, call me
 // again".
-type jobStep func(k *Keeper, ctx context.Context, j *metadb.Job) (next string, err error)
+type jobStep func(ctx context.Context, j *metadb.Job) (next metadb.Step, err error)
 
 // errWaitStep asks the dispatcher to call the step again soon without
 // counting a failure.
 var errWaitStep = errors.New("step not ready")
 
-// jobSteps maps job kind -> step name -> the keeper's handler. Files that
-// implement a kind's keeper steps register them in an init function. Steps
-// not in this table belong to the master.
-var jobSteps = map[string]map[string]jobStep{}
+// jobSteps is the keeper's side of the job protocol (metadb/jobspec.go): a
+// handler for every step the keeper owns, by job kind. Every other step
+// belongs to the master.
+func (k *Keeper) jobSteps() map[metadb.JobKind]map[metadb.Step]jobStep {
+	return map[metadb.JobKind]map[metadb.Step]jobStep{
+		metadb.JobResize: {
+			metadb.StepCopy:    k.resizeCopy,
+			metadb.StepCatchup: k.resizeCatchup,
+		},
+		metadb.JobReplace: {
+			metadb.StepAttach: k.attachStep,
+		},
+	}
+}
 
 // jobPair names the pair whose keeper runs a job's keeper steps: the pair
 // the job was recorded for (for a resize, the source pair).
@@ -47,7 +57,7 @@ func (k *Keeper) jobsLoop(ctx context.Context) error {
 			}
 			mine := k.myPairs()
 			for _, j := range jobs {
-				h := jobSteps[j.Kind][j.Step]
+				h := k.steps[j.Kind][j.Step]
 				if _, ok := mine[jobPair(j)]; !ok || h == nil {
 					continue
 				}
@@ -80,7 +90,7 @@ func (k *Keeper) jobsLoop(ctx context.Context) error {
 // or the error and attempt count. A step that waits is simply left for the
 // next poll.
 func (k *Keeper) runStep(ctx context.Context, j *metadb.Job, h jobStep) {
-	next, err := h(k, ctx, j)
+	next, err := h(ctx, j)
 	if errors.Is(err, errWaitStep) || ctx.Err() != nil {
 		return
 	}
@@ -93,13 +103,11 @@ func (k *Keeper) runStep(ctx context.Context, j *metadb.Job, h jobStep) {
 			cur.Error = err.Error()
 			return nil
 		}
-		cur.Log = append(cur.Log, metadb.JobStep{Step: j.Step, At: metadb.Timestamp(time.Now()), By: k.sender()})
-		cur.Error = ""
-		cur.Step = next
+		cur.Advance(j.Step, next, k.sender(), time.Now())
 		return nil
 	})
 	if err != nil {
-		k.log.Warn().Err(err).Str("job", j.ID).Str("step", j.Step).Msg("job step failed, will retry")
+		k.log.Warn().Err(err).Str("job", j.ID).Str("step", string(j.Step)).Msg("job step failed, will retry")
 	}
 	if uerr != nil && ctx.Err() == nil {
 		k.log.Warn().Err(uerr).Str("job", j.ID).Msg("record job step failed")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/granary-db/granary/metadb"
+	"github.com/rs/zerolog"
 )
 
 // TestJobsLoopRunsKeeperSteps registers a keeper-owned step for a test job
@@ -16,16 +17,6 @@ import (
 func TestJobsLoopRunsKeeperSteps(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	var calls atomic.Int32
-	jobSteps["test"] = map[string]jobStep{
-		"work": func(k *Keeper, ctx context.Context, j *metadb.Job) (string, error) {
-			if calls.Add(1) == 1 {
-				return "", errors.New("first attempt fails")
-			}
-			return "after", nil
-		},
-	}
-	t.Cleanup(func() { delete(jobSteps, "test") })
 
 	// A job on the env's pair, at a keeper-owned step; recorded through a
 	// claim, then turned into a test job.
@@ -41,7 +32,23 @@ func TestJobsLoopRunsKeeperSteps(t *testing.T) {
 	}
 	cfg := Config{ID: "k1", LeaseTTL: 600 * time.Millisecond, PairsPoll: 20 * time.Millisecond,
 		JobPoll: 10 * time.Millisecond, SizingSweep: time.Hour}
-	startKeeper(t, e.store, cfg)
+	k, err := New(cfg, e.store, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	k.steps["test"] = map[metadb.Step]jobStep{
+		"work": func(ctx context.Context, j *metadb.Job) (metadb.Step, error) {
+			if calls.Add(1) == 1 {
+				return "", errors.New("first attempt fails")
+			}
+			return "after", nil
+		},
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = k.Run(runCtx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
 
 	if _, err := e.store.UpdatePair(ctx, nil, e.pair.ID, func(p *metadb.Pair) error { p.Keeper = "k1"; return nil }); err != nil {
 		t.Fatal(err)
@@ -53,5 +60,29 @@ func TestJobsLoopRunsKeeperSteps(t *testing.T) {
 	j, _ := e.store.Job(ctx, job.ID)
 	if j.Attempts != 1 || j.Error != "" || len(j.Log) == 0 || j.Log[len(j.Log)-1].Step != "work" {
 		t.Fatalf("job after step: attempts %d error %q log %+v; want 1 failed attempt then a recorded step", j.Attempts, j.Error, j.Log)
+	}
+}
+
+// TestJobSteps checks the keeper's step table against the job protocol: it
+// handles exactly the steps the protocol gives the keeper. master's
+// TestJobSteps checks the master's side.
+func TestJobSteps(t *testing.T) {
+	k, err := New(Config{ID: "k1"}, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range metadb.JobKinds() {
+		for _, s := range metadb.Steps(kind) {
+			if h := k.steps[kind][s.Name]; (h != nil) != (s.Owner == metadb.ByKeeper) {
+				t.Errorf("%s: step %s is the %s's, and the keeper has a handler: %v", kind, s.Name, s.Owner, h != nil)
+			}
+		}
+	}
+	for kind, handlers := range k.steps {
+		for name := range handlers {
+			if _, _, ok := metadb.StepOf(kind, name); !ok {
+				t.Errorf("%s: the keeper handles step %s, which the protocol does not have", kind, name)
+			}
+		}
 	}
 }

@@ -50,6 +50,7 @@ type Keeper struct {
 	sizing   sizing
 	sched    *schedule
 	started  time.Time
+	steps    map[metadb.JobKind]map[metadb.Step]jobStep // see jobSteps
 
 	// leaseUntil is when the lease lapses if not renewed (unix nanos), as
 	// the keeper knows it: the start of its last successful renewal plus
@@ -98,6 +99,7 @@ func New(cfg Config, store Store, log zerolog.Logger) (*Keeper, error) {
 	}
 	empty := map[string]metadb.Pair{}
 	k.pairs.Store(&empty)
+	k.steps = k.jobSteps()
 	return k, nil
 }
 

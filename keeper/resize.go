@@ -10,19 +10,14 @@ import (
 	"github.com/granary-db/granary/metadb"
 )
 
-// The keeper's steps of a resize job (see master/resize.go for the whole
-// job). The keeper of the source pair runs "copy" as one session that lasts
-// until the copy is verified: it copies, records "hold" and keeps the copy
-// in step while the master holds the db's writes, then, as soon as the
-// master records "catchup", applies the last changes, verifies and records
-// "switch". A keeper that finds the job at "catchup" without that session
-// (it restarted) copies everything again under the hold.
-func init() {
-	jobSteps[metadb.JobResize] = map[string]jobStep{
-		"copy":    (*Keeper).resizeCopy,
-		"catchup": (*Keeper).resizeCatchup,
-	}
-}
+// The keeper's steps of a resize job (see metadb/jobspec.go and
+// master/resize.go for the whole job). The keeper of the source pair runs
+// copy as one session that lasts until the copy is verified: it copies,
+// records hold and keeps the copy in step while the master holds the db's
+// writes, then, as soon as the master records catchup, applies the last
+// changes, verifies and records switch. A keeper that finds the job at
+// catchup without that session (it restarted) copies everything again under
+// the hold.
 
 // Pace of the session's wait for the master's steps, and the digest sample.
 const (
@@ -83,9 +78,9 @@ func (k *Keeper) resizeEnds(ctx context.Context, j *metadb.Job) (resizeEnds, err
 
 // resizeCopy is the copy session (see above). It returns the step it
 // recorded last; any error leaves the job where it is, to be retried (a new
-// copy starts from scratch, an interrupted one at "hold" or "catchup" is
+// copy starts from scratch, an interrupted one at hold or catchup is
 // redone by resizeCatchup).
-func (k *Keeper) resizeCopy(ctx context.Context, j *metadb.Job) (string, error) {
+func (k *Keeper) resizeCopy(ctx context.Context, j *metadb.Job) (metadb.Step, error) {
 	e, err := k.resizeEnds(ctx, j)
 	if err != nil {
 		return "", err
@@ -98,11 +93,11 @@ func (k *Keeper) resizeCopy(ctx context.Context, j *metadb.Job) (string, error) 
 	s.owner = k.ownsResize
 	// The setting from before the first attempt is the one to restore: a
 	// keeper that crashed mid-copy left notifications on.
-	if v, ok := j.Data[notifyBeforeKey]; ok {
+	if v, ok := j.Data[metadb.ResizeNotifyBefore]; ok {
 		s.notifyBefore = v
 	} else if _, err := k.store.UpdateJob(ctx, nil, j.ID, func(cur *metadb.Job) error {
-		if _, ok := cur.Data[notifyBeforeKey]; !ok && cur.Data != nil {
-			cur.Data[notifyBeforeKey] = s.notifyBefore
+		if _, ok := cur.Data[metadb.ResizeNotifyBefore]; !ok && cur.Data != nil {
+			cur.Data[metadb.ResizeNotifyBefore] = s.notifyBefore
 		}
 		return nil
 	}); err != nil {
@@ -131,10 +126,9 @@ func (k *Keeper) resizeCopy(ctx context.Context, j *metadb.Job) (string, error) 
 	copied, _ := s.src.DBSize(ctx).Result()
 	k.log.Info().Str("job", j.ID).Int64("keys", copied).Dur("took", took).Dur("scan_copy", scanTook).
 		Int("dirty_recopied", redone).Msg("resize copy done")
-	if ok, err := k.advance(ctx, j.ID, "copy", "hold", func(cur *metadb.Job) {
+	if ok, err := k.advance(ctx, j.ID, metadb.StepCopy, metadb.StepHold, func(cur *metadb.Job) {
 		setCopied(cur, copied, copied, avg)
-		cur.Data["copy_ms"] = strconv.FormatFloat(float64(took.Microseconds())/1000, 'f', 1, 64)
-		cur.Progress = 2.0 / 7
+		cur.Data[metadb.ResizeCopyMillis] = strconv.FormatFloat(float64(took.Microseconds())/1000, 'f', 1, 64)
 	}); err != nil || !ok {
 		return "", err
 	}
@@ -156,12 +150,12 @@ func (k *Keeper) resizeCopy(ctx context.Context, j *metadb.Job) (string, error) 
 			return "", nil
 		}
 		switch cur.Step {
-		case "hold":
-		case "catchup":
+		case metadb.StepHold:
+		case metadb.StepCatchup:
 			if err := k.finishCopy(ctx, s, cur.ID); err != nil {
 				return "", err
 			}
-			return "switch", nil
+			return metadb.StepSwitch, nil
 		default:
 			return "", fmt.Errorf("resize %s moved to %s during the copy", cur.ID, cur.Step)
 		}
@@ -174,7 +168,7 @@ func (k *Keeper) resizeCopy(ctx context.Context, j *metadb.Job) (string, error) 
 }
 
 // finishCopy applies the last changes with writes held, verifies, waits for
-// the target's replica and records "switch".
+// the target's replica and records switch.
 func (k *Keeper) finishCopy(ctx context.Context, s *copySession, id string) error {
 	start := time.Now()
 	var err error
@@ -198,17 +192,17 @@ func (k *Keeper) finishCopy(ctx context.Context, s *copySession, id string) erro
 	if err := s.waitReplica(ctx, 5*time.Second); err != nil {
 		return err
 	}
-	ok, err := k.advance(ctx, id, "catchup", "switch", nil)
+	ok, err := k.advance(ctx, id, metadb.StepCatchup, metadb.StepSwitch, nil)
 	if err == nil && ok {
 		k.log.Info().Str("job", id).Dur("took", time.Since(start)).Msg("resize caught up and verified")
 	}
 	return err
 }
 
-// resizeCatchup runs when the job is at "catchup" and this keeper has no
+// resizeCatchup runs when the job is at catchup and this keeper has no
 // copy session for it (it took over, or restarted): writes are held, so a
 // full copy from scratch is exact.
-func (k *Keeper) resizeCatchup(ctx context.Context, j *metadb.Job) (string, error) {
+func (k *Keeper) resizeCatchup(ctx context.Context, j *metadb.Job) (metadb.Step, error) {
 	e, err := k.resizeEnds(ctx, j)
 	if err != nil {
 		return "", err
@@ -236,11 +230,11 @@ func (k *Keeper) resizeCatchup(ctx context.Context, j *metadb.Job) (string, erro
 	if err := s.waitReplica(ctx, 5*time.Second); err != nil {
 		return "", err
 	}
-	if v, ok := j.Data[notifyBeforeKey]; ok {
+	if v, ok := j.Data[metadb.ResizeNotifyBefore]; ok {
 		restoreNotify(ctx, s.src, e.srcAddr, v)
 	}
 	k.log.Info().Str("job", j.ID).Msg("resize copied again under the hold and verified")
-	return "switch", nil
+	return metadb.StepSwitch, nil
 }
 
 // errLeaseLapsed: the keeper's lease lapsed, so its pairs may be another
@@ -254,10 +248,6 @@ func (k *Keeper) ownsResize() error {
 	}
 	return nil
 }
-
-// notifyBeforeKey records in the job the source server's
-// notify-keyspace-events from before the first copy attempt.
-const notifyBeforeKey = "notify_before"
 
 // sizeOf is the source db's key count and mean key size (sampled), for the
 // bytes-copied estimate.
@@ -282,19 +272,19 @@ func setCopied(j *metadb.Job, keys, total, avg int64) {
 	j.Data[metadb.ResizeKeysCopied] = strconv.FormatInt(keys, 10)
 	j.Data[metadb.ResizeKeysTotal] = strconv.FormatInt(total, 10)
 	j.Data[metadb.ResizeBytesCopied] = strconv.FormatInt(keys*avg, 10)
-	j.Data["bytes_total"] = strconv.FormatInt(total*avg, 10)
+	j.Data[metadb.ResizeBytesTotal] = strconv.FormatInt(total*avg, 10)
 }
 
 // recordCopied records copy progress while the job is at its copy step:
-// the step's share of the bar (1/7 to 2/7) moves with the keys copied.
+// the step's share of the bar moves with the keys copied.
 func (k *Keeper) recordCopied(ctx context.Context, id string, keys, total, avg int64) {
 	_, err := k.store.UpdateJob(ctx, nil, id, func(cur *metadb.Job) error {
-		if cur.Step != "copy" && cur.Step != "catchup" {
+		if cur.Step != metadb.StepCopy && cur.Step != metadb.StepCatchup {
 			return nil
 		}
 		setCopied(cur, keys, total, avg)
-		if cur.Step == "copy" && total > 0 {
-			cur.Progress = (1 + min(float64(keys)/float64(total), 1)) / 7
+		if cur.Step == metadb.StepCopy && total > 0 {
+			cur.Progress = metadb.Progress(cur.Kind, cur.Step, float64(keys)/float64(total))
 		}
 		return nil
 	})
@@ -305,19 +295,16 @@ func (k *Keeper) recordCopied(ctx context.Context, id string, keys, total, avg i
 
 // advance records step from -> to (with fn's changes) if the job is still
 // at from; ok is false when it had moved.
-func (k *Keeper) advance(ctx context.Context, id, from, to string, fn func(*metadb.Job)) (ok bool, err error) {
+func (k *Keeper) advance(ctx context.Context, id string, from, to metadb.Step, fn func(*metadb.Job)) (ok bool, err error) {
 	_, err = k.store.UpdateJob(ctx, nil, id, func(cur *metadb.Job) error {
 		ok = false
 		if cur.Step != from || cur.State != metadb.JobRunning {
 			return nil
 		}
-		ok = true
 		if fn != nil {
 			fn(cur)
 		}
-		cur.Log = append(cur.Log, metadb.JobStep{Step: from, At: metadb.Timestamp(time.Now()), By: k.sender()})
-		cur.Error = ""
-		cur.Step = to
+		ok = cur.Advance(from, to, k.sender(), time.Now())
 		return nil
 	})
 	return ok, err

@@ -13,57 +13,107 @@ import (
 // acknowledged); the runner tries again soon without counting a failure.
 var errWait = errors.New("waiting")
 
-// step is one step of a job kind. run performs the step's effect; it must
-// be idempotent, because a new leader repeats the step it finds recorded
-// when the old leader died between doing it and recording it. run returns
-// the job's next step, or "" when run itself finished the job.
-//
-// A step with a nil run belongs to the keeper watching the job's pair: the
-// master waits while the keeper performs it and records the next step
-// itself (metadb.Store.UpdateJob); if that keeper dies, the master assigns
-// the pair to another keeper, which resumes the step.
-type step struct {
-	name string
-	run  func(ctx context.Context, f *metadb.Fence, j *metadb.Job) (next string, err error)
+// stepFunc performs one step of a job. It must be idempotent, because a new
+// leader repeats the step it finds recorded when the old leader died between
+// doing it and recording it. It returns the job's next step (metadb.StepDone
+// to end the job), or "" when it ended or moved the job itself.
+type stepFunc func(ctx context.Context, f *metadb.Fence, j *metadb.Job) (next metadb.Step, err error)
+
+// jobSteps is the master's side of the job protocol (metadb/jobspec.go):
+// for each kind, a handler for every step the master owns. A keeper's step
+// has no handler (the master polls the job while the keeper performs it and
+// records the next step itself; if that keeper dies, the master assigns the
+// pair to another keeper, which resumes the step), except resize's catchup:
+// the master waits on it actively, keeping the hold fresh, because the db's
+// writes are held meanwhile.
+func (m *Master) jobSteps() map[metadb.JobKind]map[metadb.Step]stepFunc {
+	return map[metadb.JobKind]map[metadb.Step]stepFunc{
+		metadb.JobCreate: {
+			metadb.StepFlush: m.createFlush,
+			metadb.StepRoute: m.createRoute,
+		},
+		metadb.JobDrop: {
+			metadb.StepUnroute:  m.dropUnroute,
+			metadb.StepWaitAcks: m.dropWaitAcks,
+			metadb.StepFlush:    m.dropFlush,
+			metadb.StepFree:     m.dropFree,
+		},
+		metadb.JobResize: {
+			metadb.StepReserve:  m.resizeReserve,
+			metadb.StepHold:     m.resizeHold,
+			metadb.StepCatchup:  m.resizeWaitCatchup,
+			metadb.StepSwitch:   m.resizeSwitch,
+			metadb.StepFlushOld: m.resizeFlushOld,
+			metadb.StepFreeOld:  m.resizeFreeOld,
+		},
+		metadb.JobReplace: {
+			metadb.StepTakeSpare: m.replaceTakeSpare,
+			metadb.StepRecord:    m.replaceRecord,
+		},
+	}
 }
 
-func (m *Master) steps(kind string) []step {
-	switch kind {
-	case metadb.JobCreate:
-		return []step{
-			{"flush", m.createFlush},
-			{"route", m.createRoute},
-		}
-	case metadb.JobResize:
-		return m.resizeSteps()
-	case metadb.JobReplace:
-		return m.replaceSteps()
-	case metadb.JobDrop:
-		return []step{
-			{"unroute", m.dropUnroute},
-			{"wait_acks", m.dropWaitAcks},
-			{"flush", m.dropFlush},
-			{"free", m.dropFree},
-		}
+// action is what the runner does with a job it has just loaded.
+type action int
+
+const (
+	actStop action = iota // the job has ended
+	actRun                // run the master's handler for its step
+	actPoll               // a keeper performs the step: look again after JobPoll
+	actFail               // the step is not one of its kind's: fail the job
+)
+
+// nextAction decides what to do with job j given the master's handlers for
+// its kind.
+func nextAction(j *metadb.Job, handlers map[metadb.Step]stepFunc) action {
+	if j.State != metadb.JobRunning {
+		return actStop
 	}
-	return nil
+	spec, _, ok := metadb.StepOf(j.Kind, j.Step)
+	switch {
+	case !ok:
+		return actFail
+	case handlers[j.Step] != nil:
+		return actRun
+	case spec.Owner == metadb.ByKeeper:
+		return actPoll
+	}
+	return actFail // a master step without a handler; TestJobSteps forbids it
 }
 
-// progress is the share of steps done when the job is at step name.
-func progress(steps []step, name string) float64 {
-	for i, s := range steps {
-		if s.name == name {
-			return float64(i) / float64(len(steps))
-		}
+// outcome is what a handler's result asks of the runner.
+type outcome int
+
+const (
+	outRecord  outcome = iota // record the next step
+	outEnded                  // the handler ended or moved the job itself
+	outWait                   // not yet: run it again after JobPoll
+	outRetry                  // it failed: count an attempt, back off, retry
+	outDeposed                // this master no longer leads: stop
+)
+
+// outcomeOf classifies a handler's result.
+func outcomeOf(next metadb.Step, err error) outcome {
+	switch {
+	case errors.Is(err, metadb.ErrNotLeader):
+		return outDeposed
+	case errors.Is(err, errWait):
+		return outWait
+	case err != nil:
+		return outRetry
+	case next == "":
+		return outEnded
 	}
-	return 0
+	return outRecord
 }
+
+const firstBackoff = 50 * time.Millisecond
 
 // runJob drives one job from its recorded step to the end. It returns when
 // the job is done or failed, when ctx ends, or when the fence is refused.
 func (m *Master) runJob(ctx context.Context, f *metadb.Fence, id string) {
 	log := m.log.With().Str("job", id).Logger()
-	backoff := 50 * time.Millisecond
+	backoff := firstBackoff
 	for ctx.Err() == nil {
 		j, err := m.store.Job(ctx, id)
 		if err != nil {
@@ -73,40 +123,33 @@ func (m *Master) runJob(ctx context.Context, f *metadb.Fence, id string) {
 			}
 			continue
 		}
-		if j.State != metadb.JobRunning {
+		handlers := m.steps[j.Kind]
+		switch nextAction(j, handlers) {
+		case actStop:
 			return
-		}
-		steps := m.steps(j.Kind)
-		var cur *step
-		for i := range steps {
-			if steps[i].name == j.Step {
-				cur = &steps[i]
-			}
-		}
-		if cur == nil {
+		case actFail:
 			m.failJob(ctx, f, id, fmt.Sprintf("unknown step %q of %s job", j.Step, j.Kind))
 			return
-		}
-		if cur.run == nil {
+		case actPoll:
 			if !sleep(ctx, m.cfg.JobPoll) {
 				return
 			}
 			continue
 		}
-		next, err := cur.run(ctx, f, j)
-		switch {
-		case errors.Is(err, metadb.ErrNotLeader):
+		next, err := handlers[j.Step](ctx, f, j)
+		switch outcomeOf(next, err) {
+		case outDeposed:
 			return
-		case errors.Is(err, errWait):
+		case outWait:
 			if !sleep(ctx, m.cfg.JobPoll) {
 				return
 			}
 			continue
-		case err != nil:
+		case outRetry:
 			if ctx.Err() != nil {
 				return
 			}
-			log.Warn().Err(err).Str("step", j.Step).Msg("job step failed, will retry")
+			log.Warn().Err(err).Str("step", string(j.Step)).Msg("job step failed, will retry")
 			_, _ = m.store.UpdateJob(ctx, f, id, func(j *metadb.Job) error {
 				j.Attempts++
 				j.Error = err.Error()
@@ -117,22 +160,13 @@ func (m *Master) runJob(ctx context.Context, f *metadb.Fence, id string) {
 			}
 			backoff = min(backoff*2, m.cfg.StepRetryMax)
 			continue
+		case outEnded:
+			backoff = firstBackoff
+			continue
 		}
-		backoff = 50 * time.Millisecond
-		if next == "" {
-			continue // the step finished the job itself
-		}
-		_, err = m.store.UpdateJob(ctx, f, id, func(j *metadb.Job) error {
-			if j.Step != cur.name {
-				return nil // someone recorded it already
-			}
-			j.Log = append(j.Log, metadb.JobStep{Step: cur.name, At: metadb.Timestamp(time.Now()), By: f.ID})
-			j.Error = ""
-			if next == "done" {
-				j.State, j.Step, j.Progress = metadb.JobDone, "done", 1
-				return nil
-			}
-			j.Step, j.Progress = next, progress(steps, next)
+		backoff = firstBackoff
+		_, err = m.store.UpdateJob(ctx, f, id, func(cur *metadb.Job) error {
+			cur.Advance(j.Step, next, f.ID, time.Now())
 			return nil
 		})
 		if errors.Is(err, metadb.ErrNotLeader) {

@@ -112,6 +112,7 @@ type Master struct {
 	store    Store
 	log      zerolog.Logger
 	backends *backends
+	steps    map[metadb.JobKind]map[metadb.Step]stepFunc // see jobSteps
 }
 
 // New returns a master; it does no I/O and starts nothing.
@@ -119,7 +120,9 @@ func New(cfg Config, store Store, log zerolog.Logger) (*Master, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Master{cfg: cfg, store: store, log: log.With().Str("master", cfg.ID).Logger(), backends: newBackends(cfg.BackendTimeout)}, nil
+	m := &Master{cfg: cfg, store: store, log: log.With().Str("master", cfg.ID).Logger(), backends: newBackends(cfg.BackendTimeout)}
+	m.steps = m.jobSteps()
+	return m, nil
 }
 
 func (m *Master) sender() string { return "master/" + m.cfg.ID }

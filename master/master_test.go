@@ -107,7 +107,7 @@ func TestCreateAndDropJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "drop at wait_acks", func() bool { return jobState(t, c.store, drop.ID).Step == "wait_acks" })
+	waitFor(t, 5*time.Second, "drop at wait_acks", func() bool { return jobState(t, c.store, drop.ID).Step == metadb.StepWaitAcks })
 	if n := c.master.ClientDB(t, got.SlotDB).DBSize(ctx).Val(); n != 1 {
 		t.Fatalf("slot flushed before the proxy acknowledged: dbsize %d", n)
 	}
@@ -171,7 +171,7 @@ func TestStandbyTakesOverAndResumes(t *testing.T) {
 	_ = c.master.Signal(18) // SIGCONT
 	waitFor(t, 15*time.Second, "job done under m2", func() bool { return jobState(t, c.store, job.ID).State == metadb.JobDone })
 	j := jobState(t, c.store, job.ID)
-	seen := map[string]int{}
+	seen := map[metadb.Step]int{}
 	for _, s := range j.Log {
 		seen[s.Step]++
 	}

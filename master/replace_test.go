@@ -37,7 +37,7 @@ func TestReplaceJob(t *testing.T) {
 	// the waiting job takes it.
 	waitFor(t, 10*time.Second, "the job to take the reclaimed master as its spare", func() bool {
 		j := jobState(t, c.store, job.ID)
-		return j.Step == "attach" && j.Data["spare"] == c.master.Addr
+		return j.Step == metadb.StepAttach && j.Data[metadb.ReplaceSpare] == c.master.Addr
 	})
 	if n := c.master.Client(t).DBSize(ctx).Val(); n != 0 {
 		t.Fatalf("reclaimed master holds %d keys, want it emptied", n)
@@ -46,7 +46,7 @@ func TestReplaceJob(t *testing.T) {
 	if err := c.master.Client(t).Do(ctx, "REPLICAOF", "127.0.0.1", c.replica.Port).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.store.UpdateJob(ctx, nil, job.ID, func(j *metadb.Job) error { j.Step = "record"; return nil }); err != nil {
+	if _, err := c.store.UpdateJob(ctx, nil, job.ID, func(j *metadb.Job) error { j.Step = metadb.StepRecord; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the job done", func() bool { return jobState(t, c.store, job.ID).State == metadb.JobDone })

@@ -12,22 +12,11 @@ import (
 	"github.com/granary-db/granary/proto/buspb"
 )
 
-// resizeSteps lists the steps of a resize job (see DESIGN.md, "Resize").
-// copy belongs to the keeper of the source pair. catchup is the keeper's
-// too, but the master waits for it actively (and keeps the hold fresh)
-// instead of polling at JobPoll: the db's writes are held meanwhile, so
-// every millisecond of that wait is a client's stall.
-func (m *Master) resizeSteps() []step {
-	return []step{
-		{"reserve", m.resizeReserve},
-		{"copy", nil},
-		{"hold", m.resizeHold},
-		{"catchup", m.resizeWaitCatchup},
-		{"switch", m.resizeSwitch},
-		{"flush_old", m.resizeFlushOld},
-		{"free_old", m.resizeFreeOld},
-	}
-}
+// The master's steps of a resize job (see DESIGN.md, "Resize", and
+// metadb/jobspec.go). copy belongs to the keeper of the source pair.
+// catchup is the keeper's too, but the master waits for it actively (and
+// keeps the hold fresh) instead of polling at JobPoll: the db's writes are
+// held meanwhile, so every millisecond of that wait is a client's stall.
 
 // Waits inside resize steps poll at this pace, for at most this long
 // before handing back to the job runner.
@@ -48,9 +37,9 @@ var errHoldLapsed = errors.New("write hold lapsed")
 // resizeReserve claims a free slot of the target pool for the db. A shrink
 // whose measured data no longer fits, or a pool without room, fails the
 // job before anything moves.
-func (m *Master) resizeReserve(ctx context.Context, f *metadb.Fence, j *metadb.Job) (string, error) {
+func (m *Master) resizeReserve(ctx context.Context, f *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
 	if _, _, ok := metadb.ResizeTarget(j); ok {
-		return "copy", nil
+		return metadb.StepCopy, nil
 	}
 	size, err := pools.ParseSize(j.Data[metadb.ResizeToSize])
 	if err != nil {
@@ -92,7 +81,7 @@ func (m *Master) resizeReserve(ctx context.Context, f *metadb.Fence, j *metadb.J
 		if err != nil {
 			return "", err
 		}
-		return "copy", nil
+		return metadb.StepCopy, nil
 	}
 	return "", fmt.Errorf("reserve: %w", metadb.ErrConflict)
 }
@@ -107,7 +96,7 @@ func (m *Master) abortResize(ctx context.Context, f *metadb.Fence, j *metadb.Job
 // resizeHold records a write hold on the db (announced with a version bump)
 // unless a fresh one is in place, then waits until every live proxy has
 // applied it: from then on no write reaches the old slot.
-func (m *Master) resizeHold(ctx context.Context, f *metadb.Fence, j *metadb.Job) (string, error) {
+func (m *Master) resizeHold(ctx context.Context, f *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
 	v, err := m.ensureHold(ctx, f, j, m.cfg.HoldTime/2)
 	if err != nil {
 		return "", err
@@ -115,7 +104,7 @@ func (m *Master) resizeHold(ctx context.Context, f *metadb.Fence, j *metadb.Job)
 	if err := m.waitAcks(ctx, v); err != nil {
 		return "", err
 	}
-	return "catchup", nil
+	return metadb.StepCatchup, nil
 }
 
 // ensureHold (re)sets the db's hold when it has less than fresh left and
@@ -185,7 +174,7 @@ func (m *Master) waitAcks(ctx context.Context, v uint64) error {
 // resizeWaitCatchup waits for the source pair's keeper to apply the last
 // changes and verify the copy (it records the next step itself), keeping the
 // hold from lapsing meanwhile.
-func (m *Master) resizeWaitCatchup(ctx context.Context, f *metadb.Fence, j *metadb.Job) (string, error) {
+func (m *Master) resizeWaitCatchup(ctx context.Context, f *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
 	deadline := time.Now().Add(resizeMaxWait)
 	checked := time.Now()
 	for {
@@ -196,7 +185,7 @@ func (m *Master) resizeWaitCatchup(ctx context.Context, f *metadb.Fence, j *meta
 		if cur.State != metadb.JobRunning {
 			return "", nil // ended meanwhile
 		}
-		if cur.Step != "catchup" {
+		if cur.Step != metadb.StepCatchup {
 			return cur.Step, nil // the keeper recorded it; the runner sees that
 		}
 		if time.Since(checked) > m.cfg.HoldTime/4 {
@@ -221,7 +210,7 @@ func (m *Master) resizeWaitCatchup(ctx context.Context, f *metadb.Fence, j *meta
 // RouteChanged then the hold's release (proxies send the held writes to the
 // new route). If the hold lapsed first, writes may have reached the old
 // slot: the job goes back to hold and catches up again.
-func (m *Master) resizeSwitch(ctx context.Context, f *metadb.Fence, j *metadb.Job) (string, error) {
+func (m *Master) resizeSwitch(ctx context.Context, f *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
 	tp, ts, ok := metadb.ResizeTarget(j)
 	if !ok {
 		return "", fmt.Errorf("resize %s has no target: %w", j.ID, metadb.ErrBadState)
@@ -253,7 +242,7 @@ func (m *Master) resizeSwitch(ctx context.Context, f *metadb.Fence, j *metadb.Jo
 	})
 	if errors.Is(err, errHoldLapsed) {
 		m.log.Warn().Str("job", j.ID).Msg("write hold lapsed before the switch: holding again")
-		return "hold", nil
+		return metadb.StepHold, nil
 	}
 	if err != nil {
 		return "", err
@@ -261,12 +250,12 @@ func (m *Master) resizeSwitch(ctx context.Context, f *metadb.Fence, j *metadb.Jo
 	if _, err := m.recordVersion(ctx, f, j.ID); err != nil {
 		return "", err
 	}
-	return "flush_old", nil
+	return metadb.StepFlushOld, nil
 }
 
 // resizeFlushOld empties the old slot once every live proxy has applied the
 // switch, so no write can reach it afterwards.
-func (m *Master) resizeFlushOld(ctx context.Context, _ *metadb.Fence, j *metadb.Job) (string, error) {
+func (m *Master) resizeFlushOld(ctx context.Context, _ *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
 	if err := m.waitAcks(ctx, j.Version); err != nil {
 		return "", err
 	}
@@ -277,12 +266,12 @@ func (m *Master) resizeFlushOld(ctx context.Context, _ *metadb.Fence, j *metadb.
 	if err := m.backends.flushDB(ctx, p.Master, j.SlotDB); err != nil {
 		return "", err
 	}
-	return "free_old", nil
+	return metadb.StepFreeOld, nil
 }
 
 // resizeFreeOld returns the old slot to its free list and ends the job, in
 // one transaction.
-func (m *Master) resizeFreeOld(ctx context.Context, f *metadb.Fence, j *metadb.Job) (string, error) {
+func (m *Master) resizeFreeOld(ctx context.Context, f *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
 	if err := m.store.FinishResize(ctx, f, j.ID); err != nil {
 		return "", err
 	}

@@ -46,11 +46,11 @@ func TestResizeJobSteps(t *testing.T) {
 	if _, err := c.store.StartResize(ctx, "acme", db.Index, "256M", 256<<20, "resize-1"); err != nil {
 		t.Fatal(err)
 	}
-	at := func(step string) {
+	at := func(step metadb.Step) {
 		t.Helper()
-		waitFor(t, 5*time.Second, "job at "+step, func() bool { return jobState(t, c.store, "resize-1").Step == step })
+		waitFor(t, 5*time.Second, "job at "+string(step), func() bool { return jobState(t, c.store, "resize-1").Step == step })
 	}
-	advance := func(from, to string) {
+	advance := func(from, to metadb.Step) {
 		t.Helper()
 		if _, err := c.store.UpdateJob(ctx, nil, "resize-1", func(j *metadb.Job) error {
 			j.Log = append(j.Log, metadb.JobStep{Step: from, By: "test"})
@@ -60,14 +60,14 @@ func TestResizeJobSteps(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	at("copy")
+	at(metadb.StepCopy)
 	j := jobState(t, c.store, "resize-1")
 	tp, ts, ok := metadb.ResizeTarget(j)
 	if !ok || tp != big.ID {
 		t.Fatalf("target %s/%d, want a slot of %s", tp, ts, big.ID)
 	}
-	advance("copy", "hold")
-	at("catchup")
+	advance(metadb.StepCopy, metadb.StepHold)
+	at(metadb.StepCatchup)
 	held, _ := c.store.DB(ctx, "acme", db.Index)
 	if held.HoldJob != "resize-1" || time.Until(time.Unix(0, held.HoldUntil)) <= 0 {
 		t.Fatalf("db at catchup: hold %q until %v, want a live hold", held.HoldJob, time.Unix(0, held.HoldUntil))
@@ -80,12 +80,12 @@ func TestResizeJobSteps(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	advance("catchup", "switch")
-	at("catchup")
+	advance(metadb.StepCatchup, metadb.StepSwitch)
+	at(metadb.StepCatchup)
 	if d, _ := c.store.DB(ctx, "acme", db.Index); d.Pair != c.pair.ID || time.Until(time.Unix(0, d.HoldUntil)) <= 0 {
 		t.Fatalf("after a lapsed hold: db on %s, hold until %v; want still on the old slot, held again", d.Pair, time.Unix(0, d.HoldUntil))
 	}
-	advance("catchup", "switch")
+	advance(metadb.StepCatchup, metadb.StepSwitch)
 	waitFor(t, 5*time.Second, "resize done", func() bool { return jobState(t, c.store, "resize-1").State == metadb.JobDone })
 
 	after, _ := c.store.DB(ctx, "acme", db.Index)

@@ -13,7 +13,7 @@ import (
 // createFlush empties the claimed slot. A free slot should already be
 // empty; flushing makes sure no earlier tenant's data can ever show. The
 // route is not published yet, so no tenant can have written to it.
-func (m *Master) createFlush(ctx context.Context, _ *metadb.Fence, j *metadb.Job) (string, error) {
+func (m *Master) createFlush(ctx context.Context, _ *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
 	p, err := m.store.Pair(ctx, j.Pair)
 	if err != nil {
 		return "", fmt.Errorf("load pair %s: %w", j.Pair, err)
@@ -21,12 +21,12 @@ func (m *Master) createFlush(ctx context.Context, _ *metadb.Fence, j *metadb.Job
 	if err := m.backends.flushDB(ctx, p.Master, j.SlotDB); err != nil {
 		return "", err
 	}
-	return "route", nil
+	return metadb.StepRoute, nil
 }
 
 // createRoute picks the least-loaded live proxy for the db, marks it active
 // and publishes its route (a version bump) so proxies serve it.
-func (m *Master) createRoute(ctx context.Context, f *metadb.Fence, j *metadb.Job) (string, error) {
+func (m *Master) createRoute(ctx context.Context, f *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
 	p, err := m.store.Pair(ctx, j.Pair)
 	if err != nil {
 		return "", fmt.Errorf("load pair %s: %w", j.Pair, err)
@@ -50,7 +50,7 @@ func (m *Master) createRoute(ctx context.Context, f *metadb.Fence, j *metadb.Job
 	if err != nil {
 		return "", err
 	}
-	return "done", nil
+	return metadb.StepDone, nil
 }
 
 // pickProxy chooses the live proxy serving the fewest dbs. With no live
@@ -86,7 +86,7 @@ func routeChanged(r *buspb.Route, removed bool) *buspb.Envelope {
 
 // dropUnroute removes the db's route (a version bump) and records the
 // version the proxies must reach before the slot may be flushed.
-func (m *Master) dropUnroute(ctx context.Context, f *metadb.Fence, j *metadb.Job) (string, error) {
+func (m *Master) dropUnroute(ctx context.Context, f *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
 	p, err := m.store.Pair(ctx, j.Pair)
 	if err != nil {
 		return "", fmt.Errorf("load pair %s: %w", j.Pair, err)
@@ -98,7 +98,7 @@ func (m *Master) dropUnroute(ctx context.Context, f *metadb.Fence, j *metadb.Job
 		return []*buspb.Envelope{routeChanged(metadb.RouteOf(db, p), true)}, nil
 	})
 	if errors.Is(err, metadb.ErrNotFound) {
-		return "flush", nil // already released by an earlier attempt
+		return metadb.StepFlush, nil // already released by an earlier attempt
 	}
 	if err != nil {
 		return "", err
@@ -116,12 +116,12 @@ func (m *Master) dropUnroute(ctx context.Context, f *metadb.Fence, j *metadb.Job
 	if err != nil {
 		return "", err
 	}
-	return "wait_acks", nil
+	return metadb.StepWaitAcks, nil
 }
 
 // dropWaitAcks waits until every live proxy has applied the unroute version;
 // a proxy whose lease lapsed has fenced itself and counts as acknowledged.
-func (m *Master) dropWaitAcks(ctx context.Context, _ *metadb.Fence, j *metadb.Job) (string, error) {
+func (m *Master) dropWaitAcks(ctx context.Context, _ *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
 	members, err := m.store.LiveMembers(ctx, metadb.KindProxy)
 	if err != nil {
 		return "", fmt.Errorf("list proxies: %w", err)
@@ -129,7 +129,7 @@ func (m *Master) dropWaitAcks(ctx context.Context, _ *metadb.Fence, j *metadb.Jo
 	if pending := unacked(members, j.Version); len(pending) > 0 {
 		return "", fmt.Errorf("%w for proxies %v to reach version %d", errWait, pending, j.Version)
 	}
-	return "flush", nil
+	return metadb.StepFlush, nil
 }
 
 // unacked lists the live proxies that have not applied version v.
@@ -144,7 +144,7 @@ func unacked(members []*metadb.Member, v uint64) []string {
 }
 
 // dropFlush empties the slot; no proxy routes to it any more.
-func (m *Master) dropFlush(ctx context.Context, _ *metadb.Fence, j *metadb.Job) (string, error) {
+func (m *Master) dropFlush(ctx context.Context, _ *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
 	p, err := m.store.Pair(ctx, j.Pair)
 	if err != nil {
 		return "", fmt.Errorf("load pair %s: %w", j.Pair, err)
@@ -152,12 +152,12 @@ func (m *Master) dropFlush(ctx context.Context, _ *metadb.Fence, j *metadb.Job) 
 	if err := m.backends.flushDB(ctx, p.Master, j.SlotDB); err != nil {
 		return "", err
 	}
-	return "free", nil
+	return metadb.StepFree, nil
 }
 
 // dropFree deletes the db record and returns the slot to the free list; it
 // ends the job in the same transaction.
-func (m *Master) dropFree(ctx context.Context, f *metadb.Fence, j *metadb.Job) (string, error) {
+func (m *Master) dropFree(ctx context.Context, f *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
 	if err := m.store.ReleaseSlot(ctx, f, j.ID); err != nil {
 		return "", err
 	}

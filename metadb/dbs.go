@@ -50,8 +50,8 @@ return {idx, tonumber(slot)}
 func (s *Store) ClaimDB(ctx context.Context, tenant string, pair *Pair, writeMode string, quota int64, limit int, jobID string) (*DB, *Job, error) {
 	ts := now()
 	db := &DB{Tenant: tenant, Size: pair.Size, QuotaBytes: quota, State: DBCreating, WriteMode: writeMode, Pair: pair.ID, Job: jobID, Created: ts}
-	job := &Job{ID: jobID, Kind: JobCreate, State: JobRunning, Step: "flush", Tenant: tenant, Pair: pair.ID, Created: ts, Updated: ts,
-		Log: []JobStep{{Step: "claim", At: ts}}}
+	job := &Job{ID: jobID, Kind: JobCreate, State: JobRunning, Step: StepFlush, Tenant: tenant, Pair: pair.ID, Created: ts, Updated: ts,
+		Log: []JobStep{{Step: StepClaim, At: ts}}}
 	dbJSON, _ := json.Marshal(db)
 	jobJSON, _ := json.Marshal(job)
 	keys := []string{keyTenant(tenant), keyTenantDBs(tenant), keyPairFree(pair.ID), keyPairOwners(pair.ID), keyJob(jobID), keyJobs, keyJobsActive}
@@ -206,8 +206,8 @@ func (s *Store) StartDrop(ctx context.Context, tenant string, index int, jobID s
 			return fmt.Errorf("db %d is %s: %w", index, db.State, ErrBadState)
 		}
 		ts := now()
-		job = &Job{ID: jobID, Kind: JobDrop, State: JobRunning, Step: "unroute", Tenant: tenant, Index: index,
-			Pair: db.Pair, SlotDB: db.SlotDB, Created: ts, Updated: ts, Log: []JobStep{{Step: "requested", At: ts}}}
+		job = &Job{ID: jobID, Kind: JobDrop, State: JobRunning, Step: StepUnroute, Tenant: tenant, Index: index,
+			Pair: db.Pair, SlotDB: db.SlotDB, Created: ts, Updated: ts, Log: []JobStep{{Step: StepRequested, At: ts}}}
 		db.State, db.Job = DBDropping, jobID
 		dbJSON, _ := json.Marshal(db)
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
@@ -248,9 +248,7 @@ func (s *Store) ReleaseSlot(ctx context.Context, f *Fence, jobID string) error {
 			return err
 		}
 		ts := now()
-		job.State, job.Step, job.Progress, job.Updated = JobDone, "done", 1, ts
-		by := f.holder()
-		job.Log = append(job.Log, JobStep{Step: "free", At: ts, By: by})
+		job.finish(StepFree, f.holder(), ts)
 		jobJSON, _ := json.Marshal(job)
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 			if db != nil && db.Job == jobID {

@@ -291,10 +291,10 @@ func TestDropRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if done.State != JobDone || done.Step != "done" || done.Progress != 1 {
+	if done.State != JobDone || done.Step != StepDone || done.Progress != 1 {
 		t.Errorf("job after release: got state %s step %s progress %v, want %s done 1", done.State, done.Step, done.Progress, JobDone)
 	}
-	if n := countSteps(done, "free"); n != 1 {
+	if n := countSteps(done, StepFree); n != 1 {
 		t.Errorf("job log has %d free steps, want 1: %+v", n, done.Log)
 	}
 	if hasActiveJob(t, s, "drop1") {
@@ -408,7 +408,7 @@ func hasActiveJob(t *testing.T, s *Store, id string) bool {
 	return false
 }
 
-func countSteps(j *Job, step string) int {
+func countSteps(j *Job, step Step) int {
 	n := 0
 	for _, s := range j.Log {
 		if s.Step == step {

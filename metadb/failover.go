@@ -40,8 +40,8 @@ type Promotion struct {
 // the promoted replica, the pair has no replica and is degraded, the old
 // master is demoted (never routed to again), the topology version is bumped
 // with a Failover message, and a replace_replica job is recorded, with a
-// spare taken from the pool when there is one (step "attach") or waiting
-// for one (step "take_spare").
+// spare taken from the pool when there is one (step StepAttach) or waiting
+// for one (step StepTakeSpare).
 //
 // Only the keeper assigned to the pair, with a live lease, may promote, and
 // only while the pair still has oldMaster and newMaster as its servers: a
@@ -87,13 +87,13 @@ func (s *Store) Promote(ctx context.Context, pr Promotion) (*Pair, *Job, error) 
 		}
 		ts := now()
 		job := &Job{ID: "replace-" + p.ID + "-" + strconv.FormatUint(next, 10), Kind: JobReplace, State: JobRunning,
-			Step: "take_spare", Pair: p.ID, Created: ts, Updated: ts, Version: next,
-			Log: []JobStep{{Step: "promote", At: ts, By: "keeper/" + pr.Keeper, Note: pr.Reason}},
-			Data: map[string]string{"master": pr.NewMaster, "old_master": pr.OldMaster, "reason": pr.Reason,
-				"offset": strconv.FormatInt(pr.Offset, 10), "master_offset": strconv.FormatInt(pr.MasterOffset, 10)}}
+			Step: StepTakeSpare, Pair: p.ID, Created: ts, Updated: ts, Version: next,
+			Log: []JobStep{{Step: StepPromote, At: ts, By: "keeper/" + pr.Keeper, Note: pr.Reason}},
+			Data: map[string]string{ReplaceMaster: pr.NewMaster, ReplaceOldMaster: pr.OldMaster, ReplaceReason: pr.Reason,
+				ReplaceOffset: strconv.FormatInt(pr.Offset, 10), ReplaceMasterOffset: strconv.FormatInt(pr.MasterOffset, 10)}}
 		if spare != "" {
-			job.Step, job.Data["spare"] = "attach", spare
-			job.Log = append(job.Log, JobStep{Step: "take_spare", At: ts, By: "keeper/" + pr.Keeper, Note: spare})
+			job.Step, job.Data[ReplaceSpare] = StepAttach, spare
+			job.Log = append(job.Log, JobStep{Step: StepTakeSpare, At: ts, By: "keeper/" + pr.Keeper, Note: spare})
 		}
 		pairJSON, _ := json.Marshal(p)
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
@@ -123,7 +123,7 @@ func (s *Store) TakeSpare(ctx context.Context, f *Fence, jobID string) (string, 
 		if err != nil {
 			return fmt.Errorf("job %s: %w", jobID, err)
 		}
-		if spare = j.Data["spare"]; spare != "" {
+		if spare = j.Data[ReplaceSpare]; spare != "" {
 			return nil
 		}
 		spare, err = tx.SRandMember(ctx, keySpares).Result()
@@ -136,7 +136,7 @@ func (s *Store) TakeSpare(ctx context.Context, f *Fence, jobID string) (string, 
 		if j.Data == nil {
 			j.Data = map[string]string{}
 		}
-		j.Data["spare"], j.Updated = spare, now()
+		j.Data[ReplaceSpare], j.Updated = spare, now()
 		b, _ := json.Marshal(j)
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 			pl.SRem(ctx, keySpares, spare)
@@ -175,7 +175,7 @@ func (s *Store) FinishReplace(ctx context.Context, f *Fence, jobID string) error
 		if err != nil {
 			return fmt.Errorf("pair %s: %w", j.Pair, err)
 		}
-		spare := j.Data["spare"]
+		spare := j.Data[ReplaceSpare]
 		if spare == "" {
 			return fmt.Errorf("job %s has no spare: %w", jobID, ErrBadState)
 		}
@@ -183,7 +183,7 @@ func (s *Store) FinishReplace(ctx context.Context, f *Fence, jobID string) error
 		by := f.holder()
 		var next uint64
 		var payloads [][]byte
-		if p.Master != j.Data["master"] || (p.Replica != "" && p.Replica != spare) {
+		if p.Master != j.Data[ReplaceMaster] || (p.Replica != "" && p.Replica != spare) {
 			stale = fmt.Errorf("pair %s is now %s -> %s: %w", p.ID, p.Master, p.Replica, ErrBadState)
 			j.State, j.Error = JobFailed, stale.Error()
 		} else {
@@ -193,8 +193,7 @@ func (s *Store) FinishReplace(ctx context.Context, f *Fence, jobID string) error
 			if next, payloads, err = top.stamp(ctx, tx); err != nil {
 				return err
 			}
-			j.State, j.Step, j.Progress, j.Error = JobDone, "done", 1, ""
-			j.Log = append(j.Log, JobStep{Step: "record", At: ts, By: by})
+			j.finish(StepRecord, by, ts)
 		}
 		j.Updated = ts
 		pairJSON, _ := json.Marshal(p)
@@ -261,13 +260,13 @@ func (s *Store) DropSpare(ctx context.Context, jobID, spare, why string) error {
 		if err != nil {
 			return fmt.Errorf("job %s: %w", jobID, err)
 		}
-		if j.State != JobRunning || j.Data["spare"] != spare {
+		if j.State != JobRunning || j.Data[ReplaceSpare] != spare {
 			return nil
 		}
-		delete(j.Data, "spare")
+		delete(j.Data, ReplaceSpare)
 		ts := now()
-		j.Step, j.Updated = "take_spare", ts
-		j.Log = append(j.Log, JobStep{Step: "drop_spare", At: ts, Note: spare + ": " + why})
+		j.Step, j.Updated = StepTakeSpare, ts
+		j.Log = append(j.Log, JobStep{Step: StepDropSpare, At: ts, Note: spare + ": " + why})
 		b, _ := json.Marshal(j)
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 			pl.Set(ctx, keyJob(jobID), b, 0)

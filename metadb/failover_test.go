@@ -44,7 +44,7 @@ func TestPromoteAndReplace(t *testing.T) {
 	if got.Master != p.Replica || got.Replica != "" || got.State != PairDegraded {
 		t.Fatalf("pair after promote: %+v", got)
 	}
-	if job == nil || job.Kind != JobReplace || job.Step != "attach" || job.Data["spare"] != "spare:1" {
+	if job == nil || job.Kind != JobReplace || job.Step != StepAttach || job.Data[ReplaceSpare] != "spare:1" {
 		t.Fatalf("replace job: %+v", job)
 	}
 	if v, _ := s.Version(ctx); v != v0+1 {
@@ -120,7 +120,7 @@ func TestPromoteWithoutSpare(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if job.Step != "take_spare" {
+	if job.Step != StepTakeSpare {
 		t.Fatalf("job step %q, want take_spare", job.Step)
 	}
 	select {

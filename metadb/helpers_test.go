@@ -89,7 +89,7 @@ func mustActiveDB(t *testing.T, s *Store, tenant string, pair *Pair, jobID strin
 	if err != nil {
 		t.Fatalf("activate db: %v", err)
 	}
-	if _, err := s.UpdateJob(ctx, nil, jobID, func(j *Job) error { j.State, j.Step = JobDone, "done"; return nil }); err != nil {
+	if _, err := s.UpdateJob(ctx, nil, jobID, func(j *Job) error { j.State, j.Step = JobDone, StepDone; return nil }); err != nil {
 		t.Fatalf("finish create job: %v", err)
 	}
 	return db

@@ -91,25 +91,9 @@ type Member struct {
 	BackendOK map[string]time.Time `json:"backend_ok,omitempty"`
 }
 
-// Job states.
-const (
-	JobRunning = "running"
-	JobDone    = "done"
-	JobFailed  = "failed"
-)
-
-// Job kinds.
-const (
-	JobCreate  = "create"
-	JobDrop    = "drop"
-	JobResize  = "resize"
-	JobReplace = "replace_replica" // attach a spare as a pair's new replica
-
-)
-
 // JobStep is one recorded step of a job.
 type JobStep struct {
-	Step string `json:"step"`
+	Step Step   `json:"step"`
 	At   string `json:"at"`
 	By   string `json:"by,omitempty"`
 	Note string `json:"note,omitempty"`
@@ -119,9 +103,9 @@ type JobStep struct {
 // starts, so a new leader resumes where the old one stopped.
 type Job struct {
 	ID       string            `json:"id"`
-	Kind     string            `json:"kind"`
+	Kind     JobKind           `json:"kind"`
 	State    string            `json:"state"`
-	Step     string            `json:"step"`
+	Step     Step              `json:"step"`
 	Progress float64           `json:"progress"`
 	Tenant   string            `json:"tenant"`
 	Index    int               `json:"index"`

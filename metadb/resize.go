@@ -13,17 +13,6 @@ import (
 // ErrNoFit: a shrink whose measured data does not fit the smaller size.
 var ErrNoFit = errors.New("the db's data does not fit the target size")
 
-// Data fields of a resize job.
-const (
-	ResizeToSize      = "to_size"      // target size class, "256M"
-	ResizeToQuota     = "to_quota"     // target quota in bytes
-	ResizeToPair      = "to_pair"      // reserved target pair
-	ResizeToSlot      = "to_slot"      // reserved target db number
-	ResizeBytesCopied = "bytes_copied" // estimate, for progress bars
-	ResizeKeysCopied  = "keys_copied"
-	ResizeKeysTotal   = "keys_total"
-)
-
 // ResizeTarget is the reserved target of a resize job; ok is false before
 // the reserve step.
 func ResizeTarget(j *Job) (pair string, slot int, ok bool) {
@@ -33,7 +22,7 @@ func ResizeTarget(j *Job) (pair string, slot int, ok bool) {
 }
 
 // StartResize marks an active db as resizing to size (quota bytes) and
-// records its resize job (step "reserve"), in one transaction. Resizing a db
+// records its resize job (step StepReserve), in one transaction. Resizing a db
 // that is already resizing returns its job. It returns ErrBadState unless
 // the db is active or when it already has that size, and ErrNoFit when its
 // last measured use exceeds the target quota: nothing moves then.
@@ -63,8 +52,8 @@ func (s *Store) StartResize(ctx context.Context, tenant string, index int, size 
 			return fmt.Errorf("db %d holds %d bytes, more than the %d of %s: %w", index, db.UsedBytes, quota, size, ErrNoFit)
 		}
 		ts := now()
-		job = &Job{ID: jobID, Kind: JobResize, State: JobRunning, Step: "reserve", Tenant: tenant, Index: index,
-			Pair: db.Pair, SlotDB: db.SlotDB, Created: ts, Updated: ts, Log: []JobStep{{Step: "requested", At: ts}},
+		job = &Job{ID: jobID, Kind: JobResize, State: JobRunning, Step: StepReserve, Tenant: tenant, Index: index,
+			Pair: db.Pair, SlotDB: db.SlotDB, Created: ts, Updated: ts, Log: []JobStep{{Step: StepRequested, At: ts}},
 			Data: map[string]string{ResizeToSize: size, ResizeToQuota: strconv.FormatInt(quota, 10)}}
 		db.State, db.Job = DBResizing, jobID
 		dbJSON, _ := json.Marshal(db)
@@ -197,9 +186,7 @@ func (s *Store) FinishResize(ctx context.Context, f *Fence, jobID string) error 
 			return err
 		}
 		ts := now()
-		job.State, job.Step, job.Progress, job.Updated = JobDone, "done", 1, ts
-		by := f.holder()
-		job.Log = append(job.Log, JobStep{Step: "free_old", At: ts, By: by})
+		job.finish(StepFreeOld, f.holder(), ts)
 		jobJSON, _ := json.Marshal(job)
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 			if cur == owner {

@@ -285,7 +285,7 @@ func completeCreate(store *metadb.Store, tenant string, index int, jobID, proxyA
 		return err
 	}
 	_, err = store.UpdateJob(ctx, nil, jobID, func(j *metadb.Job) error {
-		j.State, j.Step, j.Progress = metadb.JobDone, "done", 1
+		j.State, j.Step, j.Progress = metadb.JobDone, metadb.StepDone, 1
 		return nil
 	})
 	return err

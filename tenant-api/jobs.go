@@ -12,9 +12,9 @@ import (
 // jobView is a job as the API shows it.
 type jobView struct {
 	ID       string           `json:"id"`
-	Kind     string           `json:"kind"`
+	Kind     metadb.JobKind   `json:"kind"`
 	State    string           `json:"state"`
-	Step     string           `json:"step"`
+	Step     metadb.Step      `json:"step"`
 	Progress float64          `json:"progress"`
 	Tenant   string           `json:"tenant"`
 	Index    int              `json:"index"`
@@ -36,7 +36,7 @@ func viewJob(j *metadb.Job) jobView {
 	v := jobView{ID: j.ID, Kind: j.Kind, State: j.State, Step: j.Step, Progress: j.Progress,
 		Tenant: j.Tenant, Index: j.Index, Error: j.Error, Created: j.Created, Updated: j.Updated, Log: log}
 	v.BytesCopied, _ = strconv.ParseInt(j.Data[metadb.ResizeBytesCopied], 10, 64)
-	v.BytesTotal, _ = strconv.ParseInt(j.Data["bytes_total"], 10, 64)
+	v.BytesTotal, _ = strconv.ParseInt(j.Data[metadb.ResizeBytesTotal], 10, 64)
 	return v
 }
 

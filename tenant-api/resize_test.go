@@ -51,7 +51,7 @@ func TestResizeStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j.Kind != metadb.JobResize || j.Step != "reserve" || j.Data[metadb.ResizeToSize] != "256M" || j.Pair != created.Slot.Pair {
+	if j.Kind != metadb.JobResize || j.Step != metadb.StepReserve || j.Data[metadb.ResizeToSize] != "256M" || j.Pair != created.Slot.Pair {
 		t.Fatalf("job: %+v, want a resize to 256M at reserve", j)
 	}
 	var db dbReply
@@ -66,7 +66,7 @@ func TestResizeStart(t *testing.T) {
 	}
 	var jv jobReply
 	h.do("GET", "/v1/jobs/"+ref.Job, acme.Token, nil).decode(t, &jv)
-	if jv.Kind != "resize" || jv.Step != "reserve" {
+	if jv.Kind != string(metadb.JobResize) || jv.Step != string(metadb.StepReserve) {
 		t.Fatalf("job view: %+v", jv)
 	}
 }

@@ -200,13 +200,13 @@ func run(bin string, fillMB int64, rate, rounds int) error {
 		var job struct {
 			State string
 			Error string
-			Log   []struct{ Step, At string }
+			Log   []metadb.JobStep
 		}
 		for {
 			if err := apiclient.Call(ctx, "GET", c.API+"/v1/jobs/"+ref.Job, c.Demo.Token, nil, &job); err != nil {
 				return err
 			}
-			if job.State != "running" {
+			if job.State != metadb.JobRunning {
 				break
 			}
 			if time.Since(start) > 5*time.Minute {
@@ -215,25 +215,25 @@ func run(bin string, fillMB int64, rate, rounds int) error {
 			time.Sleep(5 * time.Millisecond)
 		}
 		took := time.Since(start)
-		if job.State != "done" {
+		if job.State != metadb.JobDone {
 			return fmt.Errorf("resize job %s: %s", job.State, job.Error)
 		}
 		copyMS, err := copyMillis(ctx, c, ref.Job)
 		if err != nil {
 			return err
 		}
-		at := map[string]time.Time{}
+		at := map[metadb.Step]time.Time{}
 		for _, s := range job.Log {
 			at[s.Step], _ = time.Parse(time.RFC3339Nano, s.At)
 		}
 		copyRate := float64(fill) / (copyMS / 1000)
-		cut := w.MaxStallIn(at["copy"], at["switch"])
+		cut := w.MaxStallIn(at[metadb.StepCopy], at[metadb.StepSwitch])
 		ratios = append(ratios, copyRate/baseRate)
 		cuts = append(cuts, cut)
 		fmt.Printf("round %d, %s -> %s: baseline SCAN+MIGRATE loop %v = %.0f keys/s (%.1f MB/s); resize copy %.0f ms = %.0f keys/s (%.1f MB/s); ratio %.2f; job %v, cut-over %v, longest write stall in it %v\n",
 			r+1, db.Size, to, base.Round(time.Millisecond), baseRate, float64(mem)/(1<<20)/base.Seconds(), copyMS, copyRate,
 			float64(mem)/(1<<20)/(copyMS/1000), copyRate/baseRate, took.Round(time.Millisecond),
-			at["switch"].Sub(at["copy"]).Round(time.Millisecond), cut.Round(10*time.Microsecond))
+			at[metadb.StepSwitch].Sub(at[metadb.StepCopy]).Round(time.Millisecond), cut.Round(10*time.Microsecond))
 		time.Sleep(300 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -330,7 +330,7 @@ func copyMillis(ctx context.Context, c *cluster, id string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	ms, err := strconv.ParseFloat(j.Data["copy_ms"], 64)
+	ms, err := strconv.ParseFloat(j.Data[metadb.ResizeCopyMillis], 64)
 	if err != nil {
 		return 0, fmt.Errorf("job %s shows no copy time: %w", id, err)
 	}

@@ -1,0 +1,188 @@
+package metadb
+
+import (
+	"slices"
+	"time"
+)
+
+// This file is the job protocol: every job kind, its steps in order with
+// the component that performs each, and the names of the fields jobs keep
+// in Job.Data. It is the one place these names are written; the master's
+// and the keeper's step tables are checked against it by their tests.
+//
+//	kind             steps (owner)
+//	create           flush (master) → route (master)
+//	drop             unroute (master) → wait_acks (master) → flush (master) → free (master)
+//	resize           reserve (master) → copy (keeper) → hold (master) → catchup (keeper)
+//	                 → switch (master) → flush_old (master) → free_old (master)
+//	replace_replica  take_spare (master) → attach (keeper) → record (master)
+//
+// A finished job is at step done. A step's handler returns the next step,
+// which is usually the following one in the list; a few go back or skip
+// (a resize whose hold lapsed goes back to hold; a drop already unrouted
+// skips to flush).
+
+// JobKind names what a job does; it is stored in Job.Kind.
+type JobKind string
+
+// Job kinds.
+const (
+	JobCreate  JobKind = "create"
+	JobDrop    JobKind = "drop"
+	JobResize  JobKind = "resize"
+	JobReplace JobKind = "replace_replica" // attach a spare as a pair's new replica
+)
+
+// Job states.
+const (
+	JobRunning = "running"
+	JobDone    = "done"
+	JobFailed  = "failed"
+)
+
+// Step names one step of a job; it is stored in Job.Step and JobStep.Step.
+type Step string
+
+// Steps. A name may serve several kinds (create and drop both flush).
+const (
+	StepFlush     Step = "flush"      // create, drop: FLUSHDB the slot
+	StepRoute     Step = "route"      // create: publish the route
+	StepUnroute   Step = "unroute"    // drop: remove the route
+	StepWaitAcks  Step = "wait_acks"  // drop: every live proxy applied the unroute
+	StepFree      Step = "free"       // drop: delete the db, free the slot
+	StepReserve   Step = "reserve"    // resize: claim the target slot
+	StepCopy      Step = "copy"       // resize: copy the data online, keep it in step
+	StepHold      Step = "hold"       // resize: proxies hold the db's writes
+	StepCatchup   Step = "catchup"    // resize: last changes applied, copy verified
+	StepSwitch    Step = "switch"     // resize: route to the new slot, release the hold
+	StepFlushOld  Step = "flush_old"  // resize: FLUSHDB the old slot
+	StepFreeOld   Step = "free_old"   // resize: free the old slot
+	StepTakeSpare Step = "take_spare" // replace: take a spare from the pool
+	StepAttach    Step = "attach"     // replace: the spare replicates the new master
+	StepRecord    Step = "record"     // replace: the spare is the pair's replica
+
+	// StepDone is the step of a finished job.
+	StepDone Step = "done"
+	// Names that only job logs show, for what happened outside the steps.
+	StepClaim     Step = "claim"      // create: the slot claim that recorded the job
+	StepRequested Step = "requested"  // drop: the tenant's request
+	StepPromote   Step = "promote"    // replace: the keeper promoted the replica
+	StepDropSpare Step = "drop_spare" // replace: the spare did not answer and was put aside
+)
+
+// Owner is the component that performs a step.
+type Owner uint8
+
+// Owners.
+const (
+	ByMaster Owner = iota + 1 // the leading master
+	ByKeeper                  // the keeper watching the job's pair
+)
+
+func (o Owner) String() string {
+	switch o {
+	case ByMaster:
+		return "master"
+	case ByKeeper:
+		return "keeper"
+	}
+	return "nobody"
+}
+
+// StepSpec is one step of a job kind and who performs it.
+type StepSpec struct {
+	Name  Step
+	Owner Owner
+}
+
+var jobSteps = map[JobKind][]StepSpec{
+	JobCreate: {{StepFlush, ByMaster}, {StepRoute, ByMaster}},
+	JobDrop:   {{StepUnroute, ByMaster}, {StepWaitAcks, ByMaster}, {StepFlush, ByMaster}, {StepFree, ByMaster}},
+	JobResize: {{StepReserve, ByMaster}, {StepCopy, ByKeeper}, {StepHold, ByMaster}, {StepCatchup, ByKeeper},
+		{StepSwitch, ByMaster}, {StepFlushOld, ByMaster}, {StepFreeOld, ByMaster}},
+	JobReplace: {{StepTakeSpare, ByMaster}, {StepAttach, ByKeeper}, {StepRecord, ByMaster}},
+}
+
+// JobKinds lists every job kind, sorted.
+func JobKinds() []JobKind {
+	out := make([]JobKind, 0, len(jobSteps))
+	for k := range jobSteps {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Steps lists the steps of kind in order; nil for an unknown kind.
+func Steps(kind JobKind) []StepSpec { return slices.Clone(jobSteps[kind]) }
+
+// StepOf finds step in kind's list; ok is false when kind has no such step.
+func StepOf(kind JobKind, step Step) (spec StepSpec, index int, ok bool) {
+	for i, s := range jobSteps[kind] {
+		if s.Name == step {
+			return s, i, true
+		}
+	}
+	return StepSpec{}, -1, false
+}
+
+// Progress is the share of kind's steps done when a job is at step, with
+// frac (0 to 1) of step itself done; 1 at StepDone, 0 for a step kind does
+// not have.
+func Progress(kind JobKind, step Step, frac float64) float64 {
+	if step == StepDone {
+		return 1
+	}
+	_, i, ok := StepOf(kind, step)
+	if !ok {
+		return 0
+	}
+	return (float64(i) + min(max(frac, 0), 1)) / float64(len(jobSteps[kind]))
+}
+
+// Advance records on j that step from is finished by by at at and that the
+// job goes on at next (StepDone ends it as done), with the progress next
+// stands for. It changes nothing and reports false when j is no longer
+// running at from (someone recorded the step already, or the job ended).
+func (j *Job) Advance(from, next Step, by string, at time.Time) bool {
+	if j.State != JobRunning || j.Step != from {
+		return false
+	}
+	j.Log = append(j.Log, JobStep{Step: from, At: Timestamp(at), By: by})
+	j.Error = ""
+	if next == StepDone {
+		j.State = JobDone
+	}
+	j.Step, j.Progress = next, Progress(j.Kind, next, 0)
+	return true
+}
+
+// finish ends j as done after step from, performed by by at ts (a
+// record time), inside the transaction that makes the step's effect.
+func (j *Job) finish(from Step, by, ts string) {
+	j.State, j.Step, j.Progress, j.Updated, j.Error = JobDone, StepDone, 1, ts, ""
+	j.Log = append(j.Log, JobStep{Step: from, At: ts, By: by})
+}
+
+// Fields jobs keep in Job.Data.
+const (
+	// resize
+	ResizeToSize       = "to_size"       // target size class, "256M"
+	ResizeToQuota      = "to_quota"      // target quota in bytes
+	ResizeToPair       = "to_pair"       // reserved target pair
+	ResizeToSlot       = "to_slot"       // reserved target db number
+	ResizeBytesCopied  = "bytes_copied"  // estimate, for progress bars
+	ResizeBytesTotal   = "bytes_total"   // estimate of the whole db
+	ResizeKeysCopied   = "keys_copied"   // keys copied so far
+	ResizeKeysTotal    = "keys_total"    // keys in the source db when the copy began
+	ResizeCopyMillis   = "copy_ms"       // how long the online copy took
+	ResizeNotifyBefore = "notify_before" // the source's notify-keyspace-events before the first copy
+
+	// replace_replica
+	ReplaceSpare        = "spare"         // the spare being attached
+	ReplaceMaster       = "master"        // the pair's master (the promoted replica) when the job began
+	ReplaceOldMaster    = "old_master"    // the master that failed
+	ReplaceReason       = "reason"        // why the keeper failed the pair over
+	ReplaceOffset       = "offset"        // the promoted replica's replication offset
+	ReplaceMasterOffset = "master_offset" // the failed master's last known offset
+)
