@@ -2,35 +2,13 @@ package master
 
 import (
 	"context"
-	"errors"
-	"time"
 
 	"github.com/granary-db/granary/metadb"
 	"github.com/granary-db/granary/pools"
 )
 
-// assignLoop gives every pair a live keeper: new pairs, and pairs whose
+// assignPairs gives every pair a live keeper: new pairs, and pairs whose
 // keeper's lease lapsed, go to the live keeper watching the fewest pairs.
-func (m *Master) assignLoop(ctx context.Context, f *metadb.Fence) error {
-	t := time.NewTicker(m.cfg.LeaseTTL / 3)
-	defer t.Stop()
-	for {
-		if err := m.assignPairs(ctx, f); err != nil {
-			if errors.Is(err, metadb.ErrNotLeader) {
-				return err
-			}
-			if ctx.Err() == nil {
-				m.log.Warn().Err(err).Msg("assign pairs failed")
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
-}
-
 func (m *Master) assignPairs(ctx context.Context, f *metadb.Fence) error {
 	keepers, err := m.store.LiveMembers(ctx, metadb.KindKeeper)
 	if err != nil || len(keepers) == 0 {

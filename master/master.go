@@ -165,9 +165,11 @@ func (m *Master) lead(ctx context.Context, f *metadb.Fence) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return m.keepLease(gctx, f) })
 	g.Go(func() error { return m.jobLoop(gctx, f) })
-	g.Go(func() error { return m.assignLoop(gctx, f) })
-	g.Go(func() error { return m.quotaLoop(gctx, f) })
-	g.Go(func() error { return m.reclaimLoop(gctx, f) })
+	g.Go(func() error { return m.every(gctx, f, m.cfg.LeaseTTL/3, "assign pairs failed", m.assignPairs) })
+	g.Go(func() error { return m.every(gctx, f, m.cfg.QuotaInterval, "quota pass failed", m.applyQuotas) })
+	g.Go(func() error {
+		return m.every(gctx, f, reclaimInterval, "reclaim demoted masters failed", m.reclaimDemoted)
+	})
 	return g.Wait()
 }
 
@@ -194,6 +196,29 @@ func (m *Master) keepLease(ctx context.Context, f *metadb.Fence) error {
 			return errLostLease
 		default:
 			lastOK = time.Now()
+		}
+	}
+}
+
+// every runs pass now and then at each interval until ctx ends (it returns
+// nil) or a pass finds the fence refused (it returns ErrNotLeader). Other
+// errors are logged as failed and the pass runs again at the next tick.
+func (m *Master) every(ctx context.Context, f *metadb.Fence, interval time.Duration, failed string, pass func(context.Context, *metadb.Fence) error) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := pass(ctx, f); err != nil {
+			if errors.Is(err, metadb.ErrNotLeader) {
+				return err
+			}
+			if ctx.Err() == nil {
+				m.log.Warn().Err(err).Msg(failed)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
 		}
 	}
 }

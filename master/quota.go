@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/granary-db/granary/metadb"
 	"github.com/granary-db/granary/proto/buspb"
@@ -37,27 +36,7 @@ func decideBans(dbs []*metadb.DB) []banChange {
 	return out
 }
 
-// quotaLoop applies decideBans to the recorded sizes every QuotaInterval.
-func (m *Master) quotaLoop(ctx context.Context, f *metadb.Fence) error {
-	t := time.NewTicker(m.cfg.QuotaInterval)
-	defer t.Stop()
-	for {
-		if err := m.applyQuotas(ctx, f); err != nil {
-			if errors.Is(err, metadb.ErrNotLeader) {
-				return err
-			}
-			if ctx.Err() == nil {
-				m.log.Warn().Err(err).Msg("quota pass failed")
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
-}
-
+// applyQuotas applies decideBans to the recorded sizes.
 func (m *Master) applyQuotas(ctx context.Context, f *metadb.Fence) error {
 	dbs, err := m.store.AllDBs(ctx)
 	if err != nil {

@@ -15,34 +15,26 @@ import (
 // came back.
 const reclaimInterval = time.Second
 
-// reclaimLoop turns demoted masters that answer again into spares. A
+// reclaimDemoted turns demoted masters that answer again into spares. A
 // demoted master is never routed to (the failover took it out of its pair),
 // so it serves no tenant; before it rejoins the spare pool it stops
 // following anyone and is emptied (FLUSHALL), so that nothing of its old
 // data can show when it is attached somewhere as a replica.
-func (m *Master) reclaimLoop(ctx context.Context, f *metadb.Fence) error {
-	t := time.NewTicker(reclaimInterval)
-	defer t.Stop()
-	for {
-		addrs, err := m.store.Demoted(ctx)
-		if err != nil && ctx.Err() == nil {
-			m.log.Warn().Err(err).Msg("list demoted masters failed")
-		}
-		for _, a := range addrs {
-			err := m.reclaim(ctx, f, a)
-			switch {
-			case errors.Is(err, metadb.ErrNotLeader):
-				return err
-			case err == nil:
-				m.log.Info().Str("addr", a).Msg("demoted master emptied and back in the spare pool")
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
+func (m *Master) reclaimDemoted(ctx context.Context, f *metadb.Fence) error {
+	addrs, err := m.store.Demoted(ctx)
+	if err != nil {
+		return fmt.Errorf("list demoted masters: %w", err)
+	}
+	for _, a := range addrs {
+		err := m.reclaim(ctx, f, a)
+		switch {
+		case errors.Is(err, metadb.ErrNotLeader):
+			return err
+		case err == nil:
+			m.log.Info().Str("addr", a).Msg("demoted master emptied and back in the spare pool")
 		}
 	}
+	return nil
 }
 
 // reclaim empties one demoted master if it answers; an unreachable one is
