@@ -44,7 +44,8 @@ type measurement struct {
 // when the db has at most exactKeys keys, it sums MEMORY USAGE … SAMPLES 0
 // over a full SCAN; otherwise it measures the certain keys and samples the
 // rest from the SCAN cursor start. It holds one connection of c for the
-// whole pass and blocks until done or ctx ends.
+// whole pass and blocks until done or ctx ends. It is the executor of a
+// pass (pass.go): the pass decides each round trip and when to stop.
 //
 // An exact pass does not deduplicate keys, so a SCAN that runs while the
 // db's hash table grows or shrinks may count a few keys twice (SCAN's own
@@ -91,54 +92,26 @@ func (s sizing) measure(ctx context.Context, c *redis.Client, db int, exact bool
 		seen = map[string]struct{}{}
 		cursor = start
 	}
-	target := int64(-1) // sampled passes: decided after the pilot
-	scanning := o.keys > 0
-	wraps := 0
+	p := newPass(o, exact, s.plan)
 	var pending []string
 	for {
-		if !exact && target >= 0 {
-			if o.sampled.n >= target {
-				break // keys scanned but not yet read are simply not in the sample
-			}
-			if o.sampled.n+int64(len(pending)) >= target {
-				scanning = false
-			}
-		}
-		if !scanning && len(pending) == 0 {
+		var trip roundTrip
+		if p, trip = p.next(); trip == passDone {
 			break
 		}
-		var scan *redis.ScanCmd
-		var mem []*redis.IntCmd
-		_, err := conn.Pipelined(ctx, func(p redis.Pipeliner) error {
-			if scanning {
-				scan = p.Scan(ctx, cursor, "", int64(s.batch))
-			}
-			for _, k := range pending {
-				mem = append(mem, p.MemoryUsage(ctx, k, samples))
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return measurement{}, fmt.Errorf("scan db %d: %w", db, err)
+		r, err := s.round(ctx, conn, db, trip == passScan, cursor, pending, samples)
+		if err != nil {
+			return measurement{}, err
 		}
-		for i, cmd := range mem {
-			v, err := cmd.Result()
-			if errors.Is(err, redis.Nil) {
-				continue // deleted or expired since SCAN saw it
+		for i, v := range r.sizes {
+			if v >= 0 { // -1: deleted or expired since SCAN saw it
+				p.o.sampled.add(v)
+				top.offer(pending[i], v)
 			}
-			if err != nil {
-				return measurement{}, fmt.Errorf("memory usage: %w", err)
-			}
-			o.sampled.add(v)
-			top.offer(pending[i], v)
 		}
 		pending = nil
-		if scanning {
-			keys, next, err := scan.Result()
-			if err != nil {
-				return measurement{}, fmt.Errorf("scan db %d: %w", db, err)
-			}
-			for _, k := range keys {
+		if trip == passScan {
+			for _, k := range r.keys {
 				if skip[k] {
 					continue
 				}
@@ -150,32 +123,55 @@ func (s sizing) measure(ctx context.Context, c *redis.Client, db int, exact bool
 				}
 				pending = append(pending, k)
 			}
-			cursor = next
-			if next == 0 {
-				// The end of the table. A sampled pass started midway goes on
-				// from the beginning; it has seen every key once it has
-				// wrapped twice.
-				wraps++
-				if exact || wraps > 1 {
-					scanning = false
-				}
-			}
-			if seen != nil && int64(len(seen)) >= o.sampledPopulation() {
-				scanning = false
-			}
+			cursor = r.next
 		}
-		if !exact && target < 0 && (o.sampled.n >= s.plan.pilot || !scanning) {
-			target = sampleTarget(o, s.plan)
-		}
+		p.pending, p.seen = len(pending), int64(len(seen))
+		p = p.after(cursor)
 	}
-	o.complete = exact
-	m := measurement{Estimate: estimate(o), elapsed: time.Since(t0)}
-	mean := o.sampled.mean
-	if exact && o.sampled.n > 0 {
-		mean = float64(o.sampled.sum) / float64(o.sampled.n)
-	}
-	m.big = bigKeys(append(cands, top.keys...), mean, s.bigKeyFactor, s.bigKeys)
+	p.o.complete = exact
+	m := measurement{Estimate: estimate(p.o), elapsed: time.Since(t0)}
+	m.big = bigKeys(append(cands, top.keys...), p.meanKeySize(), s.bigKeyFactor, s.bigKeys)
 	return m, nil
+}
+
+// roundReply is what one round trip of a pass brought back.
+type roundReply struct {
+	// sizes are the MEMORY USAGE of the keys sent, -1 for a key that no
+	// longer exists.
+	sizes []int64
+	// keys and next are SCAN's reply, when the round trip had a SCAN.
+	keys []string
+	next uint64
+}
+
+// round sends one round trip of a pass on conn (which has db selected):
+// with scan, SCAN from cursor for batch keys; and MEMORY USAGE … SAMPLES
+// samples of keys, all in one pipeline.
+func (s sizing) round(ctx context.Context, conn *redis.Conn, db int, scan bool, cursor uint64, keys []string, samples int) (roundReply, error) {
+	var sc *redis.ScanCmd
+	mem := make([]*redis.IntCmd, len(keys))
+	_, err := conn.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if scan {
+			sc = p.Scan(ctx, cursor, "", int64(s.batch))
+		}
+		for i, k := range keys {
+			mem[i] = p.MemoryUsage(ctx, k, samples)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return roundReply{}, fmt.Errorf("scan db %d: %w", db, err)
+	}
+	var r roundReply
+	if r.sizes, err = sizesOf(mem); err != nil {
+		return roundReply{}, err
+	}
+	if scan {
+		if r.keys, r.next, err = sc.Result(); err != nil {
+			return roundReply{}, fmt.Errorf("scan db %d: %w", db, err)
+		}
+	}
+	return r, nil
 }
 
 // memoryUsage reads MEMORY USAGE of keys in one pipeline; -1 for a key
@@ -191,7 +187,13 @@ func memoryUsage(ctx context.Context, c redis.Cmdable, keys []string, samples in
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("memory usage: %w", err)
 	}
-	out := make([]int64, len(keys))
+	return sizesOf(cmds)
+}
+
+// sizesOf reads the replies of pipelined MEMORY USAGE calls; -1 for a key
+// that does not exist.
+func sizesOf(cmds []*redis.IntCmd) ([]int64, error) {
+	out := make([]int64, len(cmds))
 	for i, cmd := range cmds {
 		v, err := cmd.Result()
 		switch {

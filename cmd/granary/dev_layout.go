@@ -1,0 +1,156 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+)
+
+// This file is what `granary dev` sets up, with no I/O: the redis-servers
+// it runs, the REST calls that give them to the cluster, the cluster.json
+// it writes and the text it prints. dev.go carries it out.
+
+// devConfig is what `granary dev` takes.
+type devConfig struct {
+	Dir        string
+	APIAddr    string
+	ProxyAddr  string
+	AdminToken string
+}
+
+// apiURL is the base URL of the dev cluster's REST API.
+func (c devConfig) apiURL() string { return "http://" + c.APIAddr }
+
+// clusterJSONPath is where the dev cluster describes itself while it runs.
+func (c devConfig) clusterJSONPath() string { return filepath.Join(c.Dir, "cluster.json") }
+
+// devPool is one pool the dev cluster creates: a pair of 16 dbs.
+type devPool struct {
+	size      string
+	maxmemory string
+}
+
+var devPools = []devPool{{"64M", "1gb"}, {"256M", "4gb"}}
+
+// devServer is one redis-server of the dev cluster.
+type devServer struct {
+	// name names it in the log and its folder under <dir>/redis.
+	name string
+	// replicaOf is the name of the server it replicates, if any; it starts
+	// once that one runs, and the next server once its link is up.
+	replicaOf string
+	// args are its config directives.
+	args []string
+}
+
+// devPair is one pool's pair, its servers by name.
+type devPair struct{ size, master, replica string }
+
+// devLayout is the redis-servers of a dev cluster and what each is for.
+type devLayout struct {
+	// servers in the order they start.
+	servers []devServer
+	metadb  string
+	pairs   []devPair
+	spare   string
+}
+
+// layoutFor lays out a dev cluster with one pair per pool: the metadb
+// (append-only), each pool's master and replica, and one spare. Only the
+// metadb and the replicas persist, as the design recommends.
+func layoutFor(pools []devPool) devLayout {
+	persist := []string{"appendonly", "yes", "appendfsync", "everysec"}
+	l := devLayout{metadb: "metadb", spare: "spare-1"}
+	l.servers = append(l.servers, devServer{name: l.metadb, args: persist})
+	for _, pl := range pools {
+		args := []string{"maxmemory", pl.maxmemory, "databases", "16"}
+		p := devPair{size: pl.size, master: "pool-" + pl.size + "-master", replica: "pool-" + pl.size + "-replica"}
+		l.servers = append(l.servers,
+			devServer{name: p.master, args: args},
+			devServer{name: p.replica, replicaOf: p.master, args: append(append([]string(nil), args...), persist...)})
+		l.pairs = append(l.pairs, p)
+	}
+	l.servers = append(l.servers, devServer{name: l.spare, args: []string{"maxmemory", "4gb", "databases", "16"}})
+	return l
+}
+
+// adminCall is one admin REST call that sets the dev cluster up.
+type adminCall struct {
+	// what the call does, for its error.
+	what string
+	path string
+	body map[string]string
+}
+
+// adminCalls are the calls that give the running servers (addrs by name)
+// to the cluster: each pair to its pool, with all 16 dbs, then the spare.
+func adminCalls(l devLayout, addrs map[string]string) []adminCall {
+	var calls []adminCall
+	for _, p := range l.pairs {
+		calls = append(calls, adminCall{what: "add " + p.size + " pair", path: "/v1/admin/pools/" + p.size + "/pairs",
+			body: map[string]string{"master": addrs[p.master], "replica": addrs[p.replica], "dbs": "0-15"}})
+	}
+	return append(calls, adminCall{what: "add spare", path: "/v1/admin/spares", body: map[string]string{"addr": addrs[l.spare]}})
+}
+
+// clusterInfo is written to <dir>/cluster.json once the cluster is ready.
+type clusterInfo struct {
+	API        string   `json:"api"`
+	Proxy      string   `json:"proxy"`
+	AdminToken string   `json:"admin_token"`
+	Metadb     string   `json:"metadb"`
+	Demo       demoInfo `json:"demo"`
+}
+
+// demoInfo is the demo tenant, as the API's signup answers it.
+type demoInfo struct {
+	Tenant   string `json:"tenant"`
+	User     string `json:"user"`
+	Password string `json:"password"`
+	Token    string `json:"token"`
+}
+
+// newClusterInfo describes the cluster of c whose metadb listens on
+// metadbAddr.
+func newClusterInfo(c devConfig, metadbAddr string, demo demoInfo) *clusterInfo {
+	return &clusterInfo{API: c.apiURL(), Proxy: c.ProxyAddr, AdminToken: c.AdminToken, Metadb: "redis://" + metadbAddr, Demo: demo}
+}
+
+// clusterJSON is the contents of cluster.json.
+func clusterJSON(in *clusterInfo) []byte {
+	b, _ := json.MarshalIndent(in, "", "  ")
+	return b
+}
+
+// printWelcome prints how to reach the cluster and what to try first.
+func printWelcome(w io.Writer, in *clusterInfo, dir string) {
+	fmt.Fprintf(w, `
+Granary dev cluster is up.  (Ctrl-C stops it; data in %[7]s)
+
+  REST API     %[1]s
+  proxy        %[2]s
+  admin token  %[3]s
+  demo tenant  user %[4]s  password %[5]s
+               token %[6]s
+
+Try it:
+
+  export TOKEN=%[6]s
+  curl -s -X POST %[1]s/v1/dbs -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"size":"64M"}'
+  curl -s %[1]s/v1/dbs -H "Authorization: Bearer $TOKEN"
+  redis-cli -h %[8]s -p %[9]s --user %[4]s --pass %[5]s -n 0 PING
+  curl -s -X DELETE %[1]s/v1/dbs/0 -H "Authorization: Bearer $TOKEN"
+  curl -s %[1]s/v1/admin/pools -H "Authorization: Bearer %[3]s"
+
+Sign up another tenant:
+
+  curl -s -X POST %[1]s/v1/tenants -H 'Content-Type: application/json' -d '{"name":"acme"}'
+
+cluster.json: %[7]s/cluster.json
+`, in.API, in.Proxy, in.AdminToken, in.Demo.User, in.Demo.Password, in.Demo.Token, dir, hostOf(in.Proxy), portOf(in.Proxy))
+}
+
+func hostOf(addr string) string { h, _, _ := strings.Cut(addr, ":"); return h }
+func portOf(addr string) string { _, p, _ := strings.Cut(addr, ":"); return p }
