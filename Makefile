@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := bin/granary
 DEV_DIR ?= .dev
 
-.PHONY: dev test deps build proto vet fuzz clean bench-proxy bench-resize bench-failover
+.PHONY: dev test deps build proto vet fuzz clean bench-proxy bench-resize bench-failover bench-sizing
 
 ## dev: start a whole local cluster (Ctrl-C stops it) and print how to connect
 dev: deps build
@@ -46,6 +46,10 @@ bench-resize:
 ## bench-failover: 20 master kills under confirmed writes, beside Redis Sentinel (results in docs/benchmarks.md)
 bench-failover:
 	bash scripts/bench-failover.sh $(BENCH_ARGS)
+
+## bench-sizing: the keeper's sampled db sizes against exact sums, 1k to 1M keys (results in docs/sizing.md)
+bench-sizing: deps
+	$(GO) test -tags sizingreport -count=1 -timeout 20m -v -run TestSizingReport ./keeper/
 
 clean:
 	rm -rf bin $(DEV_DIR)

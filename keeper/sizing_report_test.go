@@ -1,3 +1,5 @@
+//go:build sizingreport
+
 package keeper
 
 import (
@@ -15,8 +17,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// TestSizingReport is the sizing benchmark, not a timed test: it runs only
-// with GRANARY_SIZING_BENCH=1 (see docs/sizing.md). It grows one mixed db
+// TestSizingReport is the sizing benchmark, not a timed test: it is built
+// only with the sizingreport tag (make bench-sizing; see docs/sizing.md). It grows one mixed db
 // (mixdata_test.go) to 1k, 100k and 1M keys (GRANARY_SIZING_KEYS overrides,
 // e.g. "1000,100000") and prints for each size the exact sum of MEMORY
 // USAGE … SAMPLES 0, the time of that exact sum, and the error and cost of
@@ -29,9 +31,6 @@ import (
 // the faster of the two, in wall time and in Redis CPU (the usec of INFO
 // commandstats), so the better exact pass is the yardstick.
 func TestSizingReport(t *testing.T) {
-	if os.Getenv("GRANARY_SIZING_BENCH") != "1" {
-		t.Skip("sizing benchmark: set GRANARY_SIZING_BENCH=1")
-	}
 	sizes := []int{1000, 100000, 1000000}
 	if v := os.Getenv("GRANARY_SIZING_KEYS"); v != "" {
 		sizes = nil
