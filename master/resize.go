@@ -86,7 +86,7 @@ func (m *Master) resizeReserve(ctx context.Context, f *metadb.Fence, j *metadb.J
 			return "", err
 		}
 		_, err = m.store.ReserveResizeSlot(ctx, f, j.ID, byID[id])
-		if errors.Is(err, metadb.ErrNoCapacity) {
+		if errors.Is(err, pools.ErrNoCapacity) {
 			continue // a concurrent claim took the pair's last slot
 		}
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/granary-db/granary/pools"
 	"github.com/granary-db/granary/proto/buspb"
 	"github.com/redis/go-redis/v9"
 )
@@ -44,8 +45,8 @@ return {idx, tonumber(slot)}
 `)
 
 // ClaimDB takes a free slot of the given pair for a new db of the tenant and
-// records a create job for the master to finish. It returns ErrNoCapacity
-// when the pair has no free slot (the caller re-picks a pair), ErrNotFound
+// records a create job for the master to finish. It returns an error
+// wrapping pools.ErrNoCapacity when the pair has no free slot (the caller re-picks a pair), ErrNotFound
 // for an unknown tenant and ErrTenantLimit when the tenant has limit dbs.
 func (s *Store) ClaimDB(ctx context.Context, tenant string, pair *Pair, writeMode string, quota int64, limit int, jobID string) (*DB, *Job, error) {
 	ts := now()
@@ -59,7 +60,7 @@ func (s *Store) ClaimDB(ctx context.Context, tenant string, pair *Pair, writeMod
 	if err != nil {
 		switch {
 		case strings.Contains(err.Error(), "NOFREE"):
-			return nil, nil, ErrNoCapacity
+			return nil, nil, fmt.Errorf("pair %s: %w", pair.ID, pools.ErrNoCapacity)
 		case strings.Contains(err.Error(), "NOTENANT"):
 			return nil, nil, fmt.Errorf("tenant %s: %w", tenant, ErrNotFound)
 		case strings.Contains(err.Error(), "TENANTLIMIT"):

@@ -20,14 +20,14 @@ import (
 	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
-// Sentinel errors. Callers match them with errors.Is.
+// Sentinel errors. Callers match them with errors.Is. A pair or pool
+// without a free slot is pools.ErrNoCapacity, the one no-capacity error.
 var (
 	ErrNotFound     = errors.New("not found")
 	ErrExists       = errors.New("already exists")
 	ErrConflict     = errors.New("too many concurrent changes, try again")
 	ErrNotLeader    = errors.New("not the leading master")
 	ErrNotConfirmed = errors.New("metadb replica did not confirm the write")
-	ErrNoCapacity   = errors.New("no free db")
 	ErrTenantLimit  = errors.New("tenant db limit reached")
 	ErrBadState     = errors.New("bad state for this operation")
 )

@@ -43,7 +43,7 @@ func (s *Server) claim(ctx context.Context, tenant string, size pools.Size, mode
 		}
 		db, job, err := s.store.ClaimDB(ctx, tenant, byID[id], mode, size.Bytes(), s.cfg.MaxDBsPerTenant, newJobID())
 		switch {
-		case errors.Is(err, metadb.ErrNoCapacity):
+		case errors.Is(err, pools.ErrNoCapacity):
 			continue // a concurrent create took the last slot of that pair
 		case errors.Is(err, metadb.ErrTenantLimit):
 			return nil, nil, errorf(metadb.ErrTenantLimit, "tenant db limit reached: a tenant may hold at most %d dbs", s.cfg.MaxDBsPerTenant)
