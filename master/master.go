@@ -15,6 +15,7 @@ import (
 
 	"github.com/granary-db/granary/internal/defaults"
 	"github.com/granary-db/granary/metadb"
+	"github.com/granary-db/granary/pools"
 	"github.com/granary-db/granary/proto/buspb"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
@@ -95,6 +96,7 @@ type Store interface {
 	Pairs(ctx context.Context, size string) ([]metadb.PairView, error)
 	UpdatePair(ctx context.Context, f *metadb.Fence, id string, fn func(*metadb.Pair) error) (*metadb.Pair, error)
 	ReleaseSlot(ctx context.Context, f *metadb.Fence, jobID string) error
+	Place(ctx context.Context, size pools.Size, exclude string, claim func(ctx context.Context, p *metadb.Pair) error) error
 	ReserveResizeSlot(ctx context.Context, f *metadb.Fence, jobID string, pair *metadb.Pair) (*metadb.Job, error)
 	AbortResize(ctx context.Context, f *metadb.Fence, jobID, why string) error
 	FinishResize(ctx context.Context, f *metadb.Fence, jobID string) error

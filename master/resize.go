@@ -21,9 +21,8 @@ import (
 // Waits inside resize steps poll at this pace, for at most this long
 // before handing back to the job runner.
 const (
-	resizePoll     = 2 * time.Millisecond
-	resizeMaxWait  = 2 * time.Second
-	reserveRetries = 5
+	resizePoll    = 2 * time.Millisecond
+	resizeMaxWait = 2 * time.Second
 )
 
 // switchMargin: a hold this close to its deadline is never switched under
@@ -52,38 +51,21 @@ func (m *Master) resizeReserve(ctx context.Context, f *metadb.Fence, j *metadb.J
 	if db.UsedBytes > size.Bytes() {
 		return "", m.abortResize(ctx, f, j, fmt.Sprintf("the db holds %d bytes, more than %s: delete data first", db.UsedBytes, size))
 	}
-	for attempt := 0; attempt < reserveRetries; attempt++ {
-		views, err := m.store.Pairs(ctx, size.String())
-		if err != nil {
-			return "", err
-		}
-		loads := make([]pools.PairLoad, 0, len(views))
-		byID := map[string]*metadb.Pair{}
-		for i := range views {
-			v := &views[i]
-			if v.ID == j.Pair {
-				continue
-			}
-			loads = append(loads, pools.PairLoad{ID: v.ID, Free: v.Free, Total: len(v.DBs), Live: v.State == metadb.PairActive})
-			byID[v.ID] = &v.Pair
-		}
-		id, err := pools.PickPair(size, loads)
-		if errors.Is(err, pools.ErrNoCapacity) {
-			return "", m.abortResize(ctx, f, j, fmt.Sprintf("no free %s db: the pool is full", size))
-		}
-		if err != nil {
-			return "", err
-		}
-		_, err = m.store.ReserveResizeSlot(ctx, f, j.ID, byID[id])
-		if errors.Is(err, metadb.ErrNoCapacity) {
-			continue // a concurrent claim took the pair's last slot
-		}
-		if err != nil {
-			return "", err
-		}
-		return metadb.StepCopy, nil
+	// Never the source pair: the target must be another slot.
+	err = m.store.Place(ctx, size, j.Pair, func(ctx context.Context, p *metadb.Pair) error {
+		_, err := m.store.ReserveResizeSlot(ctx, f, j.ID, p)
+		return err
+	})
+	if errors.Is(err, pools.ErrNoCapacity) {
+		return "", m.abortResize(ctx, f, j, fmt.Sprintf("no free %s db: the pool is full", size))
 	}
-	return "", fmt.Errorf("reserve: %w", metadb.ErrConflict)
+	if errors.Is(err, metadb.ErrConflict) {
+		return "", fmt.Errorf("reserve: %w", metadb.ErrConflict)
+	}
+	if err != nil {
+		return "", err
+	}
+	return metadb.StepCopy, nil
 }
 
 // abortResize ends the job as failed and puts the db back as it was; the

@@ -121,4 +121,7 @@ func TestResizeRefusedWhenPoolFull(t *testing.T) {
 	if d, _ := c.store.DB(ctx, "acme", created.Index); d.State != metadb.DBActive || d.Pair != c.pair.ID {
 		t.Fatalf("db after a refused resize: %+v", d)
 	}
+	if got, want := jobState(t, c.store, "resize-1").Error, "no free 256M db: the pool is full"; got != want {
+		t.Fatalf("job error: got %q, want %q", got, want)
+	}
 }

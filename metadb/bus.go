@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/granary-db/granary/proto/buspb"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -107,33 +109,97 @@ const (
 	busSilence = 3 * busPing
 )
 
-// Subscribe delivers bus messages to sub until ctx ends. It blocks. go-redis
-// reconnects and resubscribes by itself after a dropped connection; each
-// (re)subscription triggers a resync because messages published meanwhile
-// are lost.
+// busAction is what a subscriber does with one bus message.
+type busAction int
+
+const (
+	busApply  busAction = iota // hand it to Handle
+	busStale                   // drop it: the loaded state already holds it
+	busReload                  // drop it and resync: messages before it were lost
+)
+
+func (a busAction) String() string {
+	switch a {
+	case busApply:
+		return "apply"
+	case busStale:
+		return "stale"
+	case busReload:
+		return "reload"
+	}
+	return "busAction(" + strconv.Itoa(int(a)) + ")"
+}
+
+// busOrder decides what a subscriber that has applied every topology
+// version up to applied does with a message of version v, and the version
+// it has applied afterwards (DESIGN.md invariant 2): a notification
+// (version 0) is handled and changes nothing, the next version is applied,
+// an older one is stale, and a newer one shows a gap, to be reloaded.
+func busOrder(applied, v uint64) (busAction, uint64) {
+	switch {
+	case v == 0:
+		return busApply, applied
+	case v <= applied:
+		return busStale, applied
+	case v == applied+1:
+		return busApply, v
+	default:
+		return busReload, applied
+	}
+}
+
+// Subscribe delivers bus messages to sub until ctx ends. It blocks, and
+// the goroutine it starts (the keep-alive) has ended when it returns.
+// go-redis reconnects and resubscribes by itself after a dropped
+// connection; each (re)subscription triggers a resync because messages
+// published meanwhile are lost. It returns nil when ctx ends, and an error
+// when it cannot go on: sub lacks Handle or Resync, or the Store was closed.
 func (s *Store) Subscribe(ctx context.Context, sub Subscriber) error {
+	if sub.Handle == nil || sub.Resync == nil {
+		return errors.New("subscribe: the subscriber needs Handle and Resync")
+	}
 	ps := s.rdb.Subscribe(ctx, keyBus)
 	defer ps.Close()
+	// The keep-alive stops when the receive loop ends, for whatever reason.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	// Receive does not watch ctx: it blocks in a read until a message comes.
 	// Closing the subscription ends that read, so Subscribe returns when
 	// ctx ends even on a quiet bus.
 	defer context.AfterFunc(ctx, func() { _ = ps.Close() })()
-	// A metadb host that vanishes without closing the connection would
-	// leave Receive blocked forever. Pinging keeps traffic flowing, and a
-	// read that sees nothing for busSilence means the link is dead: the
-	// timeout makes go-redis drop the connection and redial.
-	go func() {
-		t := time.NewTicker(busPing)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				_ = ps.Ping(ctx)
-			}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		busKeepAlive(gctx, ps)
+		return nil
+	})
+	g.Go(func() error {
+		defer cancel()
+		return busReceive(gctx, ps, sub)
+	})
+	return g.Wait()
+}
+
+// busKeepAlive pings the subscription every busPing until ctx ends. A
+// metadb host that vanishes without closing the connection would leave
+// Receive blocked forever: pinging keeps traffic flowing, and a read that
+// sees nothing for busSilence means the link is dead (the timeout makes
+// go-redis drop the connection and redial).
+func busKeepAlive(ctx context.Context, ps *redis.PubSub) {
+	t := time.NewTicker(busPing)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = ps.Ping(ctx)
 		}
-	}()
+	}
+}
+
+// busReceive reads the subscription and executes busOrder's decisions until
+// ctx ends (nil) or the client is closed (an error).
+func busReceive(ctx context.Context, ps *redis.PubSub, sub Subscriber) error {
 	var applied uint64
 	synced := false
 	resync := func() {
@@ -158,6 +224,10 @@ func (s *Store) Subscribe(ctx context.Context, sub Subscriber) error {
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
+			}
+			if errors.Is(err, redis.ErrClosed) {
+				// The Store was closed under us: no redial can help.
+				return fmt.Errorf("subscribe: %w", err)
 			}
 			// The connection broke; go-redis redials on the next Receive.
 			synced = false
@@ -184,15 +254,12 @@ func (s *Store) Subscribe(ctx context.Context, sub Subscriber) error {
 			if !synced {
 				resync()
 			}
-			switch {
-			case env.Version == 0:
+			var act busAction
+			act, applied = busOrder(applied, env.Version)
+			switch act {
+			case busApply:
 				sub.Handle(ctx, &env)
-			case env.Version <= applied:
-				// Stale: the snapshot already holds it.
-			case env.Version == applied+1:
-				sub.Handle(ctx, &env)
-				applied = env.Version
-			default:
+			case busReload:
 				resync()
 			}
 		}

@@ -1,13 +1,18 @@
 package metadb
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/proto/buspb"
+	"github.com/redis/go-redis/v9"
 )
 
 // recorder is a bus subscriber that keeps what it was told. Its Resync
@@ -371,12 +376,14 @@ func TestBusReconnect(t *testing.T) {
 }
 
 // TestSubscribeStops: Subscribe returns soon after its context ends, also
-// on a quiet bus where no message would wake it up.
+// on a quiet bus where no message would wake it up, and its keep-alive has
+// ended by then.
 func TestSubscribeStops(t *testing.T) {
 	s, _ := newStore(t)
 	r := &recorder{load: versionLoader(s)}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	before := keepAlives()
 	done := make(chan error, 1)
 	go func() { done <- s.Subscribe(ctx, r.subscriber()) }()
 	waitFor(t, 5*time.Second, "the first resync", func() bool { _, rs := r.snapshot(); return len(rs) == 1 })
@@ -388,5 +395,108 @@ func TestSubscribeStops(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatalf("Subscribe still running 2s after its context ended")
+	}
+	if n := keepAlives(); n > before {
+		t.Errorf("bus keep-alives after Subscribe returned: got %d, want at most %d", n, before)
+	}
+}
+
+// keepAlives counts the goroutines in busKeepAlive. A test compares the
+// count before its Subscribe with the count after it returned: a Subscribe
+// of an earlier test may still be ending, never starting.
+func keepAlives() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			count := 0
+			for _, g := range bytes.Split(buf[:n], []byte("\n\n")) {
+				if bytes.Contains(g, []byte("metadb.busKeepAlive(")) {
+					count++
+				}
+			}
+			return count
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// TestSubscribeStoreClosed: a Store closed under a running Subscribe can
+// never redial, so Subscribe returns that error (it used to retry forever)
+// and leaves no goroutine behind.
+func TestSubscribeStoreClosed(t *testing.T) {
+	srv := redistest.Start(t)
+	s, err := Open(Config{URL: "redis://" + srv.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{load: versionLoader(s)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	before := keepAlives()
+	done := make(chan error, 1)
+	go func() { done <- s.Subscribe(ctx, r.subscriber()) }()
+	waitFor(t, 5*time.Second, "the first resync", func() bool { _, rs := r.snapshot(); return len(rs) == 1 })
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, redis.ErrClosed) {
+			t.Errorf("Subscribe: got %v, want %v", err, redis.ErrClosed)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("Subscribe still running 5s after its Store was closed")
+	}
+	if n := keepAlives(); n > before {
+		t.Errorf("bus keep-alives after Subscribe returned: got %d, want at most %d", n, before)
+	}
+}
+
+// TestSubscribeIncomplete: a subscriber without Handle or Resync is an
+// error at once, not a panic at the first message.
+func TestSubscribeIncomplete(t *testing.T) {
+	s, _ := newStore(t)
+	resync := func(context.Context) (uint64, error) { return 0, nil }
+	handle := func(context.Context, *buspb.Envelope) {}
+	for name, sub := range map[string]Subscriber{
+		"no handle": {Resync: resync},
+		"no resync": {Handle: handle},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := s.Subscribe(testCtx(t), sub); err == nil {
+				t.Fatalf("Subscribe: got nil, want an error")
+			}
+		})
+	}
+}
+
+// TestBusOrderDecision pins what a subscriber does with each message
+// version, given the version it has applied: the order half of invariant 2.
+func TestBusOrderDecision(t *testing.T) {
+	cases := []struct {
+		name        string
+		applied, v  uint64
+		want        busAction
+		wantApplied uint64
+	}{
+		{"next version", 7, 8, busApply, 8},
+		{"first version after an empty snapshot", 0, 1, busApply, 1},
+		{"notification", 7, 0, busApply, 7},
+		{"notification before any topology", 0, 0, busApply, 0},
+		{"same version", 7, 7, busStale, 7},
+		{"older version", 7, 3, busStale, 7},
+		{"gap of one", 7, 9, busReload, 7},
+		{"far ahead", 7, 1000, busReload, 7},
+		{"gap right after an empty snapshot", 0, 2, busReload, 0},
+		{"largest version", ^uint64(0) - 1, ^uint64(0), busApply, ^uint64(0)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			act, applied := busOrder(tc.applied, tc.v)
+			if act != tc.want || applied != tc.wantApplied {
+				t.Fatalf("busOrder(%d, %d): got %v, %d, want %v, %d", tc.applied, tc.v, act, applied, tc.want, tc.wantApplied)
+			}
+		})
 	}
 }

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/granary-db/granary/pools"
 	"github.com/granary-db/granary/proto/buspb"
 	"github.com/redis/go-redis/v9"
 )
@@ -22,11 +22,13 @@ import (
 // KEYS: 1 tenant record, 2 tenant dbs hash, 3 pair free set, 4 pair owners,
 // 5 job record, 6 jobs zset, 7 active jobs set.
 // ARGV: 1 db JSON, 2 job JSON, 3 job id, 4 now (unix ms), 5 tenant db limit.
+// Refusals (nothing written): GRANARY_NOTENANT, GRANARY_TENANTLIMIT,
+// GRANARY_NOFREE (see scriptCodes).
 var claimScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('NOTENANT') end
-if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[5]) then return redis.error_reply('TENANTLIMIT') end
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('GRANARY_NOTENANT no such tenant') end
+if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[5]) then return redis.error_reply('GRANARY_TENANTLIMIT tenant db limit reached') end
 local slot = redis.call('SPOP', KEYS[3])
-if not slot then return redis.error_reply('NOFREE') end
+if not slot then return redis.error_reply('GRANARY_NOFREE the pair has no free slot') end
 local idx = 0
 while redis.call('HEXISTS', KEYS[2], tostring(idx)) == 1 do idx = idx + 1 end
 local db = cjson.decode(ARGV[1])
@@ -44,9 +46,10 @@ return {idx, tonumber(slot)}
 `)
 
 // ClaimDB takes a free slot of the given pair for a new db of the tenant and
-// records a create job for the master to finish. It returns ErrNoCapacity
-// when the pair has no free slot (the caller re-picks a pair), ErrNotFound
-// for an unknown tenant and ErrTenantLimit when the tenant has limit dbs.
+// records a create job for the master to finish. It returns an error
+// wrapping pools.ErrNoCapacity when the pair has no free slot (the caller
+// re-picks a pair), ErrNotFound for an unknown tenant and ErrTenantLimit
+// when the tenant has limit dbs.
 func (s *Store) ClaimDB(ctx context.Context, tenant string, pair *Pair, writeMode string, quota int64, limit int, jobID string) (*DB, *Job, error) {
 	ts := now()
 	db := &DB{Tenant: tenant, Size: pair.Size, QuotaBytes: quota, State: DBCreating, WriteMode: writeMode, Pair: pair.ID, Job: jobID, Created: ts}
@@ -56,15 +59,14 @@ func (s *Store) ClaimDB(ctx context.Context, tenant string, pair *Pair, writeMod
 	jobJSON, _ := json.Marshal(job)
 	keys := []string{keyTenant(tenant), keyTenantDBs(tenant), keyPairFree(pair.ID), keyPairOwners(pair.ID), keyJob(jobID), keyJobs, keyJobsActive}
 	res, err := s.runConfirmed(ctx, claimScript, keys, dbJSON, jobJSON, jobID, time.Now().UnixMilli(), limit)
-	if err != nil {
-		switch {
-		case strings.Contains(err.Error(), "NOFREE"):
-			return nil, nil, ErrNoCapacity
-		case strings.Contains(err.Error(), "NOTENANT"):
-			return nil, nil, fmt.Errorf("tenant %s: %w", tenant, ErrNotFound)
-		case strings.Contains(err.Error(), "TENANTLIMIT"):
-			return nil, nil, fmt.Errorf("%w (%d)", ErrTenantLimit, limit)
-		}
+	switch {
+	case errors.Is(err, pools.ErrNoCapacity):
+		return nil, nil, fmt.Errorf("pair %s: %w", pair.ID, pools.ErrNoCapacity)
+	case errors.Is(err, ErrNotFound):
+		return nil, nil, fmt.Errorf("tenant %s: %w", tenant, ErrNotFound)
+	case errors.Is(err, ErrTenantLimit):
+		return nil, nil, fmt.Errorf("%w (%d)", ErrTenantLimit, limit)
+	case err != nil:
 		return nil, nil, fmt.Errorf("claim db: %w", err)
 	}
 	arr, _ := res.([]any)

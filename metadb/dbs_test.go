@@ -9,12 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/granary-db/granary/pools"
 	"github.com/granary-db/granary/proto/buspb"
 )
 
 // TestClaimDBConcurrent runs 1000 concurrent signups from 50 tenants against
 // 4 pairs with 64 slots in total, the way the API claims: try the pairs in
-// turn and give up when every pair answers ErrNoCapacity.
+// turn and give up when every pair answers pools.ErrNoCapacity.
 func TestClaimDBConcurrent(t *testing.T) {
 	const (
 		tenants = 50
@@ -59,11 +60,11 @@ func TestClaimDBConcurrent(t *testing.T) {
 					defer wg.Done()
 					<-start
 					tenant := fmt.Sprintf("t%02d", i%tenants)
-					r := result{tenant: tenant, err: ErrNoCapacity}
+					r := result{tenant: tenant, err: pools.ErrNoCapacity}
 					for k := range pairs {
 						p := ps[(i+k)%pairs]
 						r.db, r.job, r.err = s.ClaimDB(ctx, tenant, p, WriteConfirmed, 64<<20, tc.limit, fmt.Sprintf("job%04d", i))
-						if !errors.Is(r.err, ErrNoCapacity) {
+						if !errors.Is(r.err, pools.ErrNoCapacity) {
 							break
 						}
 					}
@@ -92,12 +93,12 @@ func TestClaimDBConcurrent(t *testing.T) {
 					}
 				case errors.Is(r.err, ErrTenantLimit):
 					limited[r.tenant] = true
-				case errors.Is(r.err, ErrNoCapacity):
+				case errors.Is(r.err, pools.ErrNoCapacity):
 					if tc.want != slots {
 						t.Errorf("call %d: got %v while capacity remained, want %v", i, r.err, ErrTenantLimit)
 					}
 				default:
-					t.Errorf("call %d: got %v, want nil, %v or %v", i, r.err, ErrNoCapacity, ErrTenantLimit)
+					t.Errorf("call %d: got %v, want nil, %v or %v", i, r.err, pools.ErrNoCapacity, ErrTenantLimit)
 				}
 			}
 			if ok != tc.want {
@@ -192,7 +193,7 @@ func TestClaimDBErrors(t *testing.T) {
 		{name: "zero limit", tenant: "acme", limit: 0, want: ErrTenantLimit},
 		{name: "first", tenant: "acme", limit: 10},
 		{name: "second", tenant: "acme", limit: 10},
-		{name: "pair full", tenant: "acme", limit: 10, want: ErrNoCapacity},
+		{name: "pair full", tenant: "acme", limit: 10, want: pools.ErrNoCapacity},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/granary-db/granary/pools"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -69,7 +70,7 @@ func (s *Store) StartResize(ctx context.Context, tenant string, index int, size 
 // ReserveResizeSlot takes a free slot of pair for the resize job and
 // records it in the job, atomically: the slot's owner becomes the db, so
 // no create can take it. A job that already has its target keeps it. It
-// returns ErrNoCapacity when the pair has no free slot (the caller re-picks
+// returns an error wrapping pools.ErrNoCapacity when the pair has no free slot (the caller re-picks
 // a pair) and ErrNotLeader for a deposed master.
 func (s *Store) ReserveResizeSlot(ctx context.Context, f *Fence, jobID string, pair *Pair) (*Job, error) {
 	var out *Job
@@ -87,7 +88,7 @@ func (s *Store) ReserveResizeSlot(ctx context.Context, f *Fence, jobID string, p
 		}
 		slot, err := tx.SRandMember(ctx, keyPairFree(pair.ID)).Result()
 		if errors.Is(err, redis.Nil) {
-			return ErrNoCapacity
+			return fmt.Errorf("pair %s: %w", pair.ID, pools.ErrNoCapacity)
 		}
 		if err != nil {
 			return err

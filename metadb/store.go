@@ -14,20 +14,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/granary-db/granary/pools"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
-// Sentinel errors. Callers match them with errors.Is.
+// Sentinel errors. Callers match them with errors.Is. A pair or pool
+// without a free slot is pools.ErrNoCapacity, the one no-capacity error.
 var (
 	ErrNotFound     = errors.New("not found")
 	ErrExists       = errors.New("already exists")
 	ErrConflict     = errors.New("too many concurrent changes, try again")
 	ErrNotLeader    = errors.New("not the leading master")
 	ErrNotConfirmed = errors.New("metadb replica did not confirm the write")
-	ErrNoCapacity   = errors.New("no free db")
 	ErrTenantLimit  = errors.New("tenant db limit reached")
 	ErrBadState     = errors.New("bad state for this operation")
 )
@@ -165,18 +167,45 @@ type doer interface {
 	Wait(ctx context.Context, numSlaves int, timeout time.Duration) *redis.IntCmd
 }
 
-// runConfirmed runs WAIT after a script on a dedicated connection.
+// runConfirmed runs WAIT after a script on a dedicated connection. A
+// script's refusal comes back as its sentinel error (scriptError).
 func (s *Store) runConfirmed(ctx context.Context, script *redis.Script, keys []string, args ...any) (any, error) {
 	if s.cfg.Replicas == 0 {
-		return script.Run(ctx, s.rdb, keys, args...).Result()
+		res, err := script.Run(ctx, s.rdb, keys, args...).Result()
+		return res, scriptError(err)
 	}
 	conn := s.rdb.Conn()
 	defer conn.Close()
 	res, err := script.Run(ctx, conn, keys, args...).Result()
 	if err != nil {
-		return res, err
+		return res, scriptError(err)
 	}
 	return res, s.confirm(ctx, conn)
+}
+
+// scriptCodes are the refusals our Lua scripts return, as
+// redis.error_reply('GRANARY_<CODE> text'): the code is the reply's first
+// word (where Redis puts its own, ERR or WRONGTYPE), and the prefix keeps it
+// apart from every code Redis itself sends.
+var scriptCodes = map[string]error{
+	"GRANARY_NOTENANT":    ErrNotFound,
+	"GRANARY_TENANTLIMIT": ErrTenantLimit,
+	"GRANARY_NOFREE":      pools.ErrNoCapacity,
+}
+
+// scriptError maps a script's refusal to its sentinel: the one place that
+// reads a script's error code. Anything else (a network error, an error
+// reply of Redis's own, an unknown code) comes back unchanged.
+func scriptError(err error) error {
+	var reply redis.Error
+	if !errors.As(err, &reply) {
+		return err
+	}
+	code, _, _ := strings.Cut(reply.Error(), " ")
+	if sentinel, ok := scriptCodes[code]; ok {
+		return sentinel
+	}
+	return err
 }
 
 // Client exposes the underlying client for tests and for components that

@@ -3,11 +3,14 @@ package metadb
 import (
 	"context"
 	"errors"
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/granary-db/granary/internal/redistest"
+	"github.com/granary-db/granary/pools"
+	"github.com/redis/go-redis/v9"
 )
 
 // TestConfirmedWrites checks that with Config.Replicas set every kind of
@@ -156,3 +159,60 @@ func waitReplicaOnline(t *testing.T, master *redistest.Server) {
 
 func tenantName(n int) string { return "t" + field(n) }
 func jobName(n int) string    { return "j" + field(n) }
+
+// replyError stands for an error reply read from Redis (go-redis's own type
+// is internal): what scriptError accepts as a script's refusal.
+type replyError string
+
+func (e replyError) Error() string { return string(e) }
+func (replyError) RedisError()     {}
+
+// TestScriptError pins the one mapping from a script's refusal code to its
+// sentinel: the code is the reply's first word, exactly; the same words
+// elsewhere, in another case, or in an error that Redis did not send, do
+// not count.
+func TestScriptError(t *testing.T) {
+	netErr := errors.New("GRANARY_NOFREE")
+	cases := []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"nil", nil, nil},
+		{"no free slot", replyError("GRANARY_NOFREE the pair has no free slot"), pools.ErrNoCapacity},
+		{"code alone", replyError("GRANARY_NOFREE"), pools.ErrNoCapacity},
+		{"no tenant", replyError("GRANARY_NOTENANT no such tenant"), ErrNotFound},
+		{"tenant limit", replyError("GRANARY_TENANTLIMIT tenant db limit reached"), ErrTenantLimit},
+		{"wrapped reply", fmt.Errorf("run: %w", replyError("GRANARY_NOFREE")), pools.ErrNoCapacity},
+		{"old bare code", replyError("NOFREE"), replyError("NOFREE")},
+		{"code not first", replyError("ERR GRANARY_NOFREE"), replyError("ERR GRANARY_NOFREE")},
+		{"code in a longer word", replyError("GRANARY_NOFREEZE"), replyError("GRANARY_NOFREEZE")},
+		{"lower case", replyError("granary_nofree"), replyError("granary_nofree")},
+		{"unknown code", replyError("GRANARY_WHAT"), replyError("GRANARY_WHAT")},
+		{"redis's own error", replyError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+			replyError("WRONGTYPE Operation against a key holding the wrong kind of value")},
+		{"not a reply", netErr, netErr},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := scriptError(tc.err); got != tc.want {
+				t.Fatalf("scriptError(%v): got %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestScriptRefusalOnTheWire: every refusal code, sent by a real script,
+// reaches the caller of runConfirmed as its sentinel.
+func TestScriptRefusalOnTheWire(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := testCtx(t)
+	refuse := redis.NewScript(`return redis.error_reply(ARGV[1] .. ' because')`)
+	for code, want := range scriptCodes {
+		t.Run(code, func(t *testing.T) {
+			if _, err := s.runConfirmed(ctx, refuse, nil, code); err != want {
+				t.Fatalf("runConfirmed: got %v, want %v", err, want)
+			}
+		})
+	}
+}

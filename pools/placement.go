@@ -15,8 +15,12 @@ type PairLoad struct {
 
 // PickPair chooses the pair of a pool that gets the next db: the live pair
 // with the most free slots, ties broken by id so the choice is stable.
-// It returns ErrNoCapacity when no live pair has a free slot.
+// It returns ErrNoCapacity when no live pair has a free slot, wrapping
+// ErrEmptyPool as well when there is no pair at all.
 func PickPair(size Size, pairs []PairLoad) (string, error) {
+	if len(pairs) == 0 {
+		return "", fmt.Errorf("%w %s: %w", ErrNoCapacity, size, ErrEmptyPool)
+	}
 	best := -1
 	for i, p := range pairs {
 		if !p.Live || p.Free <= 0 {

@@ -12,6 +12,7 @@ func TestPickPair(t *testing.T) {
 		pairs []PairLoad
 		want  string
 		err   error
+		empty bool // the error says the pool has no pairs too
 	}{
 		{
 			name:  "most free wins",
@@ -49,8 +50,9 @@ func TestPickPair(t *testing.T) {
 			err:   ErrNoCapacity,
 		},
 		{
-			name: "no pairs",
-			err:  ErrNoCapacity,
+			name:  "no pairs",
+			err:   ErrNoCapacity,
+			empty: true,
 		},
 	}
 	for _, tc := range tests {
@@ -58,6 +60,9 @@ func TestPickPair(t *testing.T) {
 			got, err := PickPair(Size64M, tc.pairs)
 			if !errors.Is(err, tc.err) {
 				t.Fatalf("PickPair error = %v, want %v", err, tc.err)
+			}
+			if got := errors.Is(err, ErrEmptyPool); got != tc.empty {
+				t.Errorf("PickPair error %v is ErrEmptyPool: got %v, want %v", err, got, tc.empty)
 			}
 			if got != tc.want {
 				t.Errorf("PickPair = %q, want %q", got, tc.want)

@@ -27,10 +27,13 @@ const (
 // All lists every size class, smallest first.
 var All = []Size{Size32M, Size64M, Size128M, Size256M, Size512M, Size1G}
 
-// Sentinel errors of this package.
+// Sentinel errors of this package. ErrNoCapacity is the one error for "no
+// room": a pool whose live pairs are all full, or a pair without a free slot.
+// ErrEmptyPool only ever comes with it, to say the pool has no pair at all.
 var (
 	ErrBadSize    = errors.New("unknown size")
 	ErrNoCapacity = errors.New("no free db")
+	ErrEmptyPool  = errors.New("the pool has no pairs")
 	ErrBadDBs     = errors.New("bad db list")
 )
 

@@ -27,6 +27,11 @@ func TestBadInputChangesNothing(t *testing.T) {
 	rep.want(t, http.StatusCreated)
 	var alphaDB dbReply
 	rep.decode(t, &alphaDB)
+	// A 128M pool of one slot, which charlie holds.
+	oneM, oneR := startPair(t, "2gb", 16)
+	h.addPair("128M", oneM, oneR, "0")
+	charlie := h.signup("charlie")
+	h.do("POST", "/v1/dbs", charlie.Token, map[string]string{"size": "128M"}).want(t, http.StatusCreated)
 
 	// Candidates that fail the checks: a pair with databases 16 and a key in
 	// db 3, a pair with a tiny maxmemory, and a lone master.
@@ -60,7 +65,10 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"size of wrong type", request{method: "POST", path: tenantPath, token: bravo.Token, body: `{"size":64}`}, 400, `"size"`},
 		{"missing size", request{method: "POST", path: tenantPath, token: bravo.Token, body: `{}`}, 400, "use one of"},
 		{"bad write mode", request{method: "POST", path: tenantPath, token: bravo.Token, body: `{"size":"64M","write_mode":"fast"}`}, 400, "write_mode"},
-		{"pool without pairs", request{method: "POST", path: tenantPath, token: bravo.Token, body: `{"size":"32M"}`}, 409, "no free 32M db"},
+		{"pool without pairs", request{method: "POST", path: tenantPath, token: bravo.Token, body: `{"size":"32M"}`}, 409,
+			"no free 32M db: the 32M pool has no servers yet; try another size or ask the operator to add capacity"},
+		{"full pool", request{method: "POST", path: tenantPath, token: bravo.Token, body: `{"size":"128M"}`}, 409,
+			"no free 128M db: the 128M pool is full; try another size or ask the operator to add capacity"},
 		{"tenant db limit", request{method: "POST", path: tenantPath, token: alpha.Token, body: `{"size":"64M"}`}, 409, "at most 1 dbs"},
 		{"missing token", request{method: "POST", path: tenantPath, body: `{"size":"64M"}`}, 401, "Authorization"},
 		{"not a bearer token", request{method: "GET", path: tenantPath, auth: "Basic " + alpha.Token}, 401, "malformed"},

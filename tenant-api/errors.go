@@ -71,7 +71,7 @@ func statusFor(err error) int {
 		return http.StatusMethodNotAllowed
 	case errors.Is(err, errMediaType):
 		return http.StatusUnsupportedMediaType
-	case errors.Is(err, metadb.ErrExists), errors.Is(err, metadb.ErrNoCapacity), errors.Is(err, pools.ErrNoCapacity),
+	case errors.Is(err, metadb.ErrExists), errors.Is(err, pools.ErrNoCapacity),
 		errors.Is(err, metadb.ErrTenantLimit), errors.Is(err, metadb.ErrBadState), errors.Is(err, metadb.ErrConflict):
 		return http.StatusConflict
 	case errors.Is(err, pools.ErrPairCheck), errors.Is(err, metadb.ErrNoFit):

@@ -9,48 +9,33 @@ import (
 	"github.com/granary-db/granary/pools"
 )
 
-// claimAttempts bounds how often a create re-picks a pair after a racing
-// create emptied the one it chose.
-const claimAttempts = 5
-
-// claim places a new db of the tenant: pick a pair from a fresh view of the
-// pool (pools.PickPair decides), then take one of its slots atomically
-// (metadb.ClaimDB). When the pool has no room the error names the size and
-// maps to 409.
+// claim places a new db of the tenant: metadb.Place picks a pair of the
+// pool and re-picks when a racing create took the last slot of it, and
+// metadb.ClaimDB takes one of the pair's slots atomically. When the pool has
+// no room the error names the size and maps to 409.
 func (s *Server) claim(ctx context.Context, tenant string, size pools.Size, mode string) (*metadb.DB, *metadb.Job, error) {
-	for attempt := 0; attempt < claimAttempts; attempt++ {
-		views, err := s.store.Pairs(ctx, size.String())
-		if err != nil {
-			return nil, nil, err
+	var db *metadb.DB
+	var job *metadb.Job
+	err := s.store.Place(ctx, size, "", func(ctx context.Context, p *metadb.Pair) error {
+		var err error
+		db, job, err = s.store.ClaimDB(ctx, tenant, p, mode, size.Bytes(), s.cfg.MaxDBsPerTenant, newJobID())
+		return err
+	})
+	switch {
+	case errors.Is(err, pools.ErrNoCapacity):
+		why := "is full"
+		if errors.Is(err, pools.ErrEmptyPool) {
+			why = "has no servers yet"
 		}
-		loads := make([]pools.PairLoad, len(views))
-		byID := make(map[string]*metadb.Pair, len(views))
-		for i := range views {
-			v := &views[i]
-			loads[i] = pools.PairLoad{ID: v.ID, Free: v.Free, Total: len(v.DBs), Live: v.State == metadb.PairActive}
-			byID[v.ID] = &v.Pair
-		}
-		id, err := pools.PickPair(size, loads)
-		if errors.Is(err, pools.ErrNoCapacity) {
-			why := "is full"
-			if len(views) == 0 {
-				why = "has no servers yet"
-			}
-			return nil, nil, errorf(pools.ErrNoCapacity, "no free %s db: the %s pool %s; try another size or ask the operator to add capacity", size, size, why)
-		}
-		if err != nil {
-			return nil, nil, err
-		}
-		db, job, err := s.store.ClaimDB(ctx, tenant, byID[id], mode, size.Bytes(), s.cfg.MaxDBsPerTenant, newJobID())
-		switch {
-		case errors.Is(err, metadb.ErrNoCapacity):
-			continue // a concurrent create took the last slot of that pair
-		case errors.Is(err, metadb.ErrTenantLimit):
-			return nil, nil, errorf(metadb.ErrTenantLimit, "tenant db limit reached: a tenant may hold at most %d dbs", s.cfg.MaxDBsPerTenant)
-		}
-		return db, job, err
+		return nil, nil, errorf(pools.ErrNoCapacity, "no free %s db: the %s pool %s; try another size or ask the operator to add capacity", size, size, why)
+	case errors.Is(err, metadb.ErrConflict):
+		return nil, nil, errorf(pools.ErrNoCapacity, "no free %s db: concurrent creates took every slot; try again", size)
+	case errors.Is(err, metadb.ErrTenantLimit):
+		return nil, nil, errorf(metadb.ErrTenantLimit, "tenant db limit reached: a tenant may hold at most %d dbs", s.cfg.MaxDBsPerTenant)
+	case err != nil:
+		return nil, nil, err
 	}
-	return nil, nil, errorf(pools.ErrNoCapacity, "no free %s db: concurrent creates took every slot; try again", size)
+	return db, job, nil
 }
 
 // waitJob polls a job until it leaves the running state or CreateWait has

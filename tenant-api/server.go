@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/granary-db/granary/metadb"
+	"github.com/granary-db/granary/pools"
 	"github.com/granary-db/granary/proto/buspb"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
@@ -86,6 +87,7 @@ type Store interface {
 	DBs(ctx context.Context, tenant string) ([]*metadb.DB, error)
 	AllDBs(ctx context.Context) ([]*metadb.DB, error)
 	DB(ctx context.Context, tenant string, index int) (*metadb.DB, error)
+	Place(ctx context.Context, size pools.Size, exclude string, claim func(ctx context.Context, p *metadb.Pair) error) error
 	ClaimDB(ctx context.Context, tenant string, pair *metadb.Pair, writeMode string, quota int64, limit int, jobID string) (*metadb.DB, *metadb.Job, error)
 	StartDrop(ctx context.Context, tenant string, index int, jobID string) (*metadb.Job, error)
 	StartResize(ctx context.Context, tenant string, index int, size string, quota int64, jobID string) (*metadb.Job, error)
