@@ -111,10 +111,18 @@ func TestPromoteWithoutSpare(t *testing.T) {
 	}
 	msgs := make(chan *buspb.Envelope, 8)
 	subCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ready := make(chan struct{}, 1)
-	go s.Subscribe(subCtx, Subscriber{Handle: func(_ context.Context, e *buspb.Envelope) { msgs <- e },
-		Resync: func(ctx context.Context) (uint64, error) { ready <- struct{}{}; return s.Version(ctx) }})
+	ready, subDone := make(chan struct{}, 1), make(chan struct{})
+	go func() {
+		defer close(subDone)
+		_ = s.Subscribe(subCtx, Subscriber{Handle: func(ctx context.Context, e *buspb.Envelope) {
+			select {
+			case msgs <- e:
+			case <-ctx.Done():
+			}
+		},
+			Resync: func(ctx context.Context) (uint64, error) { ready <- struct{}{}; return s.Version(ctx) }})
+	}()
+	defer func() { cancel(); <-subDone }()
 	<-ready
 	_, job, err := s.Promote(ctx, Promotion{Keeper: "k1", Pair: p.ID, OldMaster: p.Master, NewMaster: p.Replica})
 	if err != nil {
