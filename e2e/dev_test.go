@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/granary-db/granary/internal/redisproc"
+	"github.com/granary-db/granary/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -40,7 +41,7 @@ func startDev(t *testing.T) (*proc, *devCluster, string) {
 	p := startGranary(t, "dev", "--dir", dir,
 		"--api-addr", fmt.Sprintf("127.0.0.1:%d", apiPort), "--proxy-addr", fmt.Sprintf("127.0.0.1:%d", proxyPort))
 	var c devCluster
-	waitFor(t, 60*time.Second, "cluster.json", func() bool {
+	redistest.WaitFor(t, 60*time.Second, "cluster.json", func() bool {
 		b, err := os.ReadFile(filepath.Join(dir, "cluster.json"))
 		return err == nil && json.Unmarshal(b, &c) == nil
 	})
@@ -157,7 +158,7 @@ func TestDevCluster(t *testing.T) {
 	if len(jobs) != 16 {
 		t.Fatalf("dropped %d dbs, want 16", len(jobs))
 	}
-	waitFor(t, 30*time.Second, "all 16 slots free again", func() bool {
+	redistest.WaitFor(t, 30*time.Second, "all 16 slots free again", func() bool {
 		r := call(t, "GET", c.API+"/v1/admin/pools", c.AdminToken, nil)
 		var pools []struct {
 			Size string

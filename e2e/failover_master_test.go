@@ -41,7 +41,7 @@ func killLeader(t *testing.T, s *metadb.Store, masters map[string]*proc) time.Du
 	}
 	masters[old].kill()
 	killed := time.Now()
-	waitFor(t, 3*leaseTTL, "standby to lead", func() bool { id := leader(t, s); return id != "" && id != old })
+	redistest.WaitFor(t, 3*leaseTTL, "standby to lead", func() bool { id := leader(t, s); return id != "" && id != old })
 	took := time.Since(killed)
 	t.Logf("leader %s killed; %s leads after %v (lease %v)", old, leader(t, s), took, leaseTTL)
 	if took > leaseTTL+leaseTTL/5 {
@@ -75,7 +75,7 @@ func TestLeaderKilledMidCreateJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	masters := startMasters(t, meta.Addr)
-	waitFor(t, 5*time.Second, "a leader", func() bool { return leader(t, store) != "" })
+	redistest.WaitFor(t, 5*time.Second, "a leader", func() bool { return leader(t, store) != "" })
 
 	// Freeze the pair master so the create job is stuck in its flush step.
 	if err := pm.Signal(syscall.SIGSTOP); err != nil {
@@ -86,12 +86,12 @@ func TestLeaderKilledMidCreateJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the job to be attempted", func() bool { return job(t, store, created.ID).Attempts > 0 })
+	redistest.WaitFor(t, 5*time.Second, "the job to be attempted", func() bool { return job(t, store, created.ID).Attempts > 0 })
 	killLeader(t, store, masters)
 	if err := pm.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the create job to finish", func() bool { return job(t, store, created.ID).State == metadb.JobDone })
+	redistest.WaitFor(t, 10*time.Second, "the create job to finish", func() bool { return job(t, store, created.ID).State == metadb.JobDone })
 	assertStepsOnce(t, job(t, store, created.ID))
 	db, err := store.DB(ctx, "acme", created.Index)
 	if err != nil || db.State != metadb.DBActive {
@@ -120,7 +120,7 @@ func TestLeaderKilledMidDropJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "create done", func() bool { return job(t, store, created.ID).State == metadb.JobDone })
+	redistest.WaitFor(t, 10*time.Second, "create done", func() bool { return job(t, store, created.ID).State == metadb.JobDone })
 	db, _ := store.DB(ctx, "acme", created.Index)
 	pm.ClientDB(t, db.SlotDB).Set(ctx, "k", "v", 0)
 
@@ -133,13 +133,13 @@ func TestLeaderKilledMidDropJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "drop at wait_acks", func() bool { return job(t, store, drop.ID).Step == metadb.StepWaitAcks })
+	redistest.WaitFor(t, 5*time.Second, "drop at wait_acks", func() bool { return job(t, store, drop.ID).Step == metadb.StepWaitAcks })
 	killLeader(t, store, masters)
 	px.AppliedVersion = job(t, store, drop.ID).Version
 	if err := store.Heartbeat(ctx, metadb.KindProxy, px, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "drop done", func() bool { return job(t, store, drop.ID).State == metadb.JobDone })
+	redistest.WaitFor(t, 10*time.Second, "drop done", func() bool { return job(t, store, drop.ID).State == metadb.JobDone })
 	assertStepsOnce(t, job(t, store, drop.ID))
 	if n := pm.ClientDB(t, db.SlotDB).DBSize(ctx).Val(); n != 0 {
 		t.Fatalf("slot db has %d keys after drop, want 0", n)

@@ -79,13 +79,13 @@ func startSizedCluster(t *testing.T, spares int, size pools.Size) *pairCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "db created", func() bool { j, _ := store.Job(ctx, job.ID); return j != nil && j.State == metadb.JobDone })
-	waitFor(t, 20*time.Second, "keeper assigned", func() bool { p := c.pair(); return p.Keeper == "k1" })
+	redistest.WaitFor(t, 20*time.Second, "db created", func() bool { j, _ := store.Job(ctx, job.ID); return j != nil && j.State == metadb.JobDone })
+	redistest.WaitFor(t, 20*time.Second, "keeper assigned", func() bool { p := c.pair(); return p.Keeper == "k1" })
 	c.db, err = store.DB(ctx, "acme", job.Index)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the proxy to serve the db", func() bool {
+	redistest.WaitFor(t, 20*time.Second, "the proxy to serve the db", func() bool {
 		return c.client().Set(ctx, "ready", "1", 0).Err() == nil
 	})
 	return c
@@ -104,7 +104,7 @@ func (c *pairCluster) pair() *metadb.Pair {
 // its first moment, and returns the pair.
 func (c *pairCluster) waitWatched() *metadb.Pair {
 	var p *metadb.Pair
-	waitFor(c.t, 10*time.Second, "the keeper to watch the pair", func() bool {
+	redistest.WaitFor(c.t, 10*time.Second, "the keeper to watch the pair", func() bool {
 		p = c.pair()
 		h, err := c.store.PairHealth(context.Background(), c.pairID)
 		return err == nil && h.Master.Addr == p.Master && h.Master.Up && h.Replica.Addr == p.Replica && h.Replica.LinkUp
@@ -221,14 +221,14 @@ func TestPairFailoverNoAckedWriteLost(t *testing.T) {
 	var unavail []time.Duration
 	for round := 1; round <= rounds; round++ {
 		before := c.waitWatched()
-		waitFor(t, 10*time.Second, "writes flowing", func() bool {
+		redistest.WaitFor(t, 10*time.Second, "writes flowing", func() bool {
 			n := w.count()
 			time.Sleep(50 * time.Millisecond)
 			return w.count() > n
 		})
 		killAt := w.markKill()
 		c.servers[before.Master].Kill()
-		waitFor(t, 20*time.Second, "failover and a new replica", func() bool {
+		redistest.WaitFor(t, 20*time.Second, "failover and a new replica", func() bool {
 			p := c.pair()
 			return p.Master == before.Replica && p.Replica != "" && p.State == metadb.PairActive && !w.back().IsZero()
 		})
@@ -246,7 +246,7 @@ func TestPairFailoverNoAckedWriteLost(t *testing.T) {
 	}
 	// Writes go on on the final pair before the check.
 	n := w.count()
-	waitFor(t, 10*time.Second, "writes on the final pair", func() bool { return w.count() >= n+100 })
+	redistest.WaitFor(t, 10*time.Second, "writes on the final pair", func() bool { return w.count() >= n+100 })
 	acked := w.halt()
 	lost := c.lost(acked)
 	sort.Slice(unavail, func(i, j int) bool { return unavail[i] < unavail[j] })
@@ -327,7 +327,7 @@ func TestPairNoSplitBrain(t *testing.T) {
 	if err := conn.Do(ctx, "CLIENT", "KILL", "TYPE", "normal").Err(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the keeper to see the master down", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "the keeper to see the master down", func() bool {
 		h, err := c.store.PairHealth(ctx, c.pairID)
 		return err == nil && !h.Master.Up
 	})
@@ -343,7 +343,7 @@ func TestPairNoSplitBrain(t *testing.T) {
 	if err := conn.ConfigSet(ctx, "maxclients", "10000").Err(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the keeper to see the master again", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "the keeper to see the master again", func() bool {
 		h, err := c.store.PairHealth(ctx, c.pairID)
 		return err == nil && h.Master.Up
 	})
@@ -352,9 +352,9 @@ func TestPairNoSplitBrain(t *testing.T) {
 	// 3. A real outage fails over.
 	m.Kill()
 	killed := time.Now()
-	waitFor(t, 15*time.Second, "failover", func() bool { return c.pair().Master == orig.Replica })
+	redistest.WaitFor(t, 15*time.Second, "failover", func() bool { return c.pair().Master == orig.Replica })
 	t.Logf("master killed: failed over after %v", time.Since(killed).Round(time.Millisecond))
-	waitFor(t, 15*time.Second, "the spare attached", func() bool { return c.pair().Replica != "" })
+	redistest.WaitFor(t, 15*time.Second, "the spare attached", func() bool { return c.pair().Replica != "" })
 	// Until the proxy applies the new route, a confirmed write is refused
 	// with NOREPLICAS ("retry shortly"); the proxy acknowledges the
 	// topology version it applied in its heartbeat.
@@ -362,7 +362,7 @@ func TestPairNoSplitBrain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the proxy to apply the new route", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "the proxy to apply the new route", func() bool {
 		ms, err := c.store.Members(ctx, metadb.KindProxy, time.Minute)
 		return err == nil && len(ms) == 1 && ms[0].AppliedVersion >= v
 	})

@@ -55,7 +55,7 @@ func TestResizeCrashAtEachStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "create done", func() bool { return job(t, store, created.ID).State == metadb.JobDone })
+	redistest.WaitFor(t, 10*time.Second, "create done", func() bool { return job(t, store, created.ID).State == metadb.JobDone })
 
 	// The data: 20,000 keys of 200 bytes.
 	const keys = 20000
@@ -87,7 +87,7 @@ func TestResizeCrashAtEachStep(t *testing.T) {
 		frozen := false
 		switch step {
 		case metadb.StepCatchup:
-			waitFor(t, 30*time.Second, "job at hold", func() bool { return job(t, store, id).Step == metadb.StepHold })
+			redistest.WaitFor(t, 30*time.Second, "job at hold", func() bool { return job(t, store, id).Step == metadb.StepHold })
 			if err := src.Signal(syscall.SIGSTOP); err != nil {
 				t.Fatal(err)
 			}
@@ -96,7 +96,7 @@ func TestResizeCrashAtEachStep(t *testing.T) {
 		case metadb.StepFlushOld, metadb.StepFreeOld:
 			// Acknowledge the hold but not the switch.
 			var hv uint64
-			waitFor(t, 30*time.Second, "job at hold", func() bool {
+			redistest.WaitFor(t, 30*time.Second, "job at hold", func() bool {
 				j := job(t, store, id)
 				d, _ := store.DB(ctx, "acme", created.Index)
 				hv = j.Version
@@ -104,11 +104,11 @@ func TestResizeCrashAtEachStep(t *testing.T) {
 			})
 			gate(hv)
 			if step == metadb.StepFreeOld {
-				waitFor(t, 30*time.Second, "job at flush_old", func() bool { return job(t, store, id).Step == metadb.StepFlushOld })
+				redistest.WaitFor(t, 30*time.Second, "job at flush_old", func() bool { return job(t, store, id).Step == metadb.StepFlushOld })
 				gate(1 << 40)
 			}
 		case metadb.StepSwitch:
-			waitFor(t, 30*time.Second, "job at hold", func() bool { return job(t, store, id).Step == metadb.StepHold })
+			redistest.WaitFor(t, 30*time.Second, "job at hold", func() bool { return job(t, store, id).Step == metadb.StepHold })
 			gate(1 << 40)
 		}
 		deadline := time.Now().Add(30 * time.Second)
@@ -145,7 +145,7 @@ func TestResizeCrashAtEachStep(t *testing.T) {
 		}
 		keeper = startKeeper()
 		gate(1 << 40)
-		waitFor(t, 60*time.Second, "the resize to finish", func() bool { return job(t, store, id).State != metadb.JobRunning })
+		redistest.WaitFor(t, 60*time.Second, "the resize to finish", func() bool { return job(t, store, id).State != metadb.JobRunning })
 		j := job(t, store, id)
 		if j.State != metadb.JobDone {
 			t.Fatalf("round %d: job %+v, want done", i, j)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/granary-db/granary/e2e/resizeload"
+	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 	"github.com/redis/go-redis/v9"
 )
@@ -87,7 +88,7 @@ func TestResizeUnderLoad(t *testing.T) {
 	loadStart := time.Now()
 	go func() { w.Run(wctx, rc); close(done) }()
 	// The load is running (a second's worth acknowledged) before the resize starts.
-	waitFor(t, 30*time.Second, "the load to run", func() bool { return w.Stats().Writes >= 1000 })
+	redistest.WaitFor(t, 30*time.Second, "the load to run", func() bool { return w.Stats().Writes >= 1000 })
 
 	start := time.Now()
 	r := call(t, "PATCH", fmt.Sprintf("%s/v1/dbs/%d", c.API, index), c.Demo.Token, map[string]string{"size": "256M"})
@@ -98,7 +99,7 @@ func TestResizeUnderLoad(t *testing.T) {
 	jobID := r.body["job"].(string)
 	var jv map[string]any
 	var sawBytes float64
-	waitFor(t, 120*time.Second, "the resize job to finish", func() bool {
+	redistest.WaitFor(t, 120*time.Second, "the resize job to finish", func() bool {
 		jv = call(t, "GET", c.API+"/v1/jobs/"+jobID, c.Demo.Token, nil).body
 		if b, ok := jv["bytes_copied"].(float64); ok && b > sawBytes {
 			sawBytes = b
@@ -108,7 +109,7 @@ func TestResizeUnderLoad(t *testing.T) {
 	took := time.Since(start)
 	// The load goes on after the switch: another second's worth acknowledged.
 	sofar := w.Stats().Writes
-	waitFor(t, 30*time.Second, "writes after the switch", func() bool { return w.Stats().Writes >= sofar+1000 })
+	redistest.WaitFor(t, 30*time.Second, "writes after the switch", func() bool { return w.Stats().Writes >= sofar+1000 })
 	stop()
 	<-done
 	loadTook := time.Since(loadStart)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 	"github.com/rs/zerolog"
 )
@@ -40,7 +41,7 @@ func TestProxySeesMaster(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.lease < time.Second {
-				waitFor(t, 5*time.Second, "lease to lapse", func() bool {
+				redistest.WaitFor(t, 5*time.Second, "lease to lapse", func() bool {
 					ms, _ := e.store.LiveMembers(ctx, metadb.KindProxy)
 					return len(ms) == 0
 				})

@@ -36,14 +36,14 @@ func TestKeeperFailsOverAndAttaches(t *testing.T) {
 	if _, err := e.store.UpdatePair(ctx, nil, e.pair.ID, func(p *metadb.Pair) error { p.Keeper = "k1"; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the keeper to see the pair healthy", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "the keeper to see the pair healthy", func() bool {
 		h, ok := k.Health(e.pair.ID)
 		return ok && h.Master.Up && h.Replica.LinkUp
 	})
 	killed := time.Now()
 	e.master.Kill()
 	var pair *metadb.Pair
-	waitFor(t, 5*time.Second, "promotion", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "promotion", func() bool {
 		pair, _ = e.store.Pair(ctx, e.pair.ID)
 		return pair.Master == e.replica.Addr
 	})
@@ -61,7 +61,7 @@ func TestKeeperFailsOverAndAttaches(t *testing.T) {
 		t.Fatalf("replica role after promotion: %v", role)
 	}
 	var job *metadb.Job
-	waitFor(t, 10*time.Second, "the attach step done", func() bool {
+	redistest.WaitFor(t, 10*time.Second, "the attach step done", func() bool {
 		jobs, _ := e.store.ActiveJobs(ctx)
 		for _, j := range jobs {
 			if j.Kind == metadb.JobReplace {
@@ -100,7 +100,7 @@ func TestKeeperFailsOverRestartedMaster(t *testing.T) {
 	if _, err := e.store.UpdatePair(ctx, nil, e.pair.ID, func(p *metadb.Pair) error { p.Keeper = "k1"; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the keeper to see the pair healthy", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "the keeper to see the pair healthy", func() bool {
 		h, ok := k.Health(e.pair.ID)
 		return ok && h.Master.Up && h.Replica.LinkUp
 	})
@@ -110,7 +110,7 @@ func TestKeeperFailsOverRestartedMaster(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(restarted.Kill)
-	waitFor(t, 3*time.Second, "promotion", func() bool {
+	redistest.WaitFor(t, 3*time.Second, "promotion", func() bool {
 		p, _ := e.store.Pair(ctx, e.pair.ID)
 		return p.Master == e.replica.Addr
 	})
@@ -142,12 +142,12 @@ func TestKeeperDropsDeadSpare(t *testing.T) {
 	if _, err := e.store.UpdatePair(ctx, nil, e.pair.ID, func(p *metadb.Pair) error { p.Keeper = "k1"; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the keeper to watch the pair", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "the keeper to watch the pair", func() bool {
 		h, err := e.store.PairHealth(ctx, e.pair.ID)
 		return err == nil && h.Master.Up && h.Replica.LinkUp
 	})
 	e.master.Kill()
-	waitFor(t, 10*time.Second, "the dead spare dropped", func() bool {
+	redistest.WaitFor(t, 10*time.Second, "the dead spare dropped", func() bool {
 		jobs, _ := e.store.ActiveJobs(ctx)
 		for _, j := range jobs {
 			if j.Kind == metadb.JobReplace && j.Step == metadb.StepTakeSpare && j.Data[metadb.ReplaceSpare] == "" {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 	"github.com/rs/zerolog"
 )
@@ -53,7 +54,7 @@ func TestJobsLoopRunsKeeperSteps(t *testing.T) {
 	if _, err := e.store.UpdatePair(ctx, nil, e.pair.ID, func(p *metadb.Pair) error { p.Keeper = "k1"; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "step recorded", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "step recorded", func() bool {
 		j, err := e.store.Job(ctx, job.ID)
 		return err == nil && j.Step == "after"
 	})

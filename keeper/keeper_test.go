@@ -14,18 +14,6 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // waitErr polls f until it fails, for at most 10s, and returns its error
 // (nil if it never failed).
 func waitErr(ctx context.Context, f func() error) error {
@@ -140,7 +128,7 @@ func TestKeeperLifecycle(t *testing.T) {
 		SizingSweep: time.Hour, MeasureGap: 50 * time.Millisecond}
 	_, stop := startKeeper(t, e.store, cfg)
 
-	waitFor(t, 5*time.Second, "keeper registered", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "keeper registered", func() bool {
 		ms, err := e.store.LiveMembers(ctx, metadb.KindKeeper)
 		return err == nil && len(ms) == 1 && ms[0].ID == "k1"
 	})
@@ -157,7 +145,7 @@ func TestKeeperLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	var h *metadb.PairHealth
-	waitFor(t, 5*time.Second, "a healthy pair report", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "a healthy pair report", func() bool {
 		h, err = e.store.PairHealth(ctx, e.pair.ID)
 		return err == nil && h.Master.Up && h.Replica.Up && h.Replica.LinkUp && h.LagBytes >= 0
 	})
@@ -179,7 +167,7 @@ func TestKeeperLifecycle(t *testing.T) {
 	}
 
 	// The startup sweep measures the still empty db exactly.
-	waitFor(t, 5*time.Second, "the first measurement", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "the first measurement", func() bool {
 		m, err := e.store.DBSize(ctx, "acme", e.db.Index)
 		return err == nil && m.Exact && m.Keys == 0
 	})
@@ -187,7 +175,7 @@ func TestKeeperLifecycle(t *testing.T) {
 	// Data arrives through the master; the keeper measures the replica.
 	populate(t, e.master.Addr, e.db.SlotDB, 11, 0, 2000)
 	rc := e.replica.ClientDB(t, e.db.SlotDB)
-	waitFor(t, 10*time.Second, "the replica to hold the data", func() bool {
+	redistest.WaitFor(t, 10*time.Second, "the replica to hold the data", func() bool {
 		n, err := rc.DBSize(ctx).Result()
 		return err == nil && n == 2000
 	})
@@ -203,7 +191,7 @@ func TestKeeperLifecycle(t *testing.T) {
 		Activity: []*buspb.DBActivity{{Tenant: "acme", Index: uint32(e.db.Index), Writes: 2000}},
 	}}}
 	var m *metadb.DBSize
-	waitFor(t, 10*time.Second, "a measurement driven by the heartbeat", func() bool {
+	redistest.WaitFor(t, 10*time.Second, "a measurement driven by the heartbeat", func() bool {
 		if err := e.store.Publish(ctx, "proxy/px1", hb); err != nil {
 			t.Fatal(err)
 		}
@@ -237,7 +225,7 @@ func TestKeeperLifecycle(t *testing.T) {
 
 	// The replica dies: the report says so, and since when.
 	e.replica.Kill()
-	waitFor(t, 5*time.Second, "the replica reported down", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "the replica reported down", func() bool {
 		h, err = e.store.PairHealth(ctx, e.pair.ID)
 		return err == nil && !h.Replica.Up && h.Master.Up
 	})
@@ -295,7 +283,7 @@ func TestKeeperIgnoresOtherPairs(t *testing.T) {
 			{Tenant: "acme", Index: uint32(e.db.Index), Writes: 1},
 		},
 	}}}
-	waitFor(t, 10*time.Second, "the db on this keeper's pair measured for a heartbeat", func() bool {
+	redistest.WaitFor(t, 10*time.Second, "the db on this keeper's pair measured for a heartbeat", func() bool {
 		if err := e.store.Publish(ctx, "proxy/px1", hb); err != nil {
 			t.Fatal(err)
 		}

@@ -65,7 +65,7 @@ func TestCopySessionKeepsUpWithWrites(t *testing.T) {
 	}
 	// Writes go on after the copy: a few hundred more before they stop.
 	sofar := written.Load()
-	waitFor(t, 10*time.Second, "writes after the copy", func() bool { return written.Load() >= sofar+300 })
+	redistest.WaitFor(t, 10*time.Second, "writes after the copy", func() bool { return written.Load() >= sofar+300 })
 	close(stop)
 	wg.Wait()
 	if err := s.barrier(ctx); err != nil {

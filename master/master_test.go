@@ -53,18 +53,6 @@ func startMaster(t *testing.T, store *metadb.Store, id string) context.CancelFun
 	return stop
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func jobState(t *testing.T, s *metadb.Store, id string) *metadb.Job {
 	j, err := s.Job(context.Background(), id)
 	if err != nil {
@@ -89,7 +77,7 @@ func TestCreateAndDropJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "create job done", func() bool { return jobState(t, c.store, job.ID).State == metadb.JobDone })
+	redistest.WaitFor(t, 5*time.Second, "create job done", func() bool { return jobState(t, c.store, job.ID).State == metadb.JobDone })
 	got, err := c.store.DB(ctx, "acme", db.Index)
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +95,7 @@ func TestCreateAndDropJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "drop at wait_acks", func() bool { return jobState(t, c.store, drop.ID).Step == metadb.StepWaitAcks })
+	redistest.WaitFor(t, 5*time.Second, "drop at wait_acks", func() bool { return jobState(t, c.store, drop.ID).Step == metadb.StepWaitAcks })
 	if n := c.master.ClientDB(t, got.SlotDB).DBSize(ctx).Val(); n != 1 {
 		t.Fatalf("slot flushed before the proxy acknowledged: dbsize %d", n)
 	}
@@ -117,7 +105,7 @@ func TestCreateAndDropJobs(t *testing.T) {
 	if err := c.store.Heartbeat(ctx, metadb.KindProxy, proxy, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "drop job done", func() bool { return jobState(t, c.store, drop.ID).State == metadb.JobDone })
+	redistest.WaitFor(t, 5*time.Second, "drop job done", func() bool { return jobState(t, c.store, drop.ID).State == metadb.JobDone })
 	if n := c.master.ClientDB(t, got.SlotDB).DBSize(ctx).Val(); n != 0 {
 		t.Fatalf("slot db size %d after drop, want 0", n)
 	}
@@ -138,7 +126,7 @@ func TestDropProceedsWhenProxyLeaseLapses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "create done", func() bool { return jobState(t, c.store, job.ID).State == metadb.JobDone })
+	redistest.WaitFor(t, 5*time.Second, "create done", func() bool { return jobState(t, c.store, job.ID).State == metadb.JobDone })
 	// A proxy that never acknowledges, with a short lease.
 	if err := c.store.Heartbeat(ctx, metadb.KindProxy, metadb.Member{ID: "silent", Addr: "x:1"}, 300*time.Millisecond); err != nil {
 		t.Fatal(err)
@@ -147,14 +135,14 @@ func TestDropProceedsWhenProxyLeaseLapses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "drop done after the lease lapsed", func() bool { return jobState(t, c.store, drop.ID).State == metadb.JobDone })
+	redistest.WaitFor(t, 5*time.Second, "drop done after the lease lapsed", func() bool { return jobState(t, c.store, drop.ID).State == metadb.JobDone })
 }
 
 func TestStandbyTakesOverAndResumes(t *testing.T) {
 	c := newCluster(t)
 	ctx := context.Background()
 	stop1 := startMaster(t, c.store, "m1")
-	waitFor(t, 5*time.Second, "m1 leads", func() bool { id, _ := c.store.Leader(ctx); return id == "m1" })
+	redistest.WaitFor(t, 5*time.Second, "m1 leads", func() bool { id, _ := c.store.Leader(ctx); return id == "m1" })
 	startMaster(t, c.store, "m2")
 
 	// The pair master is paused: the create job cannot flush and stays running.
@@ -167,9 +155,9 @@ func TestStandbyTakesOverAndResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop1()
-	waitFor(t, 5*time.Second, "m2 leads", func() bool { id, _ := c.store.Leader(ctx); return id == "m2" })
+	redistest.WaitFor(t, 5*time.Second, "m2 leads", func() bool { id, _ := c.store.Leader(ctx); return id == "m2" })
 	_ = c.master.Signal(18) // SIGCONT
-	waitFor(t, 15*time.Second, "job done under m2", func() bool { return jobState(t, c.store, job.ID).State == metadb.JobDone })
+	redistest.WaitFor(t, 15*time.Second, "job done under m2", func() bool { return jobState(t, c.store, job.ID).State == metadb.JobDone })
 	j := jobState(t, c.store, job.ID)
 	seen := map[metadb.Step]int{}
 	for _, s := range j.Log {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 	"github.com/granary-db/granary/proto/buspb"
 )
@@ -50,7 +51,7 @@ func TestQuotaLoopBansAndReleases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "create done", func() bool { return jobState(t, c.store, job.ID).State == metadb.JobDone })
+	redistest.WaitFor(t, 5*time.Second, "create done", func() bool { return jobState(t, c.store, job.ID).State == metadb.JobDone })
 
 	bans := make(chan *buspb.WriteBan, 4)
 	sctx, cancel := context.WithCancel(ctx)
@@ -90,7 +91,7 @@ func TestQuotaLoopBansAndReleases(t *testing.T) {
 		}
 	}
 	// The subscriber must be listening before the first ban.
-	waitFor(t, 5*time.Second, "subscriber", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "subscriber", func() bool {
 		n, _ := c.store.BusSubscribers(ctx)
 		return n > 0
 	})

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 )
 
@@ -35,7 +36,7 @@ func TestReplaceJob(t *testing.T) {
 	startMaster(t, c.store, "m1")
 	// The demoted master answers: it is emptied and becomes a spare, and
 	// the waiting job takes it.
-	waitFor(t, 10*time.Second, "the job to take the reclaimed master as its spare", func() bool {
+	redistest.WaitFor(t, 10*time.Second, "the job to take the reclaimed master as its spare", func() bool {
 		j := jobState(t, c.store, job.ID)
 		return j.Step == metadb.StepAttach && j.Data[metadb.ReplaceSpare] == c.master.Addr
 	})
@@ -49,7 +50,7 @@ func TestReplaceJob(t *testing.T) {
 	if _, err := c.store.UpdateJob(ctx, nil, job.ID, func(j *metadb.Job) error { j.Step = metadb.StepRecord; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the job done", func() bool { return jobState(t, c.store, job.ID).State == metadb.JobDone })
+	redistest.WaitFor(t, 10*time.Second, "the job done", func() bool { return jobState(t, c.store, job.ID).State == metadb.JobDone })
 	p, _ := c.store.Pair(ctx, c.pair.ID)
 	if p.Master != c.replica.Addr || p.Replica != c.master.Addr || p.State != metadb.PairActive {
 		t.Fatalf("pair after replacement: %+v", p)

@@ -39,7 +39,7 @@ func TestResizeJobSteps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "create done", func() bool { return jobState(t, c.store, created.ID).State == metadb.JobDone })
+	redistest.WaitFor(t, 5*time.Second, "create done", func() bool { return jobState(t, c.store, created.ID).State == metadb.JobDone })
 	db, _ := c.store.DB(ctx, "acme", created.Index)
 	c.master.ClientDB(t, db.SlotDB).Set(ctx, "k", "v", 0)
 
@@ -48,7 +48,7 @@ func TestResizeJobSteps(t *testing.T) {
 	}
 	at := func(step metadb.Step) {
 		t.Helper()
-		waitFor(t, 5*time.Second, "job at "+string(step), func() bool { return jobState(t, c.store, "resize-1").Step == step })
+		redistest.WaitFor(t, 5*time.Second, "job at "+string(step), func() bool { return jobState(t, c.store, "resize-1").Step == step })
 	}
 	advance := func(from, to metadb.Step) {
 		t.Helper()
@@ -86,7 +86,7 @@ func TestResizeJobSteps(t *testing.T) {
 		t.Fatalf("after a lapsed hold: db on %s, hold until %v; want still on the old slot, held again", d.Pair, time.Unix(0, d.HoldUntil))
 	}
 	advance(metadb.StepCatchup, metadb.StepSwitch)
-	waitFor(t, 5*time.Second, "resize done", func() bool { return jobState(t, c.store, "resize-1").State == metadb.JobDone })
+	redistest.WaitFor(t, 5*time.Second, "resize done", func() bool { return jobState(t, c.store, "resize-1").State == metadb.JobDone })
 
 	after, _ := c.store.DB(ctx, "acme", db.Index)
 	if after.Pair != big.ID || after.SlotDB != ts || after.Size != "256M" || after.QuotaBytes != 256<<20 ||
@@ -113,11 +113,11 @@ func TestResizeRefusedWhenPoolFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "create done", func() bool { return jobState(t, c.store, created.ID).State == metadb.JobDone })
+	redistest.WaitFor(t, 5*time.Second, "create done", func() bool { return jobState(t, c.store, created.ID).State == metadb.JobDone })
 	if _, err := c.store.StartResize(ctx, "acme", created.Index, "256M", 256<<20, "resize-1"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "job failed", func() bool { return jobState(t, c.store, "resize-1").State == metadb.JobFailed })
+	redistest.WaitFor(t, 5*time.Second, "job failed", func() bool { return jobState(t, c.store, "resize-1").State == metadb.JobFailed })
 	if d, _ := c.store.DB(ctx, "acme", created.Index); d.State != metadb.DBActive || d.Pair != c.pair.ID {
 		t.Fatalf("db after a refused resize: %+v", d)
 	}

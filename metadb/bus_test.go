@@ -82,7 +82,7 @@ func subscribe(t *testing.T, s *Store, r *recorder) {
 			t.Errorf("Subscribe still running 5s after its context ended")
 		}
 	})
-	waitFor(t, 5*time.Second, "the first resync", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "the first resync", func() bool {
 		_, rs := r.snapshot()
 		return len(rs) >= 1
 	})
@@ -125,7 +125,7 @@ func TestBusOrder(t *testing.T) {
 	if err := s.Publish(ctx, "k1", &buspb.Envelope{Version: 99, Payload: &buspb.Envelope_Heartbeat{Heartbeat: &buspb.Heartbeat{}}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "6 messages", func() bool { return len(r.versions()) >= 6 })
+	redistest.WaitFor(t, 5*time.Second, "6 messages", func() bool { return len(r.versions()) >= 6 })
 
 	handled, resyncs := r.snapshot()
 	want := []struct {
@@ -190,7 +190,7 @@ func TestBusConcurrentWriters(t *testing.T) {
 	for err := range errs {
 		t.Errorf("Announce: %v", err)
 	}
-	waitFor(t, 5*time.Second, "all messages", func() bool { return len(r.versions()) >= writers*each })
+	redistest.WaitFor(t, 5*time.Second, "all messages", func() bool { return len(r.versions()) >= writers*each })
 	got := r.versions()
 	for i, v := range got {
 		if v != v0+uint64(i)+1 {
@@ -219,14 +219,14 @@ func TestBusGap(t *testing.T) {
 	if _, err := s.Announce(ctx, nil, "m1", banMsg("acme", 0)); err != nil { // v0+2: a gap
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "a resync after the gap", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "a resync after the gap", func() bool {
 		_, rs := r.snapshot()
 		return len(rs) >= 2
 	})
 	if _, err := s.Announce(ctx, nil, "m1", banMsg("acme", 1)); err != nil { // v0+3: next after the resync
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the message after the resync", func() bool { return len(r.versions()) >= 1 })
+	redistest.WaitFor(t, 5*time.Second, "the message after the resync", func() bool { return len(r.versions()) >= 1 })
 
 	handled, resyncs := r.snapshot()
 	if fmt.Sprint(resyncs) != fmt.Sprint([]uint64{v0, v0 + 2}) {
@@ -310,7 +310,7 @@ func TestBusReconnect(t *testing.T) {
 					t.Errorf("Subscribe still running 5s after its context ended")
 				}
 			})
-			waitFor(t, 5*time.Second, "the first resync", func() bool { _, rs := r.snapshot(); return len(rs) == 1 })
+			redistest.WaitFor(t, 5*time.Second, "the first resync", func() bool { _, rs := r.snapshot(); return len(rs) == 1 })
 			if !hasRoute("acme/0") {
 				t.Fatalf("routes after the first resync: got %v, want acme/0", routes)
 			}
@@ -324,7 +324,7 @@ func TestBusReconnect(t *testing.T) {
 				t.Fatalf("CLIENT KILL TYPE pubsub: %v", err)
 			}
 			if tc.hold {
-				waitFor(t, 5*time.Second, "the bus to have no subscriber", func() bool {
+				redistest.WaitFor(t, 5*time.Second, "the bus to have no subscriber", func() bool {
 					n, err := admin.PubSubNumSub(ctx, keyBus).Result()
 					return err == nil && n[keyBus] == 0
 				})
@@ -349,8 +349,8 @@ func TestBusReconnect(t *testing.T) {
 			}
 
 			want := fmt.Sprintf("acme/%d", db.Index)
-			waitFor(t, 10*time.Second, "the subscriber to know route "+want, func() bool { return hasRoute(want) })
-			waitFor(t, 5*time.Second, "a resync after the reconnect", func() bool { _, rs := r.snapshot(); return len(rs) >= 2 })
+			redistest.WaitFor(t, 10*time.Second, "the subscriber to know route "+want, func() bool { return hasRoute(want) })
+			redistest.WaitFor(t, 5*time.Second, "a resync after the reconnect", func() bool { _, rs := r.snapshot(); return len(rs) >= 2 })
 			if tc.hold {
 				for _, v := range r.versions() {
 					if v == changeVersion {
@@ -367,7 +367,7 @@ func TestBusReconnect(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 5*time.Second, fmt.Sprintf("version %d to be handled", next), func() bool {
+			redistest.WaitFor(t, 5*time.Second, fmt.Sprintf("version %d to be handled", next), func() bool {
 				vs := r.versions()
 				return len(vs) > 0 && vs[len(vs)-1] == next
 			})
@@ -386,7 +386,7 @@ func TestSubscribeStops(t *testing.T) {
 	before := keepAlives()
 	done := make(chan error, 1)
 	go func() { done <- s.Subscribe(ctx, r.subscriber()) }()
-	waitFor(t, 5*time.Second, "the first resync", func() bool { _, rs := r.snapshot(); return len(rs) == 1 })
+	redistest.WaitFor(t, 5*time.Second, "the first resync", func() bool { _, rs := r.snapshot(); return len(rs) == 1 })
 	cancel()
 	select {
 	case err := <-done:
@@ -436,7 +436,7 @@ func TestSubscribeStoreClosed(t *testing.T) {
 	before := keepAlives()
 	done := make(chan error, 1)
 	go func() { done <- s.Subscribe(ctx, r.subscriber()) }()
-	waitFor(t, 5*time.Second, "the first resync", func() bool { _, rs := r.snapshot(); return len(rs) == 1 })
+	redistest.WaitFor(t, 5*time.Second, "the first resync", func() bool { _, rs := r.snapshot(); return len(rs) == 1 })
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}

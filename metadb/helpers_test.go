@@ -35,21 +35,6 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// waitFor polls cond every few milliseconds until it holds, and fails the
-// test when it does not within d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		<-tick.C
-	}
-}
-
 // addPair registers a pair with dbs 0..n-1 under made-up addresses: the
 // metadb only records them.
 func addPair(t *testing.T, s *Store, size string, n int) *Pair {

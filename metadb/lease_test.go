@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/proto/buspb"
 )
 
@@ -38,7 +39,7 @@ func TestLeaderLease(t *testing.T) {
 		t.Fatalf("A renews: got %+v, %v, %v, want token %d", renewed, ok, err, fa.Token)
 	}
 
-	waitFor(t, 5*time.Second, "A's lease to lapse", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "A's lease to lapse", func() bool {
 		l, err := s.Leader(ctx)
 		return err == nil && l == ""
 	})
@@ -97,7 +98,7 @@ func TestStaleFence(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("A acquires: got %v, %v", ok, err)
 	}
-	waitFor(t, 5*time.Second, "A's lease to lapse", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "A's lease to lapse", func() bool {
 		l, err := s.Leader(ctx)
 		return err == nil && l == ""
 	})

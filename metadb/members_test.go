@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/granary-db/granary/internal/redistest"
 )
 
 func memberIDs(ms []*Member) string {
@@ -55,7 +57,7 @@ func TestMembers(t *testing.T) {
 		t.Errorf("live keepers: got %s, want %s", got, want)
 	}
 
-	waitFor(t, 5*time.Second, "px2's lease to lapse", func() bool {
+	redistest.WaitFor(t, 5*time.Second, "px2's lease to lapse", func() bool {
 		live, err := s.LiveMembers(ctx, KindProxy)
 		return err == nil && memberIDs(live) == "px1(live=true) "
 	})

@@ -147,7 +147,7 @@ func waitReplicaOnline(t *testing.T, master *redistest.Server) {
 	conn := master.Client(t).Conn()
 	defer conn.Close()
 	ctx := context.Background()
-	waitFor(t, 10*time.Second, "the replica to acknowledge a write", func() bool {
+	redistest.WaitFor(t, 10*time.Second, "the replica to acknowledge a write", func() bool {
 		// WAIT counts only writes made on its own connection.
 		if err := conn.Incr(ctx, keySeq("probe")).Err(); err != nil {
 			return false

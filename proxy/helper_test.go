@@ -57,8 +57,9 @@ func newEnv(t testing.TB, mod ...func(*Config)) *testEnv {
 	t.Helper()
 	e := &testEnv{t: t, ctx: context.Background()}
 	e.meta = redistest.Start(t)
-	e.master, e.replica = redistest.StartPair(t, "repl-diskless-sync-delay", "0")
-	waitReplicating(t, e.master)
+	// StartPair returns once the master streams to the replica (WAIT 1
+	// is answered), so the first confirmed write does not time out.
+	e.master, e.replica = redistest.StartPair(t)
 	store, err := metadb.Open(metadb.Config{URL: "redis://" + e.meta.Addr + "/0"})
 	if err != nil {
 		t.Fatal(err)
@@ -75,26 +76,6 @@ func newEnv(t testing.TB, mod ...func(*Config)) *testEnv {
 	}
 	e.start(cfg)
 	return e
-}
-
-// waitReplicating waits until the master streams to its replica: after a
-// diskless sync the master holds the stream until the replica's first
-// REPLCONF ACK (up to a second), although the replica already reports its
-// link up, and WAIT would time out meanwhile.
-func waitReplicating(t testing.TB, master *redistest.Server) {
-	t.Helper()
-	c := master.ClientDB(t, 15)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c.Set(context.Background(), "granary:test:ping", "1", 0)
-		if n, _ := c.Do(context.Background(), "WAIT", 1, 100).Int(); n == 1 {
-			c.Del(context.Background(), "granary:test:ping")
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("replica never confirmed a write")
-		}
-	}
 }
 
 // start runs a proxy with cfg and stops it at cleanup.
@@ -141,16 +122,10 @@ func (e *testEnv) start(cfg Config) {
 	e.waitFor("lease", func() bool { return time.Now().UnixNano() < p.fenceAt.Load() })
 }
 
-// waitFor polls cond until it holds, failing the test after 10s.
+// waitFor is redistest.WaitFor with the proxy tests' 10s deadline.
 func (e *testEnv) waitFor(what string, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	redistest.WaitFor(e.t, 10*time.Second, what, cond)
 }
 
 // tenant creates a tenant and returns its password.

@@ -1,5 +1,6 @@
-// Package redistest starts real redis-server processes for tests on free
-// loopback ports and stops them (whole process group) when the test ends.
+// Package redistest is what tests against real Redis share: redis-server
+// processes on free loopback ports, stopped (whole process group) when the
+// test ends, and WaitFor, the one way a test waits on a condition.
 package redistest
 
 import (
