@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/granary-db/granary/internal/procgroup"
 	"github.com/granary-db/granary/internal/redisproc"
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/redis/go-redis/v9"
@@ -33,7 +34,7 @@ type devCluster struct {
 }
 
 // startDev runs `granary dev` on free ports and waits for its cluster.json.
-func startDev(t *testing.T) (*proc, *devCluster, string) {
+func startDev(t *testing.T) (*procgroup.Proc, *devCluster, string) {
 	t.Helper()
 	dir := t.TempDir()
 	apiPort, _ := redisproc.FreePort()
@@ -174,15 +175,16 @@ func TestDevCluster(t *testing.T) {
 	})
 
 	// Ctrl-C stops everything it started.
-	redisPids := childRedis(t, p.cmd.Process.Pid)
+	redisPids := childRedis(t, p.Pid())
 	if len(redisPids) != 6 {
 		t.Fatalf("dev runs %d redis-server children, want 6 (metadb, two pairs, a spare)", len(redisPids))
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+	// To granary dev alone, not its group: it must stop its children itself.
+	if err := syscall.Kill(p.Pid(), syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-time.After(20 * time.Second):
 		t.Fatal("granary dev did not exit within 20s of SIGINT")
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/granary-db/granary/internal/procgroup"
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 )
@@ -13,9 +14,9 @@ import (
 const leaseTTL = time.Second
 
 // startMasters runs two master processes and returns them by id.
-func startMasters(t *testing.T, metaAddr string) map[string]*proc {
+func startMasters(t *testing.T, metaAddr string) map[string]*procgroup.Proc {
 	t.Helper()
-	out := map[string]*proc{}
+	out := map[string]*procgroup.Proc{}
 	for _, id := range []string{"ma", "mb"} {
 		out[id] = startGranary(t, "master", "--metadb-url", "redis://"+metaAddr, "--id", id,
 			"--lease", leaseTTL.String(), "--backend-timeout", "300ms")
@@ -33,13 +34,13 @@ func leader(t *testing.T, s *metadb.Store) string {
 
 // killLeader SIGKILLs the leading master and waits for the other to lead.
 // It returns how long the cluster was without a leader, measured from the kill.
-func killLeader(t *testing.T, s *metadb.Store, masters map[string]*proc) time.Duration {
+func killLeader(t *testing.T, s *metadb.Store, masters map[string]*procgroup.Proc) time.Duration {
 	t.Helper()
 	old := leader(t, s)
 	if old == "" {
 		t.Fatal("no leader to kill")
 	}
-	masters[old].kill()
+	masters[old].Kill()
 	killed := time.Now()
 	redistest.WaitFor(t, 3*leaseTTL, "standby to lead", func() bool { id := leader(t, s); return id != "" && id != old })
 	took := time.Since(killed)

@@ -10,9 +10,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 
+	"github.com/granary-db/granary/internal/procgroup"
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 )
@@ -52,13 +52,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// proc is a granary process in its own process group.
-type proc struct {
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
-}
-
+// syncBuffer collects a granary process's output, printed if the test fails.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -76,31 +70,24 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// startGranary runs `granary args…` and kills its process group at cleanup.
-// Its output is printed if the test fails.
-func startGranary(t *testing.T, args ...string) *proc {
+// startGranary runs `granary args…` in its own process group and kills the
+// group at cleanup. Its output is printed if the test fails.
+func startGranary(t *testing.T, args ...string) *procgroup.Proc {
 	t.Helper()
 	cmd := exec.Command(granaryBin(t), args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	p, err := procgroup.Start(cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, out: out, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
-		p.kill()
+		p.Kill()
 		if t.Failed() {
 			t.Logf("granary %v output:\n%s", args, out.String())
 		}
 	})
 	return p
-}
-
-func (p *proc) kill() {
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
 }
 
 // metaStore starts a metadb and opens a store on it.

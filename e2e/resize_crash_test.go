@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/granary-db/granary/internal/procgroup"
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 	"github.com/redis/go-redis/v9"
@@ -43,7 +44,7 @@ func TestResizeCrashAtEachStep(t *testing.T) {
 	}
 	masters := startMasters(t, meta.Addr)
 	keeperN := 0
-	startKeeper := func() *proc {
+	startKeeper := func() *procgroup.Proc {
 		keeperN++
 		return startGranary(t, "keeper", "--metadb-url", "redis://"+meta.Addr, "--id", fmt.Sprintf("k%d", keeperN),
 			"--lease", leaseTTL.String(), "--pairs-poll", "100ms")
@@ -121,7 +122,7 @@ func TestResizeCrashAtEachStep(t *testing.T) {
 			}
 			time.Sleep(time.Millisecond)
 		}
-		keeper.kill()
+		keeper.Kill()
 		killLeader(t, store, masters)
 		t.Logf("round %d (%s to %s): killed the keeper and the leader at step %s", i, before.Size, size, at)
 		if at != step {
@@ -134,7 +135,7 @@ func TestResizeCrashAtEachStep(t *testing.T) {
 		}
 		for old, p := range masters {
 			select {
-			case <-p.done:
+			case <-p.Done():
 				delete(masters, old)
 				masterN++
 				nid := fmt.Sprintf("m%d", masterN)

@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/granary-db/granary/internal/procgroup"
 	"github.com/granary-db/granary/internal/redisproc"
+	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 )
 
@@ -201,25 +203,18 @@ func startNutcracker(tb testing.TB, backend string) (string, int) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cmd := exec.Command("nutcracker", "-c", conf, "-v", "4", "-o", filepath.Join(dir, "nc.log"),
-		"-s", strconv.Itoa(stats), "-a", "127.0.0.1", "-p", filepath.Join(dir, "nc.pid"))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	p, err := procgroup.Start(exec.Command("nutcracker", "-c", conf, "-v", "4", "-o", filepath.Join(dir, "nc.log"),
+		"-s", strconv.Itoa(stats), "-a", "127.0.0.1", "-p", filepath.Join(dir, "nc.pid")))
+	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-	})
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	tb.Cleanup(p.Kill)
+	redistest.WaitFor(tb, 5*time.Second, "nutcracker to answer on "+addr, func() bool {
+		if err := p.Exited(); err != nil {
+			tb.Fatal(err)
+		}
 		out, _ := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "GET", "x").CombinedOutput()
-		if !strings.Contains(string(out), "refused") && len(out) > 0 {
-			return addr, cmd.Process.Pid
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("nutcracker did not start: %s", out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return !strings.Contains(string(out), "refused") && len(out) > 0
+	})
+	return addr, p.Pid()
 }

@@ -3,62 +3,28 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/granary-db/granary/internal/procgroup"
 	"github.com/granary-db/granary/internal/redisproc"
 )
 
-// child is a process the harness started in its own process group, with
-// its output in <dir>/<name>.log. stop ends that group and nothing else.
-type child struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func startChild(dir, name, bin string, args ...string) (*child, error) {
-	f, err := os.Create(filepath.Join(dir, name+".log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	c := &child{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); f.Close(); close(c.done) }()
-	return c, nil
-}
-
-func (c *child) stop() {
-	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(3 * time.Second):
-		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-		<-c.done
-	}
-}
-
 // procs tracks everything the harness started, to stop it all at the end.
+// Each child runs in a process group of its own, with its output in
+// <dir>/<name>.log; stopping it ends that group and nothing else.
 type procs struct {
 	dir      string
 	mu       sync.Mutex
-	children []*child
+	children []*procgroup.Proc
 	redis    []*redisproc.Proc
 	n        int
 }
 
-func (p *procs) child(name, bin string, args ...string) (*child, error) {
-	c, err := startChild(p.dir, name, bin, args...)
+func (p *procs) child(name, bin string, args ...string) (*procgroup.Proc, error) {
+	c, err := procgroup.StartLogged(exec.Command(bin, args...), name, filepath.Join(p.dir, name+".log"))
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +64,7 @@ func (p *procs) stopAll() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i := len(p.children) - 1; i >= 0; i-- {
-		p.children[i].stop()
+		p.children[i].Stop(3 * time.Second)
 	}
 	for _, r := range p.redis {
 		r.Kill()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/granary-db/granary/internal/apiclient"
+	"github.com/granary-db/granary/internal/procgroup"
 	"github.com/granary-db/granary/internal/redisproc"
 )
 
@@ -21,18 +22,18 @@ import (
 type cluster struct {
 	dir      string
 	redis    []*redisproc.Proc
-	kids     []*child
+	kids     []*procgroup.Proc
 	master   string // pair master host:port
 	replica  string // pair replica host:port
 	pairPids []int  // pair master and replica processes
 	api      string // http://host:port
 	admin    string // admin token
 
-	proxy      *child
+	proxy      *procgroup.Proc
 	proxyAddr  string
-	proxyB     *child // --bin-b's proxy, or nil
+	proxyB     *procgroup.Proc // --bin-b's proxy, or nil
 	proxyBAddr string
-	twem       *child
+	twem       *procgroup.Proc
 	twemAddr   string
 
 	user, password  string
@@ -47,7 +48,7 @@ func (c *cluster) serverPids() []int {
 		pids = append(pids, r.Pid())
 	}
 	for _, k := range c.kids {
-		pids = append(pids, k.pid())
+		pids = append(pids, k.Pid())
 	}
 	return pids
 }
@@ -55,7 +56,7 @@ func (c *cluster) serverPids() []int {
 // stop ends every process the harness started, newest first.
 func (c *cluster) stop() {
 	for i := len(c.kids) - 1; i >= 0; i-- {
-		c.kids[i].stop()
+		c.kids[i].Stop(3 * time.Second)
 	}
 	for i := len(c.redis) - 1; i >= 0; i-- {
 		c.redis[i].Stop(3 * time.Second)
@@ -152,7 +153,7 @@ func (c *cluster) startRedis(ctx context.Context, name string, cfg redisproc.Con
 // alive is a poll condition that fails at once when a granary child died.
 func (c *cluster) alive() error {
 	for _, k := range c.kids {
-		if err := k.exited(); err != nil {
+		if err := k.Exited(); err != nil {
 			return fatal{err}
 		}
 	}
@@ -324,7 +325,7 @@ func (c *cluster) startTwemproxy(ctx context.Context, conns int) error {
 	}
 	c.kids = append(c.kids, c.twem)
 	return poll(ctx, 15*time.Second, "nutcracker", func() error {
-		if err := c.twem.exited(); err != nil {
+		if err := c.twem.Exited(); err != nil {
 			return fatal{err}
 		}
 		return probe(ctx, c.twemAddr, func(rc *respConn) error {

@@ -205,16 +205,16 @@ func runCluster(ctx context.Context, o options, dir string, res *results, seen m
 		}
 	}
 	logf("ready: master %s replica %s twemproxy %s (pid %d) granary proxy %s (pid %d), tenant %s, confirmed db %d, async db %d",
-		c.master, c.replica, c.twemAddr, c.twem.pid(), c.proxyAddr, c.proxy.pid(), c.user, c.confDB, c.asyncDB)
+		c.master, c.replica, c.twemAddr, c.twem.Pid(), c.proxyAddr, c.proxy.Pid(), c.user, c.confDB, c.asyncDB)
 
 	if o.serve {
 		fmt.Printf("redis-benchmark -p %s -c 50 -P 1 -t get --user %s -a %s --dbnum %d   # granary async (confirmed: --dbnum %d)\n",
 			portOf(c.proxyAddr), c.user, c.password, c.asyncDB, c.confDB)
 		fmt.Printf("redis-benchmark -p %s -c 50 -P 1 -t get   # twemproxy\nredis-benchmark -p %s -c 50 -P 1 -t get   # direct\n",
 			portOf(c.twemAddr), portOf(c.master))
-		fmt.Printf("pids: granary proxy %d, twemproxy %d\n", c.proxy.pid(), c.twem.pid())
+		fmt.Printf("pids: granary proxy %d, twemproxy %d\n", c.proxy.Pid(), c.twem.Pid())
 		if c.proxyB != nil {
-			fmt.Printf("granary-b: port %s pid %d\n", portOf(c.proxyBAddr), c.proxyB.pid())
+			fmt.Printf("granary-b: port %s pid %d\n", portOf(c.proxyBAddr), c.proxyB.Pid())
 		}
 		<-ctx.Done()
 		return nil
@@ -223,12 +223,12 @@ func runCluster(ctx context.Context, o options, dir string, res *results, seen m
 	// twemproxy and direct runs send both to the master.
 	targets := map[string]target{
 		tDirect:    {name: tDirect, addr: c.master, reads: c.master, writes: c.master},
-		tTwem:      {name: tTwem, addr: c.twemAddr, pid: c.twem.pid(), reads: c.master, writes: c.master},
-		tAsync:     {name: tAsync, addr: c.proxyAddr, db: c.asyncDB, user: c.user, pass: c.password, pid: c.proxy.pid()},
-		tConfirmed: {name: tConfirmed, addr: c.proxyAddr, db: c.confDB, user: c.user, pass: c.password, pid: c.proxy.pid()},
+		tTwem:      {name: tTwem, addr: c.twemAddr, pid: c.twem.Pid(), reads: c.master, writes: c.master},
+		tAsync:     {name: tAsync, addr: c.proxyAddr, db: c.asyncDB, user: c.user, pass: c.password, pid: c.proxy.Pid()},
+		tConfirmed: {name: tConfirmed, addr: c.proxyAddr, db: c.confDB, user: c.user, pass: c.password, pid: c.proxy.Pid()},
 	}
 	if c.proxyB != nil {
-		targets[tAsyncB] = target{name: tAsyncB, addr: c.proxyBAddr, db: c.asyncDB, user: c.user, pass: c.password, pid: c.proxyB.pid()}
+		targets[tAsyncB] = target{name: tAsyncB, addr: c.proxyBAddr, db: c.asyncDB, user: c.user, pass: c.password, pid: c.proxyB.Pid()}
 	}
 	for name, t := range targets {
 		t.redis = c.pairPids

@@ -10,44 +10,20 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/granary-db/granary/internal/procgroup"
 )
 
-// child is a process the harness started in its own process group, with
-// its output in <dir>/<name>.log. stop ends the whole group and nothing
-// else: the harness never signals processes by name.
-type child struct {
-	name string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func startChild(dir, name, bin string, env []string, args ...string) (*child, error) {
-	logPath := filepath.Join(dir, name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
+// startChild runs bin in a process group of its own, with env added to
+// the harness's environment and its output in <dir>/<name>.log. Stopping
+// it ends that group and nothing else: the harness never signals
+// processes by name.
+func startChild(dir, name, bin string, env []string, args ...string) (*procgroup.Proc, error) {
 	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	c := &child{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		f.Close()
-		close(c.done)
-	}()
-	return c, nil
+	return procgroup.StartLogged(cmd, name, filepath.Join(dir, name+".log"))
 }
-
-func (c *child) pid() int { return c.cmd.Process.Pid }
 
 // pin binds every thread of the processes to one CPU (taskset -a); threads
 // they start later inherit it.
@@ -62,36 +38,6 @@ func pin(cpu int, pids ...int) error {
 		}
 	}
 	return nil
-}
-
-// exited reports an early exit as an error that quotes the end of the log.
-func (c *child) exited() error {
-	select {
-	case <-c.done:
-		return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", c.name, c.cmd.ProcessState, c.log, c.tail(15))
-	default:
-		return nil
-	}
-}
-
-// stop sends SIGTERM to the child's process group, then SIGKILL after 3s.
-func (c *child) stop() {
-	_ = syscall.Kill(-c.pid(), syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(3 * time.Second):
-		_ = syscall.Kill(-c.pid(), syscall.SIGKILL)
-		<-c.done
-	}
-}
-
-func (c *child) tail(n int) string {
-	b, _ := os.ReadFile(c.log)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return "  " + strings.Join(lines, "\n  ")
 }
 
 // cpuTicks is utime+stime of a process from /proc/<pid>/stat, in clock

@@ -38,6 +38,7 @@ import (
 
 	"github.com/granary-db/granary/e2e/resizeload"
 	"github.com/granary-db/granary/internal/apiclient"
+	"github.com/granary-db/granary/internal/procgroup"
 	"github.com/granary-db/granary/metadb"
 	"github.com/redis/go-redis/v9"
 )
@@ -78,22 +79,12 @@ func startDev(bin string) (*cluster, func(), error) {
 	}
 	cmd := exec.Command(bin, "dev", "--dir", dir, "--api-addr", fmt.Sprintf("127.0.0.1:%d", freePort()),
 		"--proxy-addr", fmt.Sprintf("127.0.0.1:%d", freePort()))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	logf, _ := os.Create(filepath.Join(dir, "dev.log"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	p, err := procgroup.StartLogged(cmd, "granary dev", filepath.Join(dir, "dev.log"))
+	if err != nil {
 		return nil, nil, err
 	}
 	stop := func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
+		p.StopWith(syscall.SIGINT, 20*time.Second)
 		if b, err := os.ReadFile(filepath.Join(dir, "dev.log")); err == nil {
 			for _, l := range strings.Split(string(b), "\n") {
 				if strings.Contains(l, "resize") {

@@ -13,9 +13,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/granary-db/granary/internal/procgroup"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -33,13 +33,13 @@ type Config struct {
 	Binary string
 }
 
-// Proc is a running redis-server in its own process group.
+// Proc is a running redis-server in its own process group; Signal, Kill,
+// Stop and Done act on that group (procgroup.Proc).
 type Proc struct {
 	Addr string
 	Port int
 	Dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
+	*procgroup.Proc
 }
 
 // ErrNotFound is returned when redis-server is not installed.
@@ -115,13 +115,11 @@ func startOn(ctx context.Context, bin string, cfg Config, port int) (*Proc, erro
 	for i := 0; i+1 < len(cfg.Args); i += 2 {
 		args = append(args, "--"+strings.TrimPrefix(cfg.Args[i], "--"), cfg.Args[i+1])
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	g, err := procgroup.Start(exec.Command(bin, args...))
+	if err != nil {
 		return nil, err
 	}
-	p := &Proc{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, Dir: cfg.Dir, cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
+	p := &Proc{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, Dir: cfg.Dir, Proc: g}
 
 	c := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer c.Close()
@@ -131,13 +129,13 @@ func startOn(ctx context.Context, bin string, cfg Config, port int) (*Proc, erro
 	defer tick.Stop()
 	// Whoever answers on the port must be this process: with a taken port
 	// another server would answer while ours exits on its bind error.
-	want := "process_id:" + strconv.Itoa(cmd.Process.Pid) + "\r\n"
+	want := "process_id:" + strconv.Itoa(p.Pid()) + "\r\n"
 	for {
 		if info, err := c.Info(ctx, "server").Result(); err == nil && strings.Contains(info, want) {
 			return p, nil
 		}
 		select {
-		case <-p.done:
+		case <-p.Done():
 			return nil, fmt.Errorf("redis-server on port %d exited at start (port taken?)", port)
 		case <-ctx.Done():
 			p.Kill()
@@ -149,36 +147,6 @@ func startOn(ctx context.Context, bin string, cfg Config, port int) (*Proc, erro
 		}
 	}
 }
-
-// Pid is the server's process id.
-func (p *Proc) Pid() int { return p.cmd.Process.Pid }
-
-// Signal sends sig to the server's whole process group.
-func (p *Proc) Signal(sig syscall.Signal) error {
-	return syscall.Kill(-p.cmd.Process.Pid, sig)
-}
-
-// Kill kills the process group with SIGKILL and waits for the exit.
-func (p *Proc) Kill() {
-	_ = p.Signal(syscall.SIGCONT)
-	_ = p.Signal(syscall.SIGKILL)
-	<-p.done
-}
-
-// Stop asks the server to exit (SIGTERM) and kills it if it has not exited
-// within the timeout.
-func (p *Proc) Stop(timeout time.Duration) {
-	_ = p.Signal(syscall.SIGCONT)
-	_ = p.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		p.Kill()
-	}
-}
-
-// Done is closed when the process has exited.
-func (p *Proc) Done() <-chan struct{} { return p.done }
 
 // WaitLinkUp waits until the replica at addr reports master_link_status:up.
 func WaitLinkUp(ctx context.Context, addr string, timeout time.Duration) error {
