@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strconv"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/granary-db/granary/internal/failoverload"
 	"github.com/granary-db/granary/internal/redisproc"
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
@@ -121,93 +119,26 @@ func (c *pairCluster) client() *redis.Client {
 	return cl
 }
 
-// writers is a set of clients doing confirmed writes of unique keys in a
-// loop, remembering every acknowledged one.
-type writers struct {
-	mu     sync.Mutex
-	acked  map[string]string
-	killAt time.Time // set by the test before a kill
-	backAt time.Time // first acknowledged write sent after killAt
-	fails  atomic.Int64
-	stop   chan struct{}
-	wg     sync.WaitGroup
-}
-
-func startWriters(c *pairCluster, n int) *writers {
-	w := &writers{acked: map[string]string{}, stop: make(chan struct{})}
-	for i := 0; i < n; i++ {
+// startWriters starts n clients of the proxy doing confirmed writes of
+// unique keys, remembering every acknowledged one.
+func (c *pairCluster) startWriters(n int) *failoverload.Writers {
+	fns := make([]failoverload.WriteFunc, n)
+	for i := range fns {
 		cl := c.client()
-		w.wg.Add(1)
-		go func(i int) {
-			defer w.wg.Done()
-			ctx := context.Background()
-			for seq := 0; ; seq++ {
-				select {
-				case <-w.stop:
-					return
-				default:
-				}
-				key := "w" + strconv.Itoa(i) + ":" + strconv.Itoa(seq)
-				start := time.Now()
-				if err := cl.Set(ctx, key, key, 0).Err(); err != nil {
-					w.fails.Add(1)
-					time.Sleep(5 * time.Millisecond)
-					continue
-				}
-				w.mu.Lock()
-				w.acked[key] = key
-				if !w.killAt.IsZero() && start.After(w.killAt) && w.backAt.IsZero() {
-					w.backAt = time.Now()
-				}
-				w.mu.Unlock()
-			}
-		}(i)
+		fns[i] = func(ctx context.Context, key, value string) error { return cl.Set(ctx, key, value, 0).Err() }
 	}
-	return w
-}
-
-func (w *writers) markKill() time.Time {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.killAt, w.backAt = time.Now(), time.Time{}
-	return w.killAt
-}
-
-func (w *writers) back() time.Time {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.backAt
-}
-
-func (w *writers) halt() map[string]string {
-	close(w.stop)
-	w.wg.Wait()
-	return w.acked
+	return failoverload.Start(c.t.Context(), 0, fns...)
 }
 
 // lost counts acknowledged writes that the pair's current master does not
-// hold with the acknowledged value.
-func (c *pairCluster) lost(acked map[string]string) int {
-	ctx := context.Background()
+// hold.
+func (c *pairCluster) lost(acked map[string]int) int {
 	rc := c.servers[c.pair().Master].ClientDB(c.t, c.db.SlotDB)
-	keys := make([]string, 0, len(acked))
-	for k := range acked {
-		keys = append(keys, k)
+	n, err := failoverload.Lost(c.t.Context(), rc, acked)
+	if err != nil {
+		c.t.Fatal(err)
 	}
-	lost := 0
-	for i := 0; i < len(keys); i += 500 {
-		batch := keys[i:min(i+500, len(keys))]
-		vals, err := rc.MGet(ctx, batch...).Result()
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		for j, v := range vals {
-			if s, _ := v.(string); s != acked[batch[j]] {
-				lost++
-			}
-		}
-	}
-	return lost
+	return n
 }
 
 // TestPairFailoverNoAckedWriteLost SIGKILLs the pair's master three times
@@ -217,23 +148,21 @@ func (c *pairCluster) lost(acked map[string]string) int {
 func TestPairFailoverNoAckedWriteLost(t *testing.T) {
 	const rounds = 3
 	c := startPairCluster(t, rounds)
-	w := startWriters(c, 4)
+	w := c.startWriters(4)
 	var unavail []time.Duration
 	for round := 1; round <= rounds; round++ {
 		before := c.waitWatched()
-		redistest.WaitFor(t, 10*time.Second, "writes flowing", func() bool {
-			n := w.count()
-			time.Sleep(50 * time.Millisecond)
-			return w.count() > n
-		})
-		killAt := w.markKill()
+		if err := w.Flowing(t.Context(), 10*time.Second); err != nil {
+			t.Fatalf("round %d: writes not flowing before the kill: %v", round, err)
+		}
+		killAt := w.MarkKill()
 		c.servers[before.Master].Kill()
 		redistest.WaitFor(t, 20*time.Second, "failover and a new replica", func() bool {
 			p := c.pair()
-			return p.Master == before.Replica && p.Replica != "" && p.State == metadb.PairActive && !w.back().IsZero()
+			return p.Master == before.Replica && p.Replica != "" && p.State == metadb.PairActive && !w.Back().IsZero()
 		})
 		after := c.pair()
-		took := w.back().Sub(killAt)
+		took := w.Back().Sub(killAt)
 		unavail = append(unavail, took)
 		t.Logf("round %d: killed master %s; %s promoted, spare %s attached; writes unavailable for %v (%s)",
 			round, before.Master, after.Master, after.Replica, took.Round(time.Millisecond), c.replaceTimeline(killAt))
@@ -245,26 +174,20 @@ func TestPairFailoverNoAckedWriteLost(t *testing.T) {
 		}
 	}
 	// Writes go on on the final pair before the check.
-	n := w.count()
-	redistest.WaitFor(t, 10*time.Second, "writes on the final pair", func() bool { return w.count() >= n+100 })
-	acked := w.halt()
+	n := w.Count()
+	redistest.WaitFor(t, 10*time.Second, "writes on the final pair", func() bool { return w.Count() >= n+100 })
+	total, acked := w.Halt()
 	lost := c.lost(acked)
 	sort.Slice(unavail, func(i, j int) bool { return unavail[i] < unavail[j] })
 	med := unavail[len(unavail)/2]
 	t.Logf("failover: %d kills, %d acknowledged writes, %d lost, %d failed attempts; unavailability median %v (max %v, target < 2s with %v detection)",
-		rounds, len(acked), lost, w.fails.Load(), med.Round(time.Millisecond), unavail[len(unavail)-1].Round(time.Millisecond), pairDetect)
+		rounds, total, lost, w.Fails(), med.Round(time.Millisecond), unavail[len(unavail)-1].Round(time.Millisecond), pairDetect)
 	if lost != 0 {
 		t.Fatalf("%d acknowledged writes lost", lost)
 	}
 	if med > 4*time.Second {
 		t.Fatalf("median write unavailability %v, want well under 4s (target 2s)", med)
 	}
-}
-
-func (w *writers) count() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.acked)
 }
 
 // replaceTimeline says when, after killAt, the last replace job's steps

@@ -2,11 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
+	"github.com/granary-db/granary/internal/failoverload"
 	"github.com/granary-db/granary/internal/redisproc"
 	"github.com/granary-db/granary/metadb"
 	"github.com/redis/go-redis/v9"
@@ -67,7 +66,7 @@ func runGranary(ctx context.Context, cfg config, p *procs) (*result, error) {
 	}); err != nil {
 		return nil, err
 	}
-	fns := make([]writeFunc, cfg.clients)
+	fns := make([]failoverload.WriteFunc, cfg.clients)
 	for i := range fns {
 		c := redis.NewClient(&redis.Options{Addr: proxyAddr, Username: "bench", Password: "pw", DB: job.Index,
 			MaxRetries: -1, DialerRetries: 1, PoolSize: 1, DialTimeout: time.Second, ReadTimeout: 3 * time.Second, WriteTimeout: time.Second})
@@ -77,7 +76,7 @@ func runGranary(ctx context.Context, cfg config, p *procs) (*result, error) {
 	if err := until(ctx, 30*time.Second, "the proxy to serve the db", func() bool { return fns[0](ctx, "ready", "1") == nil }); err != nil {
 		return nil, err
 	}
-	w := startWriters(fns)
+	w := failoverload.Start(ctx, keySpace, fns...)
 	res := &result{name: "Granary (keeper, detect " + cfg.detect.String() + ")"}
 	for round := 1; round <= cfg.rounds; round++ {
 		spare, err := p.redisServer(ctx, "")
@@ -97,22 +96,22 @@ func runGranary(ctx context.Context, cfg config, p *procs) (*result, error) {
 		}); err != nil {
 			return nil, err
 		}
-		if !w.flowing(10 * time.Second) {
-			return nil, errors.New("writes not flowing before a kill")
+		if err := w.Flowing(ctx, 10*time.Second); err != nil {
+			return nil, fmt.Errorf("writes not flowing before a kill: %w", err)
 		}
-		killAt := w.markKill()
+		killAt := w.MarkKill()
 		servers[before.Master].Kill()
 		var after *metadb.Pair
 		err = until(ctx, 30*time.Second, "failover, a new replica and writes", func() bool {
 			after, _ = store.Pair(ctx, pair.ID)
 			return after != nil && after.Master == before.Replica && after.Replica != "" &&
-				after.State == metadb.PairActive && !w.back().IsZero()
+				after.State == metadb.PairActive && !w.Back().IsZero()
 		})
 		if err != nil {
 			res.notes = append(res.notes, fmt.Sprintf("round %d: %v", round, err))
 			break
 		}
-		took := w.back().Sub(killAt)
+		took := w.Back().Sub(killAt)
 		attached := after.Replica == spare.Addr
 		res.add(took, attached)
 		fmt.Printf("granary  round %2d: killed %s, promoted %s, spare attached %v: writes unavailable %v\n",
@@ -120,8 +119,8 @@ func runGranary(ctx context.Context, cfg config, p *procs) (*result, error) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	var acked map[string]int
-	res.acked, acked = w.halt()
-	res.fails = w.fails.Load()
+	res.acked, acked = w.Halt()
+	res.fails = w.Fails()
 	final, err := store.Pair(ctx, pair.ID)
 	if err != nil {
 		return nil, err
@@ -130,31 +129,16 @@ func runGranary(ctx context.Context, cfg config, p *procs) (*result, error) {
 	return res, err
 }
 
-// countLost counts the keys whose value on the server at addr, db, is
-// missing or below the highest acknowledged seq: each stands for at least
-// one lost acknowledged write.
+// countLost counts the acknowledged writes lost on the server at addr, db
+// (failoverload.Lost).
 func countLost(ctx context.Context, addr string, db int, acked map[string]int) (int, error) {
 	c := redis.NewClient(&redis.Options{Addr: addr, DB: db})
 	defer c.Close()
-	keys := make([]string, 0, len(acked))
-	for k := range acked {
-		keys = append(keys, k)
+	n, err := failoverload.Lost(ctx, c, acked)
+	if err != nil {
+		return 0, fmt.Errorf("read back from %s: %w", addr, err)
 	}
-	lost := 0
-	for i := 0; i < len(keys); i += 500 {
-		batch := keys[i:min(i+500, len(keys))]
-		vals, err := c.MGet(ctx, batch...).Result()
-		if err != nil {
-			return 0, fmt.Errorf("read back from %s: %w", addr, err)
-		}
-		for j, v := range vals {
-			s, _ := v.(string)
-			if n, err := strconv.Atoi(s); err != nil || n < acked[batch[j]] {
-				lost++
-			}
-		}
-	}
-	return lost, nil
+	return n, nil
 }
 
 // until polls cond every 5 ms until it holds or timeout passes.

@@ -20,6 +20,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// keySpace is how many keys each client cycles through: a bounded data
+// set keeps the full sync of a new replica equally cheap in every round and
+// for both systems, whatever their write rates.
+const keySpace = 5000
+
 type config struct {
 	bin      string
 	rounds   int

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/granary-db/granary/internal/failoverload"
 	"github.com/granary-db/granary/internal/redisproc"
 	"github.com/redis/go-redis/v9"
 )
@@ -70,7 +71,7 @@ sentinel parallel-syncs %s 1
 		}
 		return net.JoinHostPort(a[0], a[1])
 	}
-	fns := make([]writeFunc, cfg.clients)
+	fns := make([]failoverload.WriteFunc, cfg.clients)
 	for i := range fns {
 		sc := &sentinelClient{masterOf: masterOf}
 		defer sc.close()
@@ -79,7 +80,7 @@ sentinel parallel-syncs %s 1
 	if err := until(ctx, 20*time.Second, "sentinel to serve writes", func() bool { return fns[0](ctx, "ready", "1") == nil }); err != nil {
 		return nil, err
 	}
-	w := startWriters(fns)
+	w := failoverload.Start(ctx, keySpace, fns...)
 	res := &result{name: fmt.Sprintf("Redis Sentinel (down-after %dms)", cfg.detect.Milliseconds())}
 	for round := 1; round <= cfg.rounds; round++ {
 		spare, err := p.redisServer(ctx, "")
@@ -103,10 +104,10 @@ sentinel parallel-syncs %s 1
 		}); err != nil {
 			return nil, err
 		}
-		if !w.flowing(10 * time.Second) {
-			return nil, errors.New("writes not flowing before a kill")
+		if err := w.Flowing(ctx, 10*time.Second); err != nil {
+			return nil, fmt.Errorf("writes not flowing before a kill: %w", err)
 		}
-		killAt := w.markKill()
+		killAt := w.MarkKill()
 		servers[old].Kill()
 		// The operator: attach the spare as soon as Sentinel switches.
 		attached := false
@@ -118,21 +119,21 @@ sentinel parallel-syncs %s 1
 				attached = c.Do(ctx, "REPLICAOF", h, pt).Err() == nil
 				c.Close()
 			}
-			return attached && !w.back().IsZero()
+			return attached && !w.Back().IsZero()
 		})
 		if err != nil {
 			res.notes = append(res.notes, fmt.Sprintf("round %d: %v", round, err))
 			break
 		}
-		took := w.back().Sub(killAt)
+		took := w.Back().Sub(killAt)
 		res.add(took, attached)
 		fmt.Printf("sentinel round %2d: killed %s, promoted %s (replica was %s): writes unavailable %v\n",
 			round, old, masterOf(), replica, took.Round(time.Millisecond))
 	}
 	time.Sleep(200 * time.Millisecond)
 	var acked map[string]int
-	res.acked, acked = w.halt()
-	res.fails = w.fails.Load()
+	res.acked, acked = w.Halt()
+	res.fails = w.Fails()
 	res.lost, err = countLost(ctx, masterOf(), 0, acked)
 	return res, err
 }
