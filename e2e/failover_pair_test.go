@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -217,27 +219,59 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// assertNoFailover fails the test if the pair's record, or its replica's
+// own INFO replication, shows that orig's replica was promoted.
+func (c *pairCluster) assertNoFailover(orig *metadb.Pair, what string) {
+	c.t.Helper()
+	if p := c.pair(); p.Master != orig.Master || p.Replica != orig.Replica {
+		c.t.Fatalf("%s was failed over: %+v", what, p)
+	}
+	_, port, _ := net.SplitHostPort(orig.Master)
+	info, err := c.servers[orig.Replica].Client(c.t).Info(context.Background(), "replication").Result()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if !strings.Contains(info, "role:slave\r\n") || !strings.Contains(info, "master_port:"+port+"\r\n") {
+		c.t.Fatalf("%s: the replica no longer follows %s:\n%s", what, orig.Master, info)
+	}
+}
+
 // TestPairNoSplitBrain: a master frozen for less than the detection time is
 // not failed over; nor is one that the keeper cannot reach while the
 // replica still replicates from it; a real outage is.
+//
+// "Not failed over" is checked once the keeper has made the decision that
+// would have failed over: it decides after every probe and writes its
+// health report after the decision, so a report shows that the decision
+// on the probe it records has been made.
 func TestPairNoSplitBrain(t *testing.T) {
 	c := startPairCluster(t, 1)
 	ctx := context.Background()
 	orig := c.waitWatched()
 	m := c.servers[orig.Master]
 
-	// 1. SIGSTOP for half the detection time.
+	// 1. SIGSTOP until the keeper has seen the master down, then SIGCONT
+	// at once: its probe interval and timeout (250 + 500 ms) add up to
+	// less than the detection time, so the master is back before the
+	// outage in the keeper's view reaches it.
+	stopAt := time.Now()
 	if err := m.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(pairDetect / 2)
+	redistest.WaitFor(t, pairDetect, "the keeper to see the frozen master down", func() bool {
+		h, err := c.store.PairHealth(ctx, c.pairID)
+		return err == nil && !h.Master.Up && h.Master.Since.After(stopAt)
+	})
 	if err := m.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * pairDetect)
-	if p := c.pair(); p.Master != orig.Master || p.Replica != orig.Replica {
-		t.Fatalf("a master frozen for %v was failed over: %+v", pairDetect/2, p)
-	}
+	resumed := time.Now()
+	redistest.WaitFor(t, 5*time.Second, "the keeper's decision on the resumed master", func() bool {
+		h, err := c.store.PairHealth(ctx, c.pairID)
+		return err == nil && h.Master.Up && h.Master.LastOK.After(resumed)
+	})
+	c.assertNoFailover(orig, fmt.Sprintf("a master frozen for %v", resumed.Sub(stopAt).Round(time.Millisecond)))
+	t.Logf("master frozen for %v, until the keeper saw it down: no failover", resumed.Sub(stopAt).Round(time.Millisecond))
 
 	// 2. The keeper is cut off from the master (no new connection is
 	// accepted, the keeper's are closed) while the replica's link stays up.
@@ -254,15 +288,29 @@ func TestPairNoSplitBrain(t *testing.T) {
 		h, err := c.store.PairHealth(ctx, c.pairID)
 		return err == nil && !h.Master.Up
 	})
-	time.Sleep(3 * pairDetect)
-	h, _ := c.store.PairHealth(ctx, c.pairID)
-	if p := c.pair(); p.Master != orig.Master || p.Replica != orig.Replica {
-		t.Fatalf("a keeper cut off from a master its replica still sees failed over: %+v", p)
-	}
+	// A report written at least the detection time after the master's
+	// last good probe, then a later one: the decisions between them were
+	// made with the master down for the detection time.
+	var past, h *metadb.PairHealth
+	redistest.WaitFor(t, 10*time.Second, "a keeper decision with the master down for the detection time", func() bool {
+		r, err := c.store.PairHealth(ctx, c.pairID)
+		if err != nil {
+			return false
+		}
+		if past == nil {
+			if !r.Master.Up && r.At.Sub(r.Master.LastOK) >= pairDetect {
+				past = r
+			}
+			return false
+		}
+		h = r
+		return r.At.After(past.At)
+	})
+	c.assertNoFailover(orig, "a master cut off from the keeper alone")
 	if h.Master.Up || !h.Replica.LinkUp {
 		t.Fatalf("test did not cut the keeper off alone: master up %v, replica link up %v", h.Master.Up, h.Replica.LinkUp)
 	}
-	t.Logf("keeper cut off for %v (master down in its view since %v): no failover", 3*pairDetect, h.Master.Since)
+	t.Logf("keeper cut off for %v since the master's last good probe: no failover", h.At.Sub(h.Master.LastOK).Round(time.Millisecond))
 	if err := conn.ConfigSet(ctx, "maxclients", "10000").Err(); err != nil {
 		t.Fatal(err)
 	}
