@@ -34,11 +34,17 @@ func TestHoldFromSnapshot(t *testing.T) {
 	e.waitRoute("acme", db.Index, func(d *dbRoute) bool { return d != nil && d.hold != nil && d.hold.job == "resize-1" })
 	done := make(chan error, 1)
 	go func() { done <- c.Set(ctx, "held", "1", 0).Err() }()
-	select {
-	case err := <-done:
-		t.Fatalf("write during a hold found in the snapshot returned: %v", err)
-	case <-time.After(300 * time.Millisecond):
-	}
+	// Once its client waits in the hold, the write cannot return before
+	// the snapshot changes or the hold's deadline (10s) passes.
+	st := e.p.dbState(dbKey{"acme", uint32(db.Index)})
+	e.waitFor("the write queued", func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("write during a hold found in the snapshot returned: %v", err)
+		default:
+		}
+		return st.held.Load() > 0
+	})
 	if e.slot(db).Exists(ctx, "held").Val() != 0 {
 		t.Fatal("a held write reached the slot")
 	}

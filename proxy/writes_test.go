@@ -184,12 +184,17 @@ func TestWriteHold(t *testing.T) {
 	if got := c.Get(ctx, "before").Val(); got != "1" {
 		t.Fatalf("read during hold: %q", got)
 	}
-	select {
-	case r := <-done:
-		t.Fatalf("held writes returned during the hold: %v", r.err)
-	case <-time.After(300 * time.Millisecond):
-	}
-	e.waitFor("writes queued", func() bool { return e.p.dbState(dbKey{"acme", uint32(db.Index)}).held.Load() > 0 })
+	// Once its client waits in the hold, the pipeline cannot return
+	// before the snapshot changes or the hold's deadline (10s) passes.
+	st := e.p.dbState(dbKey{"acme", uint32(db.Index)})
+	e.waitFor("writes queued", func() bool {
+		select {
+		case r := <-done:
+			t.Fatalf("held writes returned during the hold: %v", r.err)
+		default:
+		}
+		return st.held.Load() > 0
+	})
 	if n := e.slot(db).Exists(ctx, "a").Val(); n != 0 {
 		t.Fatal("a held write reached the old slot")
 	}
