@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 	"github.com/redis/go-redis/v9"
 )
@@ -94,13 +95,7 @@ func TestGoRedisCompat(t *testing.T) {
 			t.Fatalf("ttl %v", ttl)
 		}
 		must(c.PExpire(ctx, "e", 50*time.Millisecond).Err())
-		deadline := time.Now().Add(3 * time.Second)
-		for c.Exists(ctx, "e").Val() == 1 {
-			if time.Now().After(deadline) {
-				t.Fatal("key did not expire")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		redistest.WaitFor(t, 3*time.Second, "the key to expire", func() bool { return c.Exists(ctx, "e").Val() == 0 })
 		must(c.Set(ctx, "p", "v", 0).Err())
 		eq("persist", c.Expire(ctx, "p", time.Minute).Val() && c.Persist(ctx, "p").Val(), true)
 	})
