@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -103,7 +102,7 @@ func TestDevCluster(t *testing.T) {
 	}
 	rc := redis.NewClient(opt)
 	defer rc.Close()
-	ctx := context.Background()
+	ctx := t.Context()
 	if err := rc.Set(ctx, "hello", "world", 0).Err(); err != nil {
 		t.Fatalf("SET through the proxy: %v", err)
 	}

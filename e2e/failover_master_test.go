@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"syscall"
 	"testing"
 	"time"
@@ -25,7 +24,7 @@ func startMasters(t *testing.T, metaAddr string) map[string]*procgroup.Proc {
 }
 
 func leader(t *testing.T, s *metadb.Store) string {
-	id, err := s.Leader(context.Background())
+	id, err := s.Leader(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +65,7 @@ func assertStepsOnce(t *testing.T, j *metadb.Job) {
 
 func TestLeaderKilledMidCreateJob(t *testing.T) {
 	meta, store := metaStore(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	pm, pr := redistest.StartPair(t, "maxmemory", "1gb", "databases", "4")
 	pair, err := store.AddPair(ctx, "64M", pm.Addr, pr.Addr, []int{0, 1, 2, 3})
 	if err != nil {
@@ -107,7 +106,7 @@ func TestLeaderKilledMidCreateJob(t *testing.T) {
 
 func TestLeaderKilledMidDropJob(t *testing.T) {
 	meta, store := metaStore(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	pm, pr := redistest.StartPair(t, "maxmemory", "1gb", "databases", "4")
 	pair, err := store.AddPair(ctx, "64M", pm.Addr, pr.Addr, []int{0, 1, 2, 3})
 	if err != nil {

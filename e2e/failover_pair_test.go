@@ -47,7 +47,7 @@ func startPairCluster(t *testing.T, spares int) *pairCluster {
 func startSizedCluster(t *testing.T, spares int, size pools.Size) *pairCluster {
 	t.Helper()
 	meta, store := metaStore(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	args := []string{"maxmemory", "256mb", "databases", "4"}
 	pm, pr := redistest.StartPair(t, args...)
 	c := &pairCluster{t: t, store: store, servers: map[string]*redistest.Server{pm.Addr: pm, pr.Addr: pr}}
@@ -92,7 +92,7 @@ func startSizedCluster(t *testing.T, spares int, size pools.Size) *pairCluster {
 }
 
 func (c *pairCluster) pair() *metadb.Pair {
-	p, err := c.store.Pair(context.Background(), c.pairID)
+	p, err := c.store.Pair(c.t.Context(), c.pairID)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func (c *pairCluster) waitWatched() *metadb.Pair {
 	var p *metadb.Pair
 	redistest.WaitFor(c.t, 10*time.Second, "the keeper to watch the pair", func() bool {
 		p = c.pair()
-		h, err := c.store.PairHealth(context.Background(), c.pairID)
+		h, err := c.store.PairHealth(c.t.Context(), c.pairID)
 		return err == nil && h.Master.Addr == p.Master && h.Master.Up && h.Replica.Addr == p.Replica && h.Replica.LinkUp
 	})
 	return p
@@ -171,7 +171,7 @@ func TestPairFailoverNoAckedWriteLost(t *testing.T) {
 		if c.servers[after.Replica] == nil || after.Replica == before.Master {
 			t.Fatalf("round %d: new replica %s is not one of the spares", round, after.Replica)
 		}
-		if d, _ := c.store.Demoted(context.Background()); !contains(d, before.Master) {
+		if d, _ := c.store.Demoted(t.Context()); !contains(d, before.Master) {
 			t.Fatalf("round %d: old master %s not demoted: %v", round, before.Master, d)
 		}
 	}
@@ -195,7 +195,7 @@ func TestPairFailoverNoAckedWriteLost(t *testing.T) {
 // replaceTimeline says when, after killAt, the last replace job's steps
 // were recorded.
 func (c *pairCluster) replaceTimeline(killAt time.Time) string {
-	jobs, err := c.store.Jobs(context.Background(), 1)
+	jobs, err := c.store.Jobs(c.t.Context(), 1)
 	if err != nil || len(jobs) == 0 || jobs[0].Kind != metadb.JobReplace {
 		return "no replace job"
 	}
@@ -227,7 +227,7 @@ func (c *pairCluster) assertNoFailover(orig *metadb.Pair, what string) {
 		c.t.Fatalf("%s was failed over: %+v", what, p)
 	}
 	_, port, _ := net.SplitHostPort(orig.Master)
-	info, err := c.servers[orig.Replica].Client(c.t).Info(context.Background(), "replication").Result()
+	info, err := c.servers[orig.Replica].Client(c.t).Info(c.t.Context(), "replication").Result()
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -246,7 +246,7 @@ func (c *pairCluster) assertNoFailover(orig *metadb.Pair, what string) {
 // on the probe it records has been made.
 func TestPairNoSplitBrain(t *testing.T) {
 	c := startPairCluster(t, 1)
-	ctx := context.Background()
+	ctx := t.Context()
 	orig := c.waitWatched()
 	m := c.servers[orig.Master]
 

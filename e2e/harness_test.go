@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -104,7 +103,7 @@ func metaStore(t *testing.T) (*redistest.Server, *metadb.Store) {
 
 func job(t *testing.T, s *metadb.Store, id string) *metadb.Job {
 	t.Helper()
-	j, err := s.Job(context.Background(), id)
+	j, err := s.Job(t.Context(), id)
 	if err != nil {
 		t.Fatal(err)
 	}

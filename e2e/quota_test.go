@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -18,7 +17,7 @@ import (
 // read on the pair's master: the figure the keeper estimates.
 func TestQuotaBanAndRelease(t *testing.T) {
 	c := startSizedCluster(t, 0, pools.Size32M)
-	ctx := context.Background()
+	ctx := t.Context()
 	cl := c.client()
 	direct := c.servers[c.pair().Master].ClientDB(t, c.db.SlotDB)
 	quota := pools.Size32M.Bytes()

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"syscall"
@@ -27,7 +26,7 @@ import (
 // by polling the job; a step that passes before the kill is reported.
 func TestResizeCrashAtEachStep(t *testing.T) {
 	meta, store := metaStore(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	sm, sr := redistest.StartPair(t, "maxmemory", "1gb", "databases", "4")
 	bm, br := redistest.StartPair(t, "maxmemory", "2gb", "databases", "4")
 	small, err := store.AddPair(ctx, "64M", sm.Addr, sr.Addr, []int{0, 1, 2, 3})
@@ -179,7 +178,7 @@ func TestResizeCrashAtEachStep(t *testing.T) {
 
 func fillSlot(t *testing.T, c *redis.Client, n int) {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	for i := 0; i < n; i += 1000 {
 		_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for j := i; j < min(i+1000, n); j++ {
@@ -197,7 +196,7 @@ func fillValue(i int) string { return fmt.Sprintf("%0200d", i) }
 
 func checkFill(t *testing.T, c *redis.Client, n int) {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	for i := 0; i < n; i += 1000 {
 		keys := make([]string, 0, 1000)
 		for j := i; j < min(i+1000, n); j++ {

@@ -54,7 +54,7 @@ func poolViews(t *testing.T, c *devCluster) map[string]poolView {
 // copied; the old slot is flushed and freed.
 func TestResizeUnderLoad(t *testing.T) {
 	_, c, _ := startDev(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	created := call(t, "POST", c.API+"/v1/dbs", c.Demo.Token, map[string]string{"size": "64M"})
 	if created.status != 201 || created.body["state"] != "active" {
 		t.Fatalf("create: %d %s", created.status, created.raw)
@@ -182,7 +182,7 @@ func TestResizeUnderLoad(t *testing.T) {
 
 // usedMemoryOfDB estimates a slot's memory by MEMORY USAGE of a sample.
 func usedMemoryOfDB(t *testing.T, c *redis.Client) int64 {
-	ctx := context.Background()
+	ctx := t.Context()
 	n := c.DBSize(ctx).Val()
 	var sum, k int64
 	for i := 0; i < 50; i++ {

@@ -1,7 +1,6 @@
 package keeper
 
 import (
-	"context"
 	"io"
 	"testing"
 	"time"
@@ -16,7 +15,7 @@ import (
 // the failover; replies from before, other servers, or lapsed proxies do not.
 func TestProxySeesMaster(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	k, err := New(Config{ID: "k1"}, e.store, zerolog.New(io.Discard))
 	if err != nil {
 		t.Fatal(err)

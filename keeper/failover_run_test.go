@@ -1,7 +1,6 @@
 package keeper
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -18,7 +17,7 @@ import (
 // new master and the job at the master's record step.
 func TestKeeperFailsOverAndAttaches(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	spare := redistest.Start(t, "databases", "4")
 	if err := e.store.AddSpare(ctx, spare.Addr); err != nil {
 		t.Fatal(err)
@@ -87,7 +86,7 @@ func TestKeeperFailsOverAndAttaches(t *testing.T) {
 // promotes the replica before it resyncs the empty data set.
 func TestKeeperFailsOverRestartedMaster(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	if err := e.master.ClientDB(t, e.db.SlotDB).Set(ctx, "k", "v", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +126,7 @@ func TestKeeperFailsOverRestartedMaster(t *testing.T) {
 // take_spare for another one.
 func TestKeeperDropsDeadSpare(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	port, err := redisproc.FreePort()
 	if err != nil {
 		t.Fatal(err)

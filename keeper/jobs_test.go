@@ -17,7 +17,7 @@ import (
 // it after a failure and records the next step.
 func TestJobsLoopRunsKeeperSteps(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
+	ctx := t.Context()
 
 	// A job on the env's pair, at a keeper-owned step; recorded through a
 	// claim, then turned into a test job.

@@ -70,7 +70,7 @@ type env struct {
 // acme an active db on it, as the master's create job would.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	meta := redistest.Start(t)
 	store, err := metadb.Open(metadb.Config{URL: "redis://" + meta.Addr})
 	if err != nil {
@@ -122,7 +122,7 @@ func startKeeper(t *testing.T, store Store, cfg Config) (k *Keeper, stop func() 
 // as written, notices a dead replica, and deregisters when stopped.
 func TestKeeperLifecycle(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	cfg := Config{ID: "k1", LeaseTTL: 600 * time.Millisecond, PairsPoll: 50 * time.Millisecond,
 		ProbeInterval: 50 * time.Millisecond, ReportInterval: 200 * time.Millisecond,
 		SizingSweep: time.Hour, MeasureGap: 50 * time.Millisecond}
@@ -249,7 +249,7 @@ func TestKeeperLifecycle(t *testing.T) {
 // pairs assigned to it, even when a heartbeat names dbs elsewhere.
 func TestKeeperIgnoresOtherPairs(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	m2, r2 := redistest.StartPair(t, "databases", "4")
 	other, err := e.store.AddPair(ctx, "64M", m2.Addr, r2.Addr, []int{0, 1, 2, 3})
 	if err != nil {

@@ -85,7 +85,7 @@ func queueKey(ctx context.Context, p redis.Pipeliner, seed uint64, i int) {
 // db with this seed, over a few pipelined connections.
 func populate(tb testing.TB, addr string, db int, seed uint64, from, to int) {
 	tb.Helper()
-	ctx := context.Background()
+	ctx := tb.Context()
 	const workers, batch = 4, 1000
 	c := redis.NewClient(&redis.Options{Addr: addr, DB: db, PoolSize: workers})
 	defer c.Close()

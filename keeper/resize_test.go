@@ -1,7 +1,6 @@
 package keeper
 
 import (
-	"context"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -17,7 +16,7 @@ import (
 // key), the target's replica has it all, and the notification setting is
 // restored when the session closes.
 func TestCopySessionKeepsUpWithWrites(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	sm, _ := redistest.StartPair(t, "databases", "4")
 	dm, _ := redistest.StartPair(t, "databases", "4")
 	src := sm.ClientDB(t, 1)

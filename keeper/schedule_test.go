@@ -109,7 +109,7 @@ func TestSchedule(t *testing.T) {
 // every waiting worker, not only the first one woken.
 func TestScheduleNextWakesEveryWorker(t *testing.T) {
 	s := newSchedule(time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	got := make(chan dbKey, 3)
 	for i := 0; i < 3; i++ {

@@ -44,7 +44,7 @@ func TestSizingReport(t *testing.T) {
 	}
 	runs := 5
 	s := redistest.Start(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	c := redis.NewClient(&redis.Options{Addr: s.Addr, ReadTimeout: time.Minute})
 	t.Cleanup(func() { c.Close() })
 	cfg := DefaultConfig()

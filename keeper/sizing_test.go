@@ -1,7 +1,6 @@
 package keeper
 
 import (
-	"context"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -23,7 +22,7 @@ func relErr(got, want int64) float64 { return float64(got-want) / float64(want) 
 // a thousand runs, as any sampling estimate must now and then.
 func TestSizingAccuracy(t *testing.T) {
 	s := redistest.Start(t, "databases", "4")
-	ctx := context.Background()
+	ctx := t.Context()
 	sizes := map[int]int{0: 1000, 1: 10000, 2: 100000}
 	refs := map[int]int64{}
 	for db, n := range sizes {
@@ -88,7 +87,7 @@ func TestSizingAccuracy(t *testing.T) {
 // sum with no error.
 func TestSizingSampleCoversSmallDB(t *testing.T) {
 	s := redistest.Start(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	populate(t, s.Addr, 0, 9, 0, 3000)
 	ref, _, err := exactSum(ctx, s.Client(t), 1000)
 	if err != nil {
@@ -116,7 +115,7 @@ func TestSizingSampleCoversSmallDB(t *testing.T) {
 // why recalibration passes exist.
 func TestSizingBigKeys(t *testing.T) {
 	s := redistest.Start(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	c := s.Client(t)
 	r := rand.New(rand.NewPCG(5, 6))
 	huge := strings.Repeat(string(text), 8) // 512 KB
@@ -176,7 +175,7 @@ func TestSizingBigKeys(t *testing.T) {
 // TestReplicaReady: sizing runs only on a replica in step with its master.
 func TestReplicaReady(t *testing.T) {
 	m, r := redistest.StartPair(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	if err := replicaReady(ctx, r.Client(t)); err != nil {
 		t.Fatalf("replica: got %v, want ready", err)
 	}

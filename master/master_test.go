@@ -28,7 +28,7 @@ func newCluster(t *testing.T) *cluster {
 	}
 	t.Cleanup(func() { store.Close() })
 	m, r := redistest.StartPair(t, "maxmemory", "1gb", "databases", "4")
-	ctx := context.Background()
+	ctx := t.Context()
 	pair, err := store.AddPair(ctx, "64M", m.Addr, r.Addr, []int{0, 1, 2, 3})
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +54,7 @@ func startMaster(t *testing.T, store *metadb.Store, id string) context.CancelFun
 }
 
 func jobState(t *testing.T, s *metadb.Store, id string) *metadb.Job {
-	j, err := s.Job(context.Background(), id)
+	j, err := s.Job(t.Context(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func jobState(t *testing.T, s *metadb.Store, id string) *metadb.Job {
 
 func TestCreateAndDropJobs(t *testing.T) {
 	c := newCluster(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	// A registered proxy that has applied nothing yet.
 	proxy := metadb.Member{ID: "px1", Addr: "127.0.0.1:7001"}
 	if err := c.store.Heartbeat(ctx, metadb.KindProxy, proxy, time.Minute); err != nil {
@@ -120,7 +120,7 @@ func TestCreateAndDropJobs(t *testing.T) {
 
 func TestDropProceedsWhenProxyLeaseLapses(t *testing.T) {
 	c := newCluster(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	startMaster(t, c.store, "m1")
 	_, job, err := c.store.ClaimDB(ctx, "acme", c.pair, metadb.WriteConfirmed, 64<<20, 8, "job-create")
 	if err != nil {
@@ -140,7 +140,7 @@ func TestDropProceedsWhenProxyLeaseLapses(t *testing.T) {
 
 func TestStandbyTakesOverAndResumes(t *testing.T) {
 	c := newCluster(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	stop1 := startMaster(t, c.store, "m1")
 	redistest.WaitFor(t, 5*time.Second, "m1 leads", func() bool { id, _ := c.store.Leader(ctx); return id == "m1" })
 	startMaster(t, c.store, "m2")

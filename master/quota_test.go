@@ -45,7 +45,7 @@ func TestDecideBans(t *testing.T) {
 
 func TestQuotaLoopBansAndReleases(t *testing.T) {
 	c := newCluster(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	startMaster(t, c.store, "m1")
 	db, job, err := c.store.ClaimDB(ctx, "acme", c.pair, metadb.WriteConfirmed, 1000, 8, "create")
 	if err != nil {

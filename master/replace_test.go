@@ -1,7 +1,6 @@
 package master
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -15,7 +14,7 @@ import (
 // master that answers again is emptied and put back in the spare pool.
 func TestReplaceJob(t *testing.T) {
 	c := newCluster(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	if _, err := c.store.UpdatePair(ctx, nil, c.pair.ID, func(p *metadb.Pair) error { p.Keeper = "k1"; return nil }); err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 // hold and catch-up instead of switching.
 func TestResizeJobSteps(t *testing.T) {
 	c := newCluster(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	bm, br := redistest.StartPair(t, "maxmemory", "2gb", "databases", "4")
 	big, err := c.store.AddPair(ctx, "256M", bm.Addr, br.Addr, []int{0, 1, 2, 3})
 	if err != nil {
@@ -107,7 +107,7 @@ func TestResizeJobSteps(t *testing.T) {
 // reserve step fails the job and the db stays active where it was.
 func TestResizeRefusedWhenPoolFull(t *testing.T) {
 	c := newCluster(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	startMaster(t, c.store, "m1")
 	_, created, err := c.store.ClaimDB(ctx, "acme", c.pair, metadb.WriteConfirmed, 64<<20, 8, "create-1")
 	if err != nil {

@@ -381,7 +381,7 @@ func TestBusReconnect(t *testing.T) {
 func TestSubscribeStops(t *testing.T) {
 	s, _ := newStore(t)
 	r := &recorder{load: versionLoader(s)}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	before := keepAlives()
 	done := make(chan error, 1)
@@ -431,7 +431,7 @@ func TestSubscribeStoreClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &recorder{load: versionLoader(s)}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	before := keepAlives()
 	done := make(chan error, 1)

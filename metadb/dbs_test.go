@@ -1,7 +1,6 @@
 package metadb
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -386,7 +385,7 @@ func TestRoutes(t *testing.T) {
 
 func checkFree(t *testing.T, s *Store, pair string, want []int) {
 	t.Helper()
-	got, err := s.FreeSlots(context.Background(), pair)
+	got, err := s.FreeSlots(t.Context(), pair)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +396,7 @@ func checkFree(t *testing.T, s *Store, pair string, want []int) {
 
 func hasActiveJob(t *testing.T, s *Store, id string) bool {
 	t.Helper()
-	jobs, err := s.ActiveJobs(context.Background())
+	jobs, err := s.ActiveJobs(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}

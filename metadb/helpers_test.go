@@ -30,7 +30,7 @@ func openStore(t *testing.T, cfg Config) *Store {
 // testCtx is a context that ends with the test, bounded so a hang fails
 // instead of stalling the whole run.
 func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -44,7 +44,7 @@ func addPair(t *testing.T, s *Store, size string, n int) *Pair {
 		dbs[i] = i
 	}
 	seq := time.Now().UnixNano()
-	p, err := s.AddPair(context.Background(), size, fmt.Sprintf("m%d:6379", seq), fmt.Sprintf("r%d:6379", seq), dbs)
+	p, err := s.AddPair(t.Context(), size, fmt.Sprintf("m%d:6379", seq), fmt.Sprintf("r%d:6379", seq), dbs)
 	if err != nil {
 		t.Fatalf("add pair: %v", err)
 	}
@@ -53,7 +53,7 @@ func addPair(t *testing.T, s *Store, size string, n int) *Pair {
 
 func mustTenant(t *testing.T, s *Store, name string) {
 	t.Helper()
-	if _, err := s.CreateTenant(context.Background(), "test", name, "tok-"+name, "pw-"+name); err != nil {
+	if _, err := s.CreateTenant(t.Context(), "test", name, "tok-"+name, "pw-"+name); err != nil {
 		t.Fatalf("create tenant %s: %v", name, err)
 	}
 }
@@ -62,7 +62,7 @@ func mustTenant(t *testing.T, s *Store, name string) {
 // way the master would: db active, create job done.
 func mustActiveDB(t *testing.T, s *Store, tenant string, pair *Pair, jobID string) *DB {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	db, _, err := s.ClaimDB(ctx, tenant, pair, WriteConfirmed, 64<<20, 8, jobID)
 	if err != nil {
 		t.Fatalf("claim db: %v", err)

@@ -1,7 +1,6 @@
 package metadb
 
 import (
-	"context"
 	"errors"
 	"reflect"
 	"testing"
@@ -21,7 +20,7 @@ func keeperStore(t *testing.T) (*Store, *DB) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	ctx := context.Background()
+	ctx := t.Context()
 	pair, err := s.AddPair(ctx, "64M", "10.0.0.1:6379", "10.0.0.2:6379", []int{0, 1})
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +44,7 @@ func keeperStore(t *testing.T) (*Store, *DB) {
 
 func TestRecordDBSize(t *testing.T) {
 	s, db := keeperStore(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	v0, err := s.Version(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +108,7 @@ func TestRecordDBSize(t *testing.T) {
 
 func TestPairHealthRecord(t *testing.T) {
 	s, db := keeperStore(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	if _, err := s.PairHealth(ctx, db.Pair); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("before any report: got %v, want %v", err, ErrNotFound)
 	}

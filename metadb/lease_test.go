@@ -1,7 +1,6 @@
 package metadb
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -181,7 +180,7 @@ func TestStaleFence(t *testing.T) {
 // dump renders every metadb key with its value, for before/after checks.
 func dump(t *testing.T, s *Store) string {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	c := s.Client()
 	keys, err := c.Keys(ctx, "*").Result()
 	if err != nil {

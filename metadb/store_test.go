@@ -1,7 +1,6 @@
 package metadb
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"syscall"
@@ -133,7 +132,7 @@ func TestConfirmTimeoutLongerThanReadTimeout(t *testing.T) {
 func TestConfirmedMissingReplicas(t *testing.T) {
 	master, _ := redistest.StartPair(t, "repl-diskless-sync-delay", "0")
 	s := openStore(t, Config{URL: "redis://" + master.Addr, Replicas: 2, ConfirmTimeout: 100 * time.Millisecond})
-	_, err := s.Announce(context.Background(), nil, "test")
+	_, err := s.Announce(t.Context(), nil, "test")
 	if !errors.Is(err, ErrNotConfirmed) {
 		t.Fatalf("announce: got %v, want %v", err, ErrNotConfirmed)
 	}
@@ -146,7 +145,7 @@ func waitReplicaOnline(t *testing.T, master *redistest.Server) {
 	t.Helper()
 	conn := master.Client(t).Conn()
 	defer conn.Close()
-	ctx := context.Background()
+	ctx := t.Context()
 	redistest.WaitFor(t, 10*time.Second, "the replica to acknowledge a write", func() bool {
 		// WAIT counts only writes made on its own connection.
 		if err := conn.Incr(ctx, keySeq("probe")).Err(); err != nil {

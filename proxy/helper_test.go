@@ -55,7 +55,7 @@ func testConfig() Config {
 
 func newEnv(t testing.TB, mod ...func(*Config)) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, ctx: context.Background()}
+	e := &testEnv{t: t, ctx: t.Context()}
 	e.meta = redistest.Start(t)
 	// StartPair returns once the master streams to the replica (WAIT 1
 	// is answered), so the first confirmed write does not time out.

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -22,7 +21,7 @@ func serverDump(t *testing.T, s *redistest.Server, skip map[int]bool) map[string
 			continue
 		}
 		c := s.ClientDB(t, db)
-		keys, err := c.Keys(context.Background(), "*").Result()
+		keys, err := c.Keys(t.Context(), "*").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -30,7 +29,7 @@ func serverDump(t *testing.T, s *redistest.Server, skip map[int]bool) map[string
 			if strings.HasPrefix(k, "granary:test:") {
 				continue
 			}
-			d, err := c.Dump(context.Background(), k).Result()
+			d, err := c.Dump(t.Context(), k).Result()
 			if err != nil {
 				t.Fatalf("dump db %d %q: %v", db, k, err)
 			}
@@ -278,7 +277,7 @@ func TestIsolation(t *testing.T) {
 // waitReplicated waits until the replica has everything the master has.
 func waitReplicated(t *testing.T, e *testEnv) {
 	t.Helper()
-	if n, err := e.master.ClientDB(t, 15).Do(context.Background(), "WAIT", 1, 2000).Int(); err != nil || n < 1 {
+	if n, err := e.master.ClientDB(t, 15).Do(t.Context(), "WAIT", 1, 2000).Int(); err != nil || n < 1 {
 		t.Fatalf("replica did not catch up: %v", err)
 	}
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"io"
 	"net"
 	"net/http"
@@ -17,7 +16,7 @@ import (
 // cmdstat reads how many times a server ran a command.
 func cmdstat(t *testing.T, c *redis.Client, name string) int {
 	t.Helper()
-	info := c.Info(context.Background(), "commandstats").Val()
+	info := c.Info(t.Context(), "commandstats").Val()
 	i := strings.Index(info, "cmdstat_"+name+":calls=")
 	if i < 0 {
 		return 0
@@ -121,7 +120,7 @@ func TestReadYourWritesConnDeath(t *testing.T) {
 	if sc == nil || sc.dead.Load() {
 		t.Fatal("no live shared connection to the master")
 	}
-	if err := m.ClientKillByFilter(context.Background(), "TYPE", "normal").Err(); err != nil {
+	if err := m.ClientKillByFilter(t.Context(), "TYPE", "normal").Err(); err != nil {
 		t.Fatal(err)
 	}
 	e.waitFor("the shared connection to the master dead", sc.dead.Load)
@@ -158,12 +157,12 @@ func TestReadYourWritesDedicated(t *testing.T) {
 	pass := e.tenant("acme")
 	db := e.db("acme", metadb.WriteAsync)
 	m := e.master.Client(t)
-	if err := e.slot(db).RPush(context.Background(), "list", "a").Err(); err != nil {
+	if err := e.slot(db).RPush(t.Context(), "list", "a").Err(); err != nil {
 		t.Fatal(err)
 	}
 	rc := e.replica.ClientDB(t, db.SlotDB)
 	e.waitFor("the replica has the list", func() bool {
-		return rc.LLen(context.Background(), "list").Val() == 1
+		return rc.LLen(t.Context(), "list").Val() == 1
 	})
 	pause(t, e.replica)
 

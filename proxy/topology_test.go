@@ -170,7 +170,7 @@ func TestActivityReport(t *testing.T) {
 	c := e.client("acme", pass, db.Index)
 	var mu sync.Mutex
 	var writes, reads uint64
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	subs, err := e.store.BusSubscribers(e.ctx)
 	if err != nil {

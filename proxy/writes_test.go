@@ -268,7 +268,7 @@ func TestLeaseFencing(t *testing.T) {
 		t.Fatalf("write after renewal: %q", got)
 	}
 	_ = db
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	ms, err := e.store.LiveMembers(ctx, metadb.KindProxy)
 	if err != nil || len(ms) != 1 || ms[0].Addr != e.addr {

@@ -1,7 +1,6 @@
 package redisproc
 
 import (
-	"context"
 	"syscall"
 	"testing"
 	"time"
@@ -12,7 +11,7 @@ import (
 // TestStartReplicateStop starts a master and a replica on free ports,
 // checks that replication works, and that Kill leaves no process behind.
 func TestStartReplicateStop(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	m, err := Start(ctx, Config{Dir: t.TempDir(), Args: []string{"databases", "4"}})
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +49,7 @@ func TestStartReplicateStop(t *testing.T) {
 }
 
 func TestStartFixedPortTaken(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	a, err := Start(ctx, Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

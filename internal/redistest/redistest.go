@@ -4,7 +4,6 @@
 package redistest
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -29,10 +28,10 @@ func Start(t testing.TB, args ...string) *Server {
 func StartReplica(t testing.TB, master *Server, args ...string) *Server {
 	t.Helper()
 	s := start(t, master.Addr, args)
-	if err := redisproc.WaitLinkUp(context.Background(), s.Addr, 10*time.Second); err != nil {
+	if err := redisproc.WaitLinkUp(t.Context(), s.Addr, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := redisproc.WaitReplicating(context.Background(), master.Addr, 10*time.Second); err != nil {
+	if err := redisproc.WaitReplicating(t.Context(), master.Addr, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -46,7 +45,7 @@ func StartPair(t testing.TB, args ...string) (master, replica *Server) {
 }
 
 func start(t testing.TB, replicaOf string, args []string) *Server {
-	p, err := redisproc.Start(context.Background(), redisproc.Config{Dir: t.TempDir(), ReplicaOf: replicaOf, Args: args})
+	p, err := redisproc.Start(t.Context(), redisproc.Config{Dir: t.TempDir(), ReplicaOf: replicaOf, Args: args})
 	if err != nil {
 		t.Fatalf("start redis-server: %v", err)
 	}
