@@ -43,6 +43,8 @@ var ioImports = []string{
 	module + "/metadb",
 	module + "/internal/redisproc",
 	module + "/internal/redistest",
+	module + "/internal/procgroup",
+	module + "/internal/failoverload",
 	module + "/internal/apiclient",
 }
 
