@@ -241,11 +241,7 @@ func (m *Master) resizeFlushOld(ctx context.Context, _ *metadb.Fence, j *metadb.
 	if err := m.waitAcks(ctx, j.Version); err != nil {
 		return "", err
 	}
-	p, err := m.store.Pair(ctx, j.Pair)
-	if err != nil {
-		return "", fmt.Errorf("load pair %s: %w", j.Pair, err)
-	}
-	if err := m.backends.flushDB(ctx, p.Master, j.SlotDB); err != nil {
+	if err := m.flushSlot(ctx, j); err != nil {
 		return "", err
 	}
 	return metadb.StepFreeOld, nil

@@ -14,14 +14,19 @@ import (
 // empty; flushing makes sure no earlier tenant's data can ever show. The
 // route is not published yet, so no tenant can have written to it.
 func (m *Master) createFlush(ctx context.Context, _ *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
-	p, err := m.store.Pair(ctx, j.Pair)
-	if err != nil {
-		return "", fmt.Errorf("load pair %s: %w", j.Pair, err)
-	}
-	if err := m.backends.flushDB(ctx, p.Master, j.SlotDB); err != nil {
+	if err := m.flushSlot(ctx, j); err != nil {
 		return "", err
 	}
 	return metadb.StepRoute, nil
+}
+
+// flushSlot empties the job's slot (j.Pair, j.SlotDB) on its pair's master.
+func (m *Master) flushSlot(ctx context.Context, j *metadb.Job) error {
+	p, err := m.store.Pair(ctx, j.Pair)
+	if err != nil {
+		return fmt.Errorf("load pair %s: %w", j.Pair, err)
+	}
+	return m.backends.flushDB(ctx, p.Master, j.SlotDB)
 }
 
 // createRoute picks the least-loaded live proxy for the db, marks it active
@@ -145,11 +150,7 @@ func unacked(members []*metadb.Member, v uint64) []string {
 
 // dropFlush empties the slot; no proxy routes to it any more.
 func (m *Master) dropFlush(ctx context.Context, _ *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
-	p, err := m.store.Pair(ctx, j.Pair)
-	if err != nil {
-		return "", fmt.Errorf("load pair %s: %w", j.Pair, err)
-	}
-	if err := m.backends.flushDB(ctx, p.Master, j.SlotDB); err != nil {
+	if err := m.flushSlot(ctx, j); err != nil {
 		return "", err
 	}
 	return metadb.StepFree, nil

@@ -40,14 +40,20 @@ func runKeeper(ctx context.Context, log zerolog.Logger, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	return runOn(ctx, mc, func(s *metadb.Store) (*keeper.Keeper, error) { return keeper.New(cfg, s, log) })
+}
+
+// runOn opens metadb as mc says, builds a component on it with build and
+// runs it until ctx ends; the store is closed once Run has returned.
+func runOn[C interface{ Run(context.Context) error }](ctx context.Context, mc *metadb.Config, build func(*metadb.Store) (C, error)) error {
 	store, err := metadb.Open(*mc)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	k, err := keeper.New(cfg, store, log)
+	c, err := build(store)
 	if err != nil {
 		return err
 	}
-	return k.Run(ctx)
+	return c.Run(ctx)
 }

@@ -30,14 +30,5 @@ func runMaster(ctx context.Context, log zerolog.Logger, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	store, err := metadb.Open(*mc)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	m, err := master.New(cfg, store, log)
-	if err != nil {
-		return err
-	}
-	return m.Run(ctx)
+	return runOn(ctx, mc, func(s *metadb.Store) (*master.Master, error) { return master.New(cfg, s, log) })
 }
