@@ -35,8 +35,12 @@ type testEnv struct {
 	pair    *metadb.Pair
 	p       *Proxy
 	addr    string
-	stop    func() error
-	jobs    atomic.Int64
+	// cancel ends the proxy's context, as SIGTERM does; done is closed
+	// when Serve has returned. stop is both, with Serve's error.
+	cancel context.CancelFunc
+	done   chan struct{}
+	stop   func() error
+	jobs   atomic.Int64
 }
 
 func testConfig() Config {
@@ -108,24 +112,28 @@ func (e *testEnv) start(cfg Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	done := make(chan struct{})
+	var runErr error
+	go func() {
+		defer close(done)
+		runErr = p.Serve(ctx, ln)
+	}()
 	<-p.Ready()
 	if p.readyErr != nil {
 		t.Fatal(p.readyErr)
 	}
 	e.p, e.addr = p, p.Addr()
-	stopped := false
+	e.cancel, e.done = cancel, done
 	e.stop = func() error {
-		if stopped {
-			return nil
-		}
-		stopped = true
 		cancel()
 		select {
-		case err := <-done:
-			return err
+		case <-done:
+			return runErr
 		case <-time.After(15 * time.Second):
 			buf := make([]byte, 1<<20)
 			n := runtime.Stack(buf, true)
