@@ -35,12 +35,14 @@ import (
 // for seq = 1, 2, … one at a time, until the connection ends or a reply
 // is not +OK.
 type drainWriter struct {
-	name string
-	nc   net.Conn
-	br   *bufio.Reader
-	sent atomic.Int64 // seq of the command last written to the socket
-	nOK  atomic.Int64
-	done chan struct{}
+	name   string
+	nc     net.Conn
+	br     *bufio.Reader
+	gateAt int64           // when > 0, command gateAt waits for gate
+	gate   <-chan struct{} // to be sent
+	sent   atomic.Int64    // seq of the command last written to the socket
+	nOK    atomic.Int64
+	done   chan struct{}
 
 	// Set by run, read after done.
 	oks     []int64 // seqs answered +OK, in order
@@ -50,15 +52,16 @@ type drainWriter struct {
 	lostErr error
 }
 
-// writer connects as tenant to db index and starts writing.
-func (e *testEnv) writer(name, tenant, pass string, index int) *drainWriter {
+// writer connects as tenant to db index and starts writing; with gateAt
+// > 0 it sends command gateAt only once gate is closed.
+func (e *testEnv) writer(name, tenant, pass string, index int, gateAt int64, gate <-chan struct{}) *drainWriter {
 	e.t.Helper()
 	nc, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { nc.Close() })
-	w := &drainWriter{name: name, nc: nc, br: bufio.NewReader(nc), done: make(chan struct{})}
+	w := &drainWriter{name: name, nc: nc, br: bufio.NewReader(nc), gateAt: gateAt, gate: gate, done: make(chan struct{})}
 	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := nc.Write(append(appendCommandStr(nil, "AUTH", tenant, pass), appendCommandStr(nil, "SELECT", strconv.Itoa(index))...)); err != nil {
 		e.t.Fatal(err)
@@ -80,6 +83,9 @@ func (w *drainWriter) key(seq int64) string { return w.name + ":" + strconv.Form
 func (w *drainWriter) run() {
 	defer close(w.done)
 	for seq := int64(1); ; seq++ {
+		if seq == w.gateAt {
+			<-w.gate
+		}
 		w.sent.Store(seq)
 		if _, err := w.nc.Write(appendCommandStr(nil, "SET", w.key(seq), strconv.FormatInt(seq, 10))); err != nil {
 			w.lost, w.lostErr = seq, err
@@ -157,15 +163,26 @@ func TestLameduckDrain(t *testing.T) {
 	heldDB := e.db("acme", metadb.WriteConfirmed)  // cut over behind a hold during the drain
 	ackedDB := e.db("acme", metadb.WriteConfirmed) // its writes await the stopped replica
 	const n = 6
+	// The writers of ackedDB send command gateAt only once the replica is
+	// stopped, so that nothing can confirm it until the replica resumes
+	// (a command sent earlier could be, by an acknowledgement already on
+	// its way).
+	const gateAt = 4
+	gate := make(chan struct{})
 	var held, acked, all []*drainWriter
 	for i := 0; i < n; i++ {
-		held = append(held, e.writer(fmt.Sprintf("h%d", i), "acme", pass, heldDB.Index))
-		acked = append(acked, e.writer(fmt.Sprintf("a%d", i), "acme", pass, ackedDB.Index))
+		held = append(held, e.writer(fmt.Sprintf("h%d", i), "acme", pass, heldDB.Index, 0, nil))
+		acked = append(acked, e.writer(fmt.Sprintf("a%d", i), "acme", pass, ackedDB.Index, gateAt, gate))
 	}
 	all = append(append(all, held...), acked...)
 	e.waitFor("confirmed writes answered", func() bool {
-		for _, w := range all {
+		for _, w := range held {
 			if w.nOK.Load() < 3 {
+				return false
+			}
+		}
+		for _, w := range acked {
+			if w.nOK.Load() < gateAt-1 {
 				return false
 			}
 		}
@@ -182,8 +199,16 @@ func TestLameduckDrain(t *testing.T) {
 	})
 	// The replica stops acknowledging: the other db's writes wait in WAIT.
 	resume := pause(t, e.replica)
+	close(gate)
 	ast := e.p.dbState(dbKey{"acme", uint32(ackedDB.Index)})
-	e.waitFor("every writer of the other db awaiting the replica", func() bool { return ast.inflight.Load() == n })
+	e.waitFor("every writer of the other db awaiting the replica", func() bool {
+		for _, w := range acked {
+			if w.sent.Load() != gateAt {
+				return false
+			}
+		}
+		return ast.inflight.Load() == n
+	})
 
 	accepted := map[*drainWriter]int64{}
 	for _, w := range all {
@@ -292,7 +317,7 @@ func TestLameduckDrainTimeout(t *testing.T) {
 	const n = 4
 	var ws []*drainWriter
 	for i := 0; i < n; i++ {
-		ws = append(ws, e.writer(fmt.Sprintf("w%d", i), "acme", pass, db.Index))
+		ws = append(ws, e.writer(fmt.Sprintf("w%d", i), "acme", pass, db.Index, 0, nil))
 	}
 	e.waitFor("writes answered", func() bool {
 		for _, w := range ws {

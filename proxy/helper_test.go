@@ -249,11 +249,26 @@ func sockQueue(nc net.Conn, req uintptr) int {
 }
 
 // pause stops s (SIGSTOP) until the returned resume is called, or until
-// the test ends.
+// the test ends. It returns once s is stopped: the signal is delivered
+// asynchronously, and a test may count on s doing nothing more.
 func pause(t *testing.T, s *redistest.Server) (resume func()) {
 	t.Helper()
 	if err := s.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
+	}
+	stat := fmt.Sprintf("/proc/%d/stat", s.Pid())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// The state is the field after the command name, which is in
+		// parentheses: "pid (redis-server) T …".
+		b, err := os.ReadFile(stat)
+		if i := strings.LastIndexByte(string(b), ')'); err == nil && i >= 0 && i+2 < len(b) && b[i+2] == 'T' {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server %d not stopped: %q, %v", s.Pid(), b, err)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	stopped := true
 	resume = func() {
