@@ -200,7 +200,7 @@ func (c *client) waitHold(db *dbRoute) (*dbRoute, error) {
 	case <-c.snap.next:
 	case <-t.C:
 		return nil, fmt.Errorf("db %d: %w", db.key.index, ErrHoldTimeout)
-	case <-c.p.stopping:
+	case <-c.p.abandon:
 		return nil, ErrShutdown
 	}
 	c.refresh()

@@ -306,6 +306,8 @@ func (c *bconn) run() {
 	<-done
 }
 
+// writeLoop sends what clients queued, one batch per wake-up, until the
+// connection fails.
 func (c *bconn) writeLoop() {
 	for {
 		select {
@@ -318,70 +320,10 @@ func (c *bconn) writeLoop() {
 		// second yield, or yielding while the batch grew, measured no
 		// better at pipeline 1 with 50 clients.)
 		runtime.Gosched()
-		c.mu.Lock()
-		if c.failed {
-			c.mu.Unlock()
+		batch, ok := c.take()
+		if !ok {
 			return
 		}
-		batch := c.pending
-		c.pending = c.spare[:0]
-		c.kicked = false
-		wasIdle := c.head == len(c.inflight)
-		confirm, writes := false, false
-		for _, r := range batch {
-			if r.write {
-				c.writeSeq++
-				r.seq, r.conn = c.writeSeq, c
-				writes = true
-				confirm = confirm || r.confirm
-			}
-		}
-		c.inflight = append(c.inflight, batch...)
-		var m *request
-		switch {
-		case (confirm || c.wantWait) && c.waitOut:
-			// Redis runs nothing behind a blocked WAIT on this connection:
-			// these writes wait for it anyway, and one WAIT sent when it
-			// returns confirms all that arrived meanwhile (group commit).
-			c.needWait = true
-		case confirm || c.wantWait:
-			m = c.marker()
-			m.seq, m.sentAt = c.writeSeq, time.Now()
-			c.waitOut, c.wantWait = true, false
-		case !c.probing && !c.waitOut && (writes || c.ackedSeq.Load() < c.writeSeq) && coarseNow()-c.lastProbe > int64(probeInterval):
-			// A probe rides along when this connection has writes the
-			// replica is not known to have (read-your-writes keeps their
-			// writers' reads on the master until then), at most every
-			// probeInterval.
-			m = c.marker()
-			m.seq, m.probe = c.writeSeq, true
-			c.probing = true
-			c.lastProbe = coarseNow()
-		}
-		if m != nil {
-			c.inflight = append(c.inflight, m)
-		}
-		n := len(batch)
-		if m != nil {
-			n++
-		}
-		c.busy.Add(int32(n))
-		if wasIdle {
-			c.progress.Store(coarseNow())
-		}
-		// Copied under the lock: once unlocked, a failure may complete
-		// these requests, and their clients reuse the bytes.
-		for _, r := range batch {
-			c.wbuf = append(c.wbuf, r.raw...)
-		}
-		if m != nil {
-			if m.probe {
-				c.wbuf = append(c.wbuf, probeCmd...)
-			} else {
-				c.wbuf = append(c.wbuf, c.waitCmd...)
-			}
-		}
-		c.mu.Unlock()
 		var err error
 		if len(c.wbuf) > 0 {
 			err = c.so.write(c.wbuf)
@@ -399,6 +341,80 @@ func (c *bconn) writeLoop() {
 			return
 		}
 	}
+}
+
+// take moves the pending requests in flight as one batch: it numbers its
+// writes, adds the marker chooseMarker picks, and copies their bytes into
+// wbuf. It returns the batch, or false if the connection failed.
+func (c *bconn) take() ([]*request, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failed {
+		return nil, false
+	}
+	batch := c.pending
+	c.pending = c.spare[:0]
+	c.kicked = false
+	wasIdle := c.head == len(c.inflight)
+	confirm, writes := false, false
+	for _, r := range batch {
+		if r.write {
+			c.writeSeq++
+			r.seq, r.conn = c.writeSeq, c
+			writes = true
+			confirm = confirm || r.confirm
+		}
+	}
+	c.inflight = append(c.inflight, batch...)
+	now := coarseNow()
+	m := c.addMarker(chooseMarker(markerState{
+		confirm: confirm, writes: writes,
+		wantWait: c.wantWait, waitOut: c.waitOut, probing: c.probing,
+		writeSeq: c.writeSeq, ackedSeq: c.ackedSeq.Load(),
+		now: now, lastProbe: c.lastProbe,
+	}), now)
+	n := len(batch)
+	if m != nil {
+		c.inflight = append(c.inflight, m)
+		n++
+	}
+	c.busy.Add(int32(n))
+	if wasIdle {
+		c.progress.Store(now)
+	}
+	// Copied under the lock: once unlocked, a failure may complete these
+	// requests, and their clients reuse the bytes.
+	for _, r := range batch {
+		c.wbuf = append(c.wbuf, r.raw...)
+	}
+	if m != nil {
+		if m.probe {
+			c.wbuf = append(c.wbuf, probeCmd...)
+		} else {
+			c.wbuf = append(c.wbuf, c.waitCmd...)
+		}
+	}
+	return batch, true
+}
+
+// addMarker carries out the marker choice k for the batch just numbered: it
+// returns the marker to send after it, or nil. Called with c.mu held.
+func (c *bconn) addMarker(k markerKind, now int64) *request {
+	switch k {
+	case markDefer:
+		c.needWait = true
+	case markWait:
+		m := c.marker()
+		m.seq, m.sentAt = c.writeSeq, time.Now()
+		c.waitOut, c.wantWait = true, false
+		return m
+	case markProbe:
+		m := c.marker()
+		m.seq, m.probe = c.writeSeq, true
+		c.probing, c.lastProbe = true, now
+		return m
+	}
+	return nil
 }
 
 // probeInterval spaces the WAIT 0 0 probes that tell async connections what

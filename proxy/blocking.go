@@ -71,7 +71,7 @@ func (c *client) blockingCmd(spec *cmdSpec, cmd *command) {
 	c.blocked.Store(true)
 	unblocked := false
 	reply, err := d.await(100*time.Millisecond, func() bool {
-		if c.p.closing.Load() && !unblocked {
+		if c.p.draining.Load() && !unblocked {
 			// Draining: end the wait as a timeout, which every client
 			// handles, rather than cut the connection.
 			unblocked = true

@@ -581,7 +581,9 @@ func (c *client) cleanup() {
 	c.p.dropClient(c)
 }
 
-// drain asks the connection to finish its current batch and close.
+// drain asks the connection to finish the requests it has read (its
+// batch, and complete requests still buffered) and close, reading nothing
+// more from the socket.
 func (c *client) drain() {
 	c.draining.Store(true)
 	_ = c.nc.SetReadDeadline(time.Now())

@@ -90,8 +90,11 @@ type Config struct {
 	MaxHeld int
 	// MaxHoldWait bounds a hold that carries no deadline. Default 30s.
 	MaxHoldWait time.Duration
-	// DrainTimeout bounds the graceful drain at shutdown: in-flight
-	// commands get this long before connections are closed. Default 10s.
+	// DrainTimeout bounds the drain at shutdown (see Proxy.Serve): once
+	// the listener is closed, the commands already read, writes held by a
+	// resize hold among them, get this long to finish while the lease and
+	// the bus stay up; then held writes give up, requests still waiting on
+	// a backend fail and the remaining connections are closed. Default 10s.
 	DrainTimeout time.Duration
 	// RedisVersion is what HELLO and INFO report. Default "7.0.15".
 	RedisVersion string

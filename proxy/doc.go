@@ -21,7 +21,13 @@
 // write is written by the backend reader itself (a "direct" request, see
 // directOK), so at pipeline 1 the client goroutine is not woken for it.
 //
-// The proxy's own decisions (which commands are allowed, how errors read)
-// live in commands.go and errors.go; the backend side in backend.go,
-// dconn.go and acl.go; the control-plane side in routes.go and lease.go.
+// At shutdown the proxy drains like vtgate's lameduck: it stops accepting
+// but answers every command it has read, with its lease, bus and watchdog
+// still running, so that a resize hold can end and confirmed writes can be
+// acknowledged; then it stops them and closes its backends (Serve).
+//
+// The proxy's own decisions (which commands are allowed, how errors read,
+// what a shared connection adds after a batch) live in commands.go,
+// errors.go and marker.go; the backend side in backend.go, dconn.go and
+// acl.go; the control-plane side in routes.go and lease.go.
 package proxy

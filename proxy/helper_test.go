@@ -35,8 +35,12 @@ type testEnv struct {
 	pair    *metadb.Pair
 	p       *Proxy
 	addr    string
-	stop    func() error
-	jobs    atomic.Int64
+	// cancel ends the proxy's context, as SIGTERM does; done is closed
+	// when Serve has returned. stop is both, with Serve's error.
+	cancel context.CancelFunc
+	done   chan struct{}
+	stop   func() error
+	jobs   atomic.Int64
 }
 
 func testConfig() Config {
@@ -89,24 +93,28 @@ func (e *testEnv) start(cfg Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	done := make(chan struct{})
+	var runErr error
+	go func() {
+		defer close(done)
+		runErr = p.Serve(ctx, ln)
+	}()
 	<-p.Ready()
 	if p.readyErr != nil {
 		t.Fatal(p.readyErr)
 	}
 	e.p, e.addr = p, p.Addr()
-	stopped := false
+	e.cancel, e.done = cancel, done
 	e.stop = func() error {
-		if stopped {
-			return nil
-		}
-		stopped = true
 		cancel()
 		select {
-		case err := <-done:
-			return err
+		case <-done:
+			return runErr
 		case <-time.After(15 * time.Second):
 			buf := make([]byte, 1<<20)
 			n := runtime.Stack(buf, true)
@@ -216,11 +224,26 @@ func sockQueue(nc net.Conn, req uintptr) int {
 }
 
 // pause stops s (SIGSTOP) until the returned resume is called, or until
-// the test ends.
+// the test ends. It returns once s is stopped: the signal is delivered
+// asynchronously, and a test may count on s doing nothing more.
 func pause(t *testing.T, s *redistest.Server) (resume func()) {
 	t.Helper()
 	if err := s.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
+	}
+	stat := fmt.Sprintf("/proc/%d/stat", s.Pid())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// The state is the field after the command name, which is in
+		// parentheses: "pid (redis-server) T …".
+		b, err := os.ReadFile(stat)
+		if i := strings.LastIndexByte(string(b), ')'); err == nil && i >= 0 && i+2 < len(b) && b[i+2] == 'T' {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server %d not stopped: %q, %v", s.Pid(), b, err)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	stopped := true
 	resume = func() {

@@ -28,7 +28,8 @@ type Store interface {
 	Publish(ctx context.Context, sender string, env *buspb.Envelope) error
 }
 
-// Proxy is the tenants' RESP endpoint. Create it with New and run it with Run.
+// Proxy is the tenants' RESP endpoint. Create it with New and run it with
+// Run, or with Serve on a listener of your own.
 type Proxy struct {
 	cfg   Config
 	store Store
@@ -56,8 +57,14 @@ type Proxy struct {
 	conns     map[*bconn]struct{}
 	backendWG sync.WaitGroup
 
+	// draining is set once the drain has begun: blocked commands are
+	// ended as timeouts. abandon is closed when
+	// the drain's time is up: writes still held by a resize hold give up.
+	// closing is set once backends are being closed: no new backend
+	// connection is made.
+	draining atomic.Bool
+	abandon  chan struct{}
 	closing  atomic.Bool
-	stopping chan struct{}
 	fenceAt  atomic.Int64
 	applied  atomic.Uint64
 	started  time.Time
@@ -96,7 +103,7 @@ func New(cfg Config, store Store, log zerolog.Logger) (*Proxy, error) {
 		noDB:         &dbState{label: "none"},
 		clients:      map[*client]struct{}{},
 		conns:        map[*bconn]struct{}{},
-		stopping:     make(chan struct{}),
+		abandon:      make(chan struct{}),
 		hbKick:       make(chan struct{}, 1),
 		tableKick:    make(chan struct{}, 1),
 		tableReady:   make(chan struct{}),
@@ -181,27 +188,41 @@ func (p *Proxy) metricsAddr() string {
 	return ""
 }
 
-// Run listens, follows metadb, serves tenants and keeps the lease until ctx
-// ends; then it stops accepting, lets in-flight commands finish (at most
-// DrainTimeout), closes everything and deregisters. It returns an error if
-// it cannot listen or a component fails.
+// Run listens on cfg.Addr and then is Serve. If it cannot listen it
+// returns that error (Ready is closed, with nothing listening).
 func (p *Proxy) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", p.cfg.Addr)
 	if err != nil {
-		p.readyErr = err
-		close(p.ready)
+		p.notReady(err)
 		return fmt.Errorf("listen %s: %w", p.cfg.Addr, err)
 	}
+	return p.Serve(ctx, ln)
+}
+
+// Serve serves tenants on ln, follows metadb and keeps the lease until ctx
+// ends. Then it drains, as a lameduck: it closes ln, so new connections
+// are refused, and lets every command it has read finish, for at most
+// DrainTimeout, while the lease is renewed and the bus and the watchdog
+// keep running, so that writes held by a resize hold are released by the
+// hold's end, confirmed writes get their replica's acknowledgement, and
+// no write is fenced for the drain's sake. Only then does it stop
+// following metadb, close its backend connections and deregister.
+//
+// A control loop that fails (the bus subscription ending) stops the
+// others and starts the drain too; writes then end with the lease, as
+// self-fencing has it. Serve returns that failure, or nil after a drain;
+// it takes ownership of ln. Run or Serve may be called once.
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	p.addr = ln.Addr().String()
 	if p.cfg.Advertise == p.cfg.Addr {
 		p.cfg.Advertise = p.addr
 	}
 	var mln net.Listener
 	if p.cfg.MetricsAddr != "" {
+		var err error
 		if mln, err = net.Listen("tcp", p.cfg.MetricsAddr); err != nil {
 			ln.Close()
-			p.readyErr = err
-			close(p.ready)
+			p.notReady(err)
 			return fmt.Errorf("listen metrics %s: %w", p.cfg.MetricsAddr, err)
 		}
 		a := mln.Addr().String()
@@ -211,7 +232,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 	close(p.ready)
 	p.log.Info().Str("addr", p.addr).Str("id", p.cfg.ID).Msg("proxy listening")
 
-	g, gctx := errgroup.WithContext(ctx)
+	// The control loops outlive ctx by the drain: their context ends
+	// only after it.
+	ctl, stopCtl := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCtl()
+	g, gctx := errgroup.WithContext(ctl)
 	g.Go(func() error {
 		err := p.store.Subscribe(gctx, metadb.Subscriber{Handle: p.handle, Resync: p.resync,
 			OnError: func(err error) { p.log.Warn().Err(err).Msg("bus") }})
@@ -224,12 +249,6 @@ func (p *Proxy) Run(ctx context.Context) error {
 	g.Go(func() error { return p.activityLoop(gctx) })
 	g.Go(func() error { return p.watchdog(gctx) })
 	g.Go(func() error { return p.tableLoop(gctx) })
-	g.Go(func() error { return p.accept(gctx, ln) })
-	g.Go(func() error {
-		<-gctx.Done()
-		ln.Close()
-		return nil
-	})
 	if mln != nil {
 		srv := p.metricsServer()
 		g.Go(func() error { return serveMetrics(gctx, srv, mln) })
@@ -240,9 +259,25 @@ func (p *Proxy) Run(ctx context.Context) error {
 			return srv.Shutdown(sctx)
 		})
 	}
-	err = g.Wait()
-	p.log.Info().Int64("clients", p.nclients.Load()).Msg("proxy draining")
-	p.shutdown()
+
+	actx, stopAccept := context.WithCancel(ctx)
+	defer stopAccept()
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		p.accept(actx, ln)
+	}()
+	select {
+	case <-ctx.Done():
+	case <-gctx.Done(): // a control loop failed
+	}
+	stopAccept()
+	ln.Close()
+	<-accepted // so every connection admitted is one that drain sees
+	p.drain()
+	stopCtl()
+	err := g.Wait()
+	p.closeBackends()
 	dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if derr := p.store.Deregister(dctx, metadb.KindProxy, p.cfg.ID); derr != nil {
@@ -252,14 +287,20 @@ func (p *Proxy) Run(ctx context.Context) error {
 	return err
 }
 
-// accept admits connections until ctx ends.
-func (p *Proxy) accept(ctx context.Context, ln net.Listener) error {
+// notReady records why the proxy does not listen and closes Ready.
+func (p *Proxy) notReady(err error) {
+	p.readyErr = err
+	close(p.ready)
+}
+
+// accept admits connections until ln is closed or ctx ends.
+func (p *Proxy) accept(ctx context.Context, ln net.Listener) {
 	var backoff time.Duration
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
+				return
 			}
 			// Out of file descriptors and the like: back off, keep serving.
 			p.log.Warn().Err(err).Msg("accept failed")
@@ -267,7 +308,7 @@ func (p *Proxy) accept(ctx context.Context, ln net.Listener) error {
 			select {
 			case <-time.After(backoff):
 			case <-ctx.Done():
-				return nil
+				return
 			}
 			continue
 		}
@@ -284,11 +325,6 @@ func (p *Proxy) accept(ctx context.Context, ln net.Listener) error {
 		}
 		c := p.newClient(nc)
 		p.clientsMu.Lock()
-		if p.closing.Load() {
-			p.clientsMu.Unlock()
-			nc.Close()
-			continue
-		}
 		p.clients[c] = struct{}{}
 		p.nclients.Add(1)
 		p.clientWG.Add(1)
@@ -305,35 +341,47 @@ func (p *Proxy) dropClient(c *client) {
 	p.clientWG.Done()
 }
 
-// shutdown drains clients, then closes backends.
-func (p *Proxy) shutdown() {
+// drain waits, for at most DrainTimeout, until every client connection has
+// finished the commands it has read and closed; the caller has stopped
+// accepting. A connection reads nothing more once the drain begins. When
+// the time is up, held writes give up, requests still waiting on a shared
+// backend connection fail and the remaining connections are closed.
+func (p *Proxy) drain() {
 	p.clientsMu.Lock()
-	p.closing.Store(true)
-	close(p.stopping)
+	p.draining.Store(true)
 	for c := range p.clients {
 		c.drain()
 	}
+	n := len(p.clients)
 	p.clientsMu.Unlock()
+	p.log.Info().Int("clients", n).Msg("proxy draining")
 	done := make(chan struct{})
 	go func() { p.clientWG.Wait(); close(done) }()
+	t := time.NewTimer(p.cfg.DrainTimeout)
+	defer t.Stop()
 	select {
 	case <-done:
-	case <-time.After(p.cfg.DrainTimeout):
-		p.log.Warn().Msg("drain timeout; closing remaining connections")
-		p.clientsMu.Lock()
-		for c := range p.clients {
-			c.nc.Close()
-		}
-		p.clientsMu.Unlock()
-		<-done
+		return
+	case <-t.C:
 	}
+	p.log.Warn().Int64("clients", p.nclients.Load()).Msg("drain timeout; closing remaining connections")
+	close(p.abandon)
+	p.closing.Store(true)
+	p.clientsMu.Lock()
+	for c := range p.clients {
+		c.nc.Close()
+	}
+	p.clientsMu.Unlock()
+	p.failShared(ErrShutdown)
+	<-done
+}
+
+// closeBackends closes every backend connection once no client is left.
+func (p *Proxy) closeBackends() {
+	p.closing.Store(true)
+	p.failShared(ErrShutdown)
 	p.groupsMu.Lock()
 	for _, g := range p.groups {
-		for i := range g.conns {
-			if c := g.conns[i].Load(); c != nil {
-				c.fail(ErrShutdown)
-			}
-		}
 		g.mu.Lock()
 		for _, d := range g.idle {
 			d.nc.Close()
@@ -343,6 +391,20 @@ func (p *Proxy) shutdown() {
 	}
 	p.groupsMu.Unlock()
 	p.backendWG.Wait()
+}
+
+// failShared fails every shared backend connection, completing the
+// requests they hold with err.
+func (p *Proxy) failShared(err error) {
+	p.groupsMu.Lock()
+	defer p.groupsMu.Unlock()
+	for _, g := range p.groups {
+		for i := range g.conns {
+			if c := g.conns[i].Load(); c != nil {
+				c.fail(err)
+			}
+		}
+	}
 }
 
 // goBackend runs a backend connection's goroutine, tracked for shutdown.

@@ -13,7 +13,8 @@ import (
 
 func init() { register("proxy", "RESP endpoint for tenants", runProxy) }
 
-// runProxy runs a proxy until ctx ends, then drains it.
+// runProxy runs a proxy until ctx ends, which main makes SIGINT and SIGTERM
+// do: the proxy then drains (see proxy.Proxy.Serve) and returns.
 func runProxy(ctx context.Context, log zerolog.Logger, args []string) error {
 	cfg := proxy.DefaultConfig()
 	mcfg := metadb.DefaultConfig()
@@ -43,7 +44,7 @@ func runProxy(ctx context.Context, log zerolog.Logger, args []string) error {
 	fs.DurationVar(&cfg.ActivityInterval, "activity-interval", cfg.ActivityInterval, "how often written dbs are reported, so growing dbs get measured")
 	fs.IntVar(&cfg.MaxHeld, "max-held", cfg.MaxHeld, "maximum writes waiting on one db's resize hold")
 	fs.DurationVar(&cfg.MaxHoldWait, "max-hold-wait", cfg.MaxHoldWait, "bound on a hold without a deadline")
-	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "graceful drain at shutdown")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "bound on the drain at SIGTERM: commands already read get this long to finish")
 	procs := fs.Int("gomaxprocs", 0, "GOMAXPROCS (0: Go's default; 1 is fastest when the proxy shares 2 cores with Redis)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
