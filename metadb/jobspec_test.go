@@ -44,9 +44,9 @@ func TestProgress(t *testing.T) {
 		{"first step", JobResize, StepReserve, 0, 0},
 		{"keeper's copy half done", JobResize, StepCopy, 0.5, 1.5 / 7},
 		{"copy overshoots", JobResize, StepCopy, 3, 2.0 / 7},
-		{"hold", JobResize, StepHold, 0, 2.0 / 7},
+		{"at hold", JobResize, StepHold, 0, 2.0 / 7},
 		{"last step", JobDrop, StepFree, 0, 3.0 / 4},
-		{"done", JobCreate, StepDone, 0, 1},
+		{"finished", JobCreate, StepDone, 0, 1},
 		{"step of another kind", JobCreate, StepCopy, 0, 0},
 		{"unknown kind", "bogus", StepFlush, 0, 0},
 	}
