@@ -141,6 +141,10 @@ func (h *histogram) snapshot() (uint64, float64, map[float64]uint64) {
 	return cum, float64(h.sumNs.Load()) / 1e9, buckets
 }
 
+// MetricsAddr is the address /metrics listens on: "" before the proxy
+// listens (see Ready), or when Config.MetricsAddr is empty.
+func (p *Proxy) MetricsAddr() string { return p.metricsAddr() }
+
 // metricsServer is the /metrics HTTP server.
 func (p *Proxy) metricsServer() *http.Server {
 	mux := http.NewServeMux()
