@@ -104,7 +104,8 @@ func (m *metrics) jobSeen(j *metadb.Job, seen int) int {
 }
 
 // pairsCollector reports, at each scrape, the pairs recorded in metadb by
-// size and state, read within a short timeout. Every master reports the
+// size and state, read within a short timeout (none when metadb does not
+// answer). Every master reports the
 // same figures; dashboards take the max over masters.
 type pairsCollector struct{ store Store }
 
@@ -121,7 +122,8 @@ func (c *pairsCollector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	pairs, err := c.store.Pairs(ctx, "")
 	if err != nil {
-		ch <- prometheus.NewInvalidMetric(descPairs, err)
+		// Left out of this scrape rather than failing it: while metadb is
+		// unreachable the lease metrics matter most.
 		return
 	}
 	type key struct{ size, state string }
