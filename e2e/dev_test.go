@@ -30,6 +30,8 @@ type devCluster struct {
 	Demo       struct {
 		User, Password, Token string
 	} `json:"demo"`
+	// Metrics are the /metrics URLs by component: api, proxy, master, keeper.
+	Metrics map[string]string `json:"metrics"`
 }
 
 // startDev runs `granary dev` on free ports and waits for its cluster.json.
@@ -173,6 +175,22 @@ func TestDevCluster(t *testing.T) {
 		return false
 	})
 
+	// Every component's /metrics answers with its own metrics.
+	for comp, sample := range map[string]string{
+		"api":    `granary_api_requests_total{code="201",method="POST",route="/v1/dbs"}`,
+		"proxy":  `granary_proxy_ops_total{`,
+		"master": `granary_master_is_leader 1`,
+		"keeper": `granary_keeper_watched_pairs 2`,
+	} {
+		url := c.Metrics[comp]
+		if !strings.HasPrefix(url, "http://127.0.0.1:") || !strings.HasSuffix(url, "/metrics") {
+			t.Fatalf("cluster.json metrics.%s = %q, want a loopback /metrics URL", comp, url)
+		}
+		redistest.WaitFor(t, 10*time.Second, comp+" metrics with "+sample, func() bool {
+			return strings.Contains(scrapeText(url), "\n"+sample)
+		})
+	}
+
 	// Ctrl-C stops everything it started.
 	redisPids := childRedis(t, p.Pid())
 	if len(redisPids) != 6 {
@@ -192,6 +210,20 @@ func TestDevCluster(t *testing.T) {
 			t.Fatalf("redis-server %d still running after granary dev exited", pid)
 		}
 	}
+}
+
+// scrapeText is the body of GET url, "" on any failure.
+func scrapeText(url string) string {
+	resp, err := http.Get(url)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return ""
+	}
+	return string(b)
 }
 
 // childRedis lists the pids of the process's direct children (they may

@@ -31,6 +31,9 @@ type Config struct {
 	// ProbeTimeout bounds one probe of one server; a probe that takes
 	// longer counts as the server being down. Default 500ms.
 	ProbeTimeout time.Duration
+	// MetricsAddr serves /metrics on this address when not empty (port 0
+	// picks a free one; see Keeper.MetricsAddr). Default "" (off).
+	MetricsAddr string
 	// ReportInterval: a pair's health report is written on every change of
 	// up/down, role, link or run id, and at least this often otherwise.
 	// Default 1s.

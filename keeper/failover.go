@@ -167,9 +167,11 @@ func (k *Keeper) checkFailover(ctx context.Context, p metadb.Pair, h *metadb.Pai
 			log.Warn().Err(err).Str("reason", d.reason).Msg("failover failed, will retry")
 			fw.lastErr = err.Error()
 		}
+		k.metrics.failoverErrors.Inc()
 		return
 	}
 	fw.done = true
+	k.metrics.failovers.WithLabelValues(d.reason).Inc()
 	ev := log.Warn().Str("reason", d.reason).Dur("took", time.Since(start)).Time("master_last_ok", h.Master.LastOK).Time("master_since", h.Master.Since)
 	if job != nil {
 		ev = ev.Str("job", job.ID).Str("spare", job.Data[metadb.ReplaceSpare])

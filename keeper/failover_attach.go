@@ -46,6 +46,7 @@ func (k *Keeper) attachStep(ctx context.Context, j *metadb.Job) (metadb.Step, er
 		if derr := k.store.DropSpare(ctx, j.ID, spare, err.Error()); derr != nil {
 			return "", fmt.Errorf("spare %s: %v; drop it: %w", spare, err, derr)
 		}
+		k.metrics.attaches.WithLabelValues(attachUnreachable).Inc()
 		k.log.Warn().Err(err).Str("pair", j.Pair).Str("spare", spare).Msg("spare unreachable, taking another")
 		return "", errWaitStep // the job is back at take_spare
 	}
@@ -82,6 +83,7 @@ func (k *Keeper) attachStep(ctx context.Context, j *metadb.Job) (metadb.Step, er
 		case <-t.C:
 		}
 	}
+	k.metrics.attaches.WithLabelValues(attachInSync).Inc()
 	k.log.Info().Str("pair", j.Pair).Str("spare", spare).Msg("spare in sync")
 	return metadb.StepRecord, nil
 }

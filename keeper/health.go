@@ -71,8 +71,8 @@ func (k *Keeper) probePair(ctx context.Context, p metadb.Pair, h *metadb.PairHea
 	var m, r result
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); m.info, m.err = k.probe(ctx, p.Master) }()
-	go func() { defer wg.Done(); r.info, r.err = k.probe(ctx, p.Replica) }()
+	go func() { defer wg.Done(); m.info, m.err = k.timedProbe(ctx, p.ID, roleMaster, p.Master) }()
+	go func() { defer wg.Done(); r.info, r.err = k.timedProbe(ctx, p.ID, roleReplica, p.Replica) }()
 	wg.Wait()
 	now := time.Now().UTC()
 	var mc, rc bool
@@ -80,6 +80,17 @@ func (k *Keeper) probePair(ctx context.Context, p metadb.Pair, h *metadb.PairHea
 	h.Replica, rc = observe(h.Replica, p.Replica, r.info, r.err, now)
 	pairView(h, m.info)
 	return mc || rc
+}
+
+// timedProbe is probe, counted in the metrics of pair's server in role
+// (a pair without a replica, and a probe cut short by ctx, are not).
+func (k *Keeper) timedProbe(ctx context.Context, pair, role, addr string) (*serverInfo, error) {
+	start := time.Now()
+	in, err := k.probe(ctx, addr)
+	if addr != "" && ctx.Err() == nil {
+		k.metrics.probed(pair, role, time.Since(start), err)
+	}
+	return in, err
 }
 
 // probe sends PING and INFO server+replication to one server within the

@@ -107,6 +107,7 @@ func (k *Keeper) runStep(ctx context.Context, j *metadb.Job, h jobStep) {
 		return nil
 	})
 	if err != nil {
+		k.metrics.stepFailures.WithLabelValues(string(j.Kind), string(j.Step)).Inc()
 		k.log.Warn().Err(err).Str("job", j.ID).Str("step", string(j.Step)).Msg("job step failed, will retry")
 	}
 	if uerr != nil && ctx.Err() == nil {

@@ -9,10 +9,12 @@ package keeper
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/granary-db/granary/internal/metricshttp"
 	"github.com/granary-db/granary/metadb"
 	"github.com/granary-db/granary/proto/buspb"
 	"github.com/rs/zerolog"
@@ -51,6 +53,8 @@ type Keeper struct {
 	sched    *schedule
 	started  time.Time
 	steps    map[metadb.JobKind]map[metadb.Step]jobStep // see jobSteps
+	metrics  *metrics
+	maddr    atomic.Pointer[string]
 
 	// leaseUntil is when the lease lapses if not renewed (unix nanos), as
 	// the keeper knows it: the start of its last successful renewal plus
@@ -100,16 +104,36 @@ func New(cfg Config, store Store, log zerolog.Logger) (*Keeper, error) {
 	empty := map[string]metadb.Pair{}
 	k.pairs.Store(&empty)
 	k.steps = k.jobSteps()
+	k.metrics = newMetrics(k)
 	return k, nil
+}
+
+// MetricsAddr is the address /metrics listens on: "" while Run has not
+// listened yet, or when Config.MetricsAddr is empty.
+func (k *Keeper) MetricsAddr() string {
+	if a := k.maddr.Load(); a != nil {
+		return *a
+	}
+	return ""
 }
 
 func (k *Keeper) sender() string { return "keeper/" + k.cfg.ID }
 
 // Run registers the keeper, then watches its pairs and measures their dbs
-// until ctx ends. At a clean shutdown it deregisters, so the master moves
-// its pairs to another keeper at once instead of after the lease lapses.
-// It returns nil when ctx ends; a Keeper runs once.
+// until ctx ends, serving /metrics if configured (it returns at once if it
+// cannot listen there). At a clean shutdown it deregisters, so the master
+// moves its pairs to another keeper at once instead of after the lease
+// lapses. It returns nil when ctx ends; a Keeper runs once.
 func (k *Keeper) Run(ctx context.Context) error {
+	var mln net.Listener
+	if k.cfg.MetricsAddr != "" {
+		var err error
+		if mln, err = metricshttp.Listen(k.cfg.MetricsAddr); err != nil {
+			return err
+		}
+		a := mln.Addr().String()
+		k.maddr.Store(&a)
+	}
 	defer k.backends.close()
 	k.started = time.Now().UTC()
 	k.log.Info().Dur("lease", k.cfg.LeaseTTL).Dur("probe_interval", k.cfg.ProbeInterval).
@@ -120,6 +144,9 @@ func (k *Keeper) Run(ctx context.Context) error {
 	g.Go(func() error { return k.busLoop(gctx) })
 	g.Go(func() error { return k.sweepLoop(gctx) })
 	g.Go(func() error { return k.jobsLoop(gctx) })
+	if mln != nil {
+		g.Go(func() error { return metricshttp.Serve(gctx, mln, k.metrics.reg) })
+	}
 	for i := 0; i < k.cfg.MeasureWorkers; i++ {
 		g.Go(func() error { return k.measureLoop(gctx) })
 	}
@@ -149,6 +176,9 @@ func (k *Keeper) leaseLoop(ctx context.Context) error {
 		start := time.Now()
 		m := metadb.Member{ID: k.cfg.ID, Started: k.started}
 		err := k.store.Heartbeat(ctx, metadb.KindKeeper, m, k.cfg.LeaseTTL)
+		if err != nil && ctx.Err() == nil {
+			k.metrics.leaseFailures.Inc()
+		}
 		switch {
 		case err == nil:
 			k.leaseUntil.Store(start.Add(k.cfg.LeaseTTL).UnixNano())
@@ -219,6 +249,7 @@ func (k *Keeper) pairsLoop(ctx context.Context) error {
 					if !ok {
 						k.log.Info().Str("pair", id).Msg("pair released")
 						k.forgetHealth(id)
+						k.metrics.forgetPair(id)
 					}
 				}
 			}

@@ -102,6 +102,7 @@ func (k *Keeper) measureLoop(ctx context.Context) error {
 		case errors.Is(err, errStale):
 			k.log.Debug().Err(err).Str("tenant", t.key.tenant).Int("index", t.key.index).Msg("measurement skipped")
 		default:
+			k.metrics.measureFailures.Inc()
 			k.log.Warn().Err(err).Str("tenant", t.key.tenant).Int("index", t.key.index).Msg("measurement failed")
 		}
 	}
@@ -176,6 +177,7 @@ func (k *Keeper) measureDB(ctx context.Context, key dbKey, reason string) error 
 		}
 		return fmt.Errorf("record size: %w", err)
 	}
+	k.metrics.measured(m.Exact, m.elapsed)
 	k.mu.Lock()
 	k.big[key] = bigKeySet{pair: db.Pair, slot: db.SlotDB, keys: m.big}
 	k.mu.Unlock()

@@ -105,6 +105,7 @@ func (k *Keeper) resizeCopy(ctx context.Context, j *metadb.Job) (metadb.Step, er
 	}
 	start := time.Now()
 	total, avg := s.sizeOf(ctx)
+	s.onCopy = k.metrics.copied(avg)
 	var lastReport time.Time
 	report := func(keys int64) {
 		if time.Since(lastReport) < 200*time.Millisecond {
@@ -214,6 +215,7 @@ func (k *Keeper) resizeCatchup(ctx context.Context, j *metadb.Job) (metadb.Step,
 	defer s.close()
 	s.owner = k.ownsResize
 	total, avg := s.sizeOf(ctx)
+	s.onCopy = k.metrics.copied(avg)
 	if err := s.fullCopy(ctx, func(keys int64) { k.recordCopied(ctx, j.ID, keys, total, avg) }); err != nil {
 		return "", err
 	}

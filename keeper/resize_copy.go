@@ -43,6 +43,8 @@ type copySession struct {
 	// still owns the job (its lease): a keeper that lost its pair must
 	// not write to a target that may already serve the db.
 	owner func() error
+	// onCopy, when set, is told the number of keys each MIGRATE copied.
+	onCopy func(n int)
 
 	mu     sync.Mutex
 	dirty  map[string]struct{}
@@ -199,6 +201,9 @@ func (s *copySession) migrate(ctx context.Context, keys []string) error {
 	}
 	if err := s.src.Do(ctx, args...).Err(); err != nil {
 		return fmt.Errorf("migrate %d keys: %w", len(keys), err)
+	}
+	if s.onCopy != nil {
+		s.onCopy(len(keys))
 	}
 	return nil
 }

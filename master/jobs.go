@@ -114,6 +114,7 @@ const firstBackoff = 50 * time.Millisecond
 func (m *Master) runJob(ctx context.Context, f *metadb.Fence, id string) {
 	log := m.log.With().Str("job", id).Logger()
 	backoff := firstBackoff
+	seen := -1 // log entries observed for metrics; -1 before the first load
 	for ctx.Err() == nil {
 		j, err := m.store.Job(ctx, id)
 		if err != nil {
@@ -123,12 +124,18 @@ func (m *Master) runJob(ctx context.Context, f *metadb.Fence, id string) {
 			}
 			continue
 		}
+		first := seen < 0
+		seen = m.metrics.jobSeen(j, seen)
 		handlers := m.steps[j.Kind]
 		switch nextAction(j, handlers) {
 		case actStop:
+			if !first { // it ended while this runner drove it
+				m.metrics.jobsFinished.WithLabelValues(string(j.Kind), j.State).Inc()
+			}
 			return
 		case actFail:
 			m.failJob(ctx, f, id, fmt.Sprintf("unknown step %q of %s job", j.Step, j.Kind))
+			m.metrics.jobsFinished.WithLabelValues(string(j.Kind), metadb.JobFailed).Inc()
 			return
 		case actPoll:
 			if !sleep(ctx, m.cfg.JobPoll) {
@@ -150,6 +157,7 @@ func (m *Master) runJob(ctx context.Context, f *metadb.Fence, id string) {
 				return
 			}
 			log.Warn().Err(err).Str("step", string(j.Step)).Msg("job step failed, will retry")
+			m.metrics.stepRetries.WithLabelValues(string(j.Kind), string(j.Step)).Inc()
 			_, _ = m.store.UpdateJob(ctx, f, id, func(j *metadb.Job) error {
 				j.Attempts++
 				j.Error = err.Error()

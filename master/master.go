@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/granary-db/granary/internal/defaults"
+	"github.com/granary-db/granary/internal/metricshttp"
 	"github.com/granary-db/granary/metadb"
 	"github.com/granary-db/granary/pools"
 	"github.com/granary-db/granary/proto/buspb"
@@ -47,6 +49,9 @@ type Config struct {
 	// the deadline proxies get. A hold that lapses before the switch is
 	// renewed and the last changes applied again. Default 10s.
 	HoldTime time.Duration
+	// MetricsAddr serves /metrics on this address when not empty (port 0
+	// picks a free one; see Master.MetricsAddr). Default "" (off).
+	MetricsAddr string
 }
 
 // DefaultConfig returns the documented defaults.
@@ -115,6 +120,8 @@ type Master struct {
 	log      zerolog.Logger
 	backends *backends
 	steps    map[metadb.JobKind]map[metadb.Step]stepFunc // see jobSteps
+	metrics  *metrics
+	maddr    atomic.Pointer[string]
 }
 
 // New returns a master; it does no I/O and starts nothing.
@@ -124,15 +131,43 @@ func New(cfg Config, store Store, log zerolog.Logger) (*Master, error) {
 	}
 	m := &Master{cfg: cfg, store: store, log: log.With().Str("master", cfg.ID).Logger(), backends: newBackends(cfg.BackendTimeout)}
 	m.steps = m.jobSteps()
+	m.metrics = newMetrics(store)
 	return m, nil
+}
+
+// MetricsAddr is the address /metrics listens on: "" while Run has not
+// listened yet, or when Config.MetricsAddr is empty.
+func (m *Master) MetricsAddr() string {
+	if a := m.maddr.Load(); a != nil {
+		return *a
+	}
+	return ""
 }
 
 func (m *Master) sender() string { return "master/" + m.cfg.ID }
 
-// Run campaigns for the lease and, while it leads, runs the jobs and the
-// periodic decisions. It blocks until ctx ends, then gives the lease up so a
-// standby takes over at once.
+// Run serves /metrics if configured (it returns at once if it cannot
+// listen there), campaigns for the lease and, while it leads, runs the jobs
+// and the periodic decisions. It blocks until ctx ends, then gives the
+// lease up so a standby takes over at once, and returns nil.
 func (m *Master) Run(ctx context.Context) error {
+	if m.cfg.MetricsAddr == "" {
+		return m.campaign(ctx)
+	}
+	ln, err := metricshttp.Listen(m.cfg.MetricsAddr)
+	if err != nil {
+		return err
+	}
+	a := ln.Addr().String()
+	m.maddr.Store(&a)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return metricshttp.Serve(gctx, ln, m.metrics.reg) })
+	g.Go(func() error { return m.campaign(gctx) })
+	return g.Wait()
+}
+
+// campaign is Run without /metrics.
+func (m *Master) campaign(ctx context.Context) error {
 	defer m.backends.close()
 	poll := time.NewTicker(m.cfg.StandbyPoll)
 	defer poll.Stop()
@@ -143,7 +178,9 @@ func (m *Master) Run(ctx context.Context) error {
 		}
 		if ok {
 			m.log.Info().Int64("token", f.Token).Msg("leading")
+			m.metrics.isLeader.Set(1)
 			err := m.lead(ctx, f)
+			m.metrics.isLeader.Set(0)
 			if ctx.Err() != nil {
 				rctx, cancel := context.WithTimeout(context.Background(), time.Second)
 				_ = m.store.ReleaseLeader(rctx, f)
@@ -191,12 +228,15 @@ func (m *Master) keepLease(ctx context.Context, f *metadb.Fence) error {
 		g, ok, err := m.store.AcquireLeader(ctx, m.cfg.ID, m.cfg.LeaseTTL)
 		switch {
 		case err != nil:
+			m.metrics.leaseFailures.Inc()
 			if time.Since(lastOK) >= m.cfg.LeaseTTL {
 				return fmt.Errorf("%w: %v", errLostLease, err)
 			}
 		case !ok || g.Token != f.Token:
+			m.metrics.leaseFailures.Inc()
 			return errLostLease
 		default:
+			m.metrics.leaseRenewals.Inc()
 			lastOK = time.Now()
 		}
 	}
@@ -247,8 +287,11 @@ func (m *Master) jobLoop(ctx context.Context, f *metadb.Fence) error {
 			running[j.ID] = true
 			mu.Unlock()
 			wg.Add(1)
+			gauge := m.metrics.jobsRunning.WithLabelValues(string(j.Kind))
+			gauge.Inc()
 			go func(id string) {
 				defer wg.Done()
+				defer gauge.Dec()
 				m.runJob(ctx, f, id)
 				mu.Lock()
 				delete(running, id)

@@ -63,6 +63,7 @@ func (m *Master) applyQuotas(ctx context.Context, f *metadb.Fence) error {
 		}
 		m.log.Info().Str("tenant", c.tenant).Int("index", c.index).Bool("banned", c.ban).
 			Int64("used", c.used).Int64("quota", c.quota).Msg("write ban changed")
+		m.metrics.banChanged(c.ban)
 	}
 	return nil
 }

@@ -25,12 +25,14 @@ func (m *Master) reclaimDemoted(ctx context.Context, f *metadb.Fence) error {
 	if err != nil {
 		return fmt.Errorf("list demoted masters: %w", err)
 	}
+	m.metrics.reclaimPasses.Inc()
 	for _, a := range addrs {
 		err := m.reclaim(ctx, f, a)
 		switch {
 		case errors.Is(err, metadb.ErrNotLeader):
 			return err
 		case err == nil:
+			m.metrics.reclaimedAddrs.Inc()
 			m.log.Info().Str("addr", a).Msg("demoted master emptied and back in the spare pool")
 		}
 	}

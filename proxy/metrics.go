@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/granary-db/granary/internal/metricshttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -29,6 +30,7 @@ type metrics struct {
 	leaseFailures prometheus.Counter
 	version       prometheus.Gauge
 	fenced        prometheus.GaugeFunc
+	all           []prometheus.Collector
 }
 
 func newMetrics(p *Proxy) *metrics {
@@ -63,12 +65,16 @@ func newMetrics(p *Proxy) *metrics {
 		}
 		return 0
 	})
-	for _, c := range []prometheus.Collector{m.backendErrors, m.confirmLag, m.unconfirmed, m.held, m.clients,
-		m.protoErrors, m.authFailures, m.panics, m.resyncs, m.leaseFailures, m.version, m.fenced, &dbCollector{p: p}} {
+	m.all = []prometheus.Collector{m.backendErrors, m.confirmLag, m.unconfirmed, m.held, m.clients,
+		m.protoErrors, m.authFailures, m.panics, m.resyncs, m.leaseFailures, m.version, m.fenced, &dbCollector{p: p}}
+	for _, c := range m.all {
 		f(c)
 	}
 	return m
 }
+
+// MetricNames lists the name of every metric a Proxy registers.
+func MetricNames() []string { return metricshttp.Names(newMetrics(&Proxy{}).all...) }
 
 var (
 	opsDesc = prometheus.NewDesc("granary_proxy_ops_total", "Commands by class and tenant db.", []string{"class", "db"}, nil)
@@ -140,6 +146,10 @@ func (h *histogram) snapshot() (uint64, float64, map[float64]uint64) {
 	cum += h.counts[numBuckets].Load()
 	return cum, float64(h.sumNs.Load()) / 1e9, buckets
 }
+
+// MetricsAddr is the address /metrics listens on: "" before the proxy
+// listens (see Ready), or when Config.MetricsAddr is empty.
+func (p *Proxy) MetricsAddr() string { return p.metricsAddr() }
 
 // metricsServer is the /metrics HTTP server.
 func (p *Proxy) metricsServer() *http.Server {

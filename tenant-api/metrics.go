@@ -8,6 +8,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/granary-db/granary/internal/metricshttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -19,6 +20,7 @@ type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	all      []prometheus.Collector
 }
 
 func newMetrics(store Store) *metrics {
@@ -34,11 +36,15 @@ func newMetrics(store Store) *metrics {
 			Buckets: prometheus.DefBuckets,
 		}, []string{"route", "method"}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, &quotaCollector{store: store},
+	m.all = []prometheus.Collector{m.requests, m.latency, &quotaCollector{store: store},
 		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
+	m.reg.MustRegister(m.all...)
 	return m
 }
+
+// MetricNames lists the name of every metric a Server registers.
+func MetricNames() []string { return metricshttp.Names(newMetrics(nil).all...) }
 
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})

@@ -113,9 +113,9 @@ func startServers(ctx context.Context, log zerolog.Logger, dir string, servers [
 // serveDev runs the components until ctx ends or one of them, or a redis
 // child, stops. Meanwhile, once the API answers, it sets the cluster up,
 // writes cluster.json and prints how to connect.
-func serveDev(ctx context.Context, c devConfig, comps []func(context.Context) error, l devLayout, addrs map[string]string, procs *procSet) error {
+func serveDev(ctx context.Context, c devConfig, comps *devParts, l devLayout, addrs map[string]string, procs *procSet) error {
 	g, gctx := errgroup.WithContext(ctx)
-	for _, run := range comps {
+	for _, run := range comps.runs {
 		g.Go(func() error { return run(gctx) })
 	}
 	g.Go(func() error {
@@ -123,7 +123,13 @@ func serveDev(ctx context.Context, c devConfig, comps []func(context.Context) er
 		if err != nil {
 			return err
 		}
-		info := newClusterInfo(c, addrs[l.metadb], demo)
+		mctx, cancel := context.WithTimeout(gctx, 15*time.Second)
+		metrics, err := comps.metrics(mctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+		info := newClusterInfo(c, addrs[l.metadb], demo, metrics)
 		if err := writeClusterJSON(c.clusterJSONPath(), info); err != nil {
 			return err
 		}

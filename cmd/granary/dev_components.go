@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/granary-db/granary/keeper"
 	"github.com/granary-db/granary/master"
@@ -11,12 +13,21 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// devParts are the in-process components of `granary dev`.
+type devParts struct {
+	// runs each run one component until ctx ends.
+	runs []func(context.Context) error
+	// metrics waits (within ctx) until the proxy, the master and the keeper
+	// listen for /metrics and returns every component's /metrics URL.
+	metrics func(ctx context.Context) (metricsURLs, error)
+}
+
 // devComponents builds the in-process components of `granary dev`: one
-// master, one API, one proxy and one keeper. Each returned function runs
-// one until ctx ends.
-func devComponents(c devConfig, store *metadb.Store, log zerolog.Logger) ([]func(context.Context) error, error) {
+// master, one API, one proxy and one keeper, each with /metrics.
+func devComponents(c devConfig, store *metadb.Store, log zerolog.Logger) (*devParts, error) {
 	mcfg := master.DefaultConfig()
 	mcfg.ID = "dev"
+	mcfg.MetricsAddr = devMetricsAddr
 	m, err := master.New(mcfg, store, log.With().Str("component", "master").Logger())
 	if err != nil {
 		return nil, err
@@ -32,15 +43,31 @@ func devComponents(c devConfig, store *metadb.Store, log zerolog.Logger) ([]func
 	pcfg := proxy.DefaultConfig()
 	pcfg.Addr = c.ProxyAddr
 	pcfg.ID = "dev"
+	pcfg.MetricsAddr = devMetricsAddr
 	px, err := proxy.New(pcfg, store, log.With().Str("component", "proxy").Logger())
 	if err != nil {
 		return nil, err
 	}
 	kcfg := keeper.DefaultConfig()
 	kcfg.ID = "dev"
+	kcfg.MetricsAddr = devMetricsAddr
 	k, err := keeper.New(kcfg, store, log.With().Str("component", "keeper").Logger())
 	if err != nil {
 		return nil, err
 	}
-	return []func(context.Context) error{m.Run, api.Run, px.Run, k.Run}, nil
+	metrics := func(ctx context.Context) (metricsURLs, error) {
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if pa, ma, ka := px.MetricsAddr(), m.MetricsAddr(), k.MetricsAddr(); pa != "" && ma != "" && ka != "" {
+				return newMetricsURLs(c, pa, ma, ka), nil
+			}
+			select {
+			case <-ctx.Done():
+				return metricsURLs{}, fmt.Errorf("metrics listeners: %w", ctx.Err())
+			case <-t.C:
+			}
+		}
+	}
+	return &devParts{runs: []func(context.Context) error{m.Run, api.Run, px.Run, k.Run}, metrics: metrics}, nil
 }

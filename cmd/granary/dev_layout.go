@@ -102,6 +102,28 @@ type clusterInfo struct {
 	AdminToken string   `json:"admin_token"`
 	Metadb     string   `json:"metadb"`
 	Demo       demoInfo `json:"demo"`
+	// Metrics are the /metrics URLs of the four components.
+	Metrics metricsURLs `json:"metrics"`
+}
+
+// metricsURLs are where each component of the dev cluster serves /metrics.
+type metricsURLs struct {
+	API    string `json:"api"`
+	Proxy  string `json:"proxy"`
+	Master string `json:"master"`
+	Keeper string `json:"keeper"`
+}
+
+// devMetricsAddr is where the proxy, the master and the keeper of the dev
+// cluster serve /metrics: a free loopback port each (the API serves it on
+// its own address).
+const devMetricsAddr = "127.0.0.1:0"
+
+// newMetricsURLs are the /metrics URLs of c's API and of the proxy, the
+// master and the keeper serving /metrics on the given host:port addresses.
+func newMetricsURLs(c devConfig, proxy, master, keeper string) metricsURLs {
+	u := func(addr string) string { return "http://" + addr + "/metrics" }
+	return metricsURLs{API: c.apiURL() + "/metrics", Proxy: u(proxy), Master: u(master), Keeper: u(keeper)}
 }
 
 // demoInfo is the demo tenant, as the API's signup answers it.
@@ -114,8 +136,9 @@ type demoInfo struct {
 
 // newClusterInfo describes the cluster of c whose metadb listens on
 // metadbAddr.
-func newClusterInfo(c devConfig, metadbAddr string, demo demoInfo) *clusterInfo {
-	return &clusterInfo{API: c.apiURL(), Proxy: c.ProxyAddr, AdminToken: c.AdminToken, Metadb: "redis://" + metadbAddr, Demo: demo}
+func newClusterInfo(c devConfig, metadbAddr string, demo demoInfo, metrics metricsURLs) *clusterInfo {
+	return &clusterInfo{API: c.apiURL(), Proxy: c.ProxyAddr, AdminToken: c.AdminToken, Metadb: "redis://" + metadbAddr,
+		Demo: demo, Metrics: metrics}
 }
 
 // clusterJSON is the contents of cluster.json.
@@ -148,8 +171,16 @@ Sign up another tenant:
 
   curl -s -X POST %[1]s/v1/tenants -H 'Content-Type: application/json' -d '{"name":"acme"}'
 
+Metrics (Prometheus; dashboard in docs/grafana-dashboard.json):
+
+  api     %[10]s
+  proxy   %[11]s
+  master  %[12]s
+  keeper  %[13]s
+
 cluster.json: %[7]s/cluster.json
-`, in.API, in.Proxy, in.AdminToken, in.Demo.User, in.Demo.Password, in.Demo.Token, dir, hostOf(in.Proxy), portOf(in.Proxy))
+`, in.API, in.Proxy, in.AdminToken, in.Demo.User, in.Demo.Password, in.Demo.Token, dir, hostOf(in.Proxy), portOf(in.Proxy),
+		in.Metrics.API, in.Metrics.Proxy, in.Metrics.Master, in.Metrics.Keeper)
 }
 
 func hostOf(addr string) string { h, _, _ := strings.Cut(addr, ":"); return h }

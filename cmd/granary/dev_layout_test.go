@@ -89,7 +89,8 @@ func TestAdminCalls(t *testing.T) {
 // TestClusterJSON: cluster.json's fields are what scripts and e2e read.
 func TestClusterJSON(t *testing.T) {
 	c := devConfig{Dir: "/tmp/dev", APIAddr: "127.0.0.1:8080", ProxyAddr: "127.0.0.1:7379", AdminToken: "ga_admin"}
-	in := newClusterInfo(c, "127.0.0.1:6390", demoInfo{Tenant: "t_1", User: "demo", Password: "pw", Token: "gt_demo"})
+	in := newClusterInfo(c, "127.0.0.1:6390", demoInfo{Tenant: "t_1", User: "demo", Password: "pw", Token: "gt_demo"},
+		newMetricsURLs(c, "127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103"))
 	want := `{
   "api": "http://127.0.0.1:8080",
   "proxy": "127.0.0.1:7379",
@@ -100,6 +101,12 @@ func TestClusterJSON(t *testing.T) {
     "user": "demo",
     "password": "pw",
     "token": "gt_demo"
+  },
+  "metrics": {
+    "api": "http://127.0.0.1:8080/metrics",
+    "proxy": "http://127.0.0.1:9101/metrics",
+    "master": "http://127.0.0.1:9102/metrics",
+    "keeper": "http://127.0.0.1:9103/metrics"
   }
 }`
 	if got := string(clusterJSON(in)); got != want {
@@ -109,7 +116,9 @@ func TestClusterJSON(t *testing.T) {
 
 func TestPrintWelcome(t *testing.T) {
 	in := &clusterInfo{API: "http://127.0.0.1:8080", Proxy: "127.0.0.1:7379", AdminToken: "ga_admin",
-		Demo: demoInfo{User: "demo", Password: "pw", Token: "gt_demo"}}
+		Demo: demoInfo{User: "demo", Password: "pw", Token: "gt_demo"},
+		Metrics: metricsURLs{API: "http://127.0.0.1:8080/metrics", Proxy: "http://127.0.0.1:9101/metrics",
+			Master: "http://127.0.0.1:9102/metrics", Keeper: "http://127.0.0.1:9103/metrics"}}
 	var b strings.Builder
 	printWelcome(&b, in, "/tmp/dev")
 	lines := map[string]bool{}
@@ -124,6 +133,10 @@ func TestPrintWelcome(t *testing.T) {
 		{"token for the curl lines", "export TOKEN=gt_demo"},
 		{"redis-cli splits the proxy address", "redis-cli -h 127.0.0.1 -p 7379 --user demo --pass pw -n 0 PING"},
 		{"admin call", `curl -s http://127.0.0.1:8080/v1/admin/pools -H "Authorization: Bearer ga_admin"`},
+		{"API metrics", "api     http://127.0.0.1:8080/metrics"},
+		{"proxy metrics", "proxy   http://127.0.0.1:9101/metrics"},
+		{"master metrics", "master  http://127.0.0.1:9102/metrics"},
+		{"keeper metrics", "keeper  http://127.0.0.1:9103/metrics"},
 		{"cluster.json", "cluster.json: /tmp/dev/cluster.json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

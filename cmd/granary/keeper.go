@@ -19,6 +19,7 @@ func runKeeper(ctx context.Context, log zerolog.Logger, args []string) error {
 	cfg := keeper.DefaultConfig()
 	fs.StringVar(&cfg.ID, "id", cfg.ID, "keeper id in its lease and in the pairs assigned to it")
 	fs.DurationVar(&cfg.LeaseTTL, "lease", cfg.LeaseTTL, "keeper lease time; its pairs move to another keeper within it after a crash")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (default off)")
 	fs.DurationVar(&cfg.PairsPoll, "pairs-poll", cfg.PairsPoll, "how often to read which pairs are assigned to this keeper")
 	fs.DurationVar(&cfg.ProbeInterval, "probe-interval", cfg.ProbeInterval, "how often each watched server gets PING and INFO")
 	fs.DurationVar(&cfg.ProbeTimeout, "probe-timeout", cfg.ProbeTimeout, "a probe slower than this counts as the server being down")

@@ -27,6 +27,7 @@ func runMaster(ctx context.Context, log zerolog.Logger, args []string) error {
 	fs.StringVar(&cfg.ID, "id", cfg.ID, "master id in the leader lease")
 	fs.DurationVar(&cfg.LeaseTTL, "lease", cfg.LeaseTTL, "leader lease time; a standby takes over within it")
 	fs.DurationVar(&cfg.BackendTimeout, "backend-timeout", cfg.BackendTimeout, "timeout of each command sent to a pair's Redis")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (default off)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
