@@ -224,6 +224,7 @@
     banners.clear();
     setBanner('', null);
     for (const id of ['admin', 'tenant', 'logout', 'who', 'refreshed']) $(id).hidden = true;
+    resetAdmin();
     resetTenant();
     showLogin(msg);
   }
@@ -243,7 +244,19 @@
 
   const admin = { pools: [], proxies: [], keepers: [], spares: [], jobs: [], auditCursor: '', auditPaged: false };
 
+  // resetAdmin empties every admin table, so nothing of one session is
+  // left in the page for the next.
+  function resetAdmin() {
+    Object.assign(admin, { pools: [], proxies: [], keepers: [], spares: [], jobs: [], auditCursor: '', auditPaged: false });
+    for (const t of $('admin').querySelectorAll('tbody')) clear(t);
+    clear($('admin-stats'));
+    clear($('spares'));
+    $('audit-tenant').value = '';
+    $('audit-action').value = '';
+  }
+
   function startAdmin() {
+    resetAdmin();
     $('admin').hidden = false;
     $('tenants-card').hidden = true;
     $('audit-card').hidden = true;
@@ -323,9 +336,9 @@
 
   function replyCell(addr) {
     const t = lastReply(addr);
-    if (isNaN(t)) return td(el('span', { class: 'muted' }, 'no proxy reports it'));
+    if (isNaN(t)) return td(el('span', { class: 'muted', title: 'no live proxy has talked to it lately' }, 'no proxy traffic'));
     const age = (Date.now() - t) / 1000;
-    return td(badge(fmtDur(age) + ' ago', age < 5 ? 'ok' : age < 30 ? 'warn' : 'bad'));
+    return td(badge(fmtDur(age) + ' ago', 'reply ' + (age < 5 ? 'ok' : age < 30 ? 'warn' : 'bad')));
   }
 
   function renderPairs() {
@@ -532,9 +545,10 @@
 
   function startTenant() {
     resetTenant();
+    clear($('tenant-stats'));
     $('tenant').hidden = false;
     loop('dbs', DBS_EVERY, refreshDBs);
-    loop('jobs', JOBS_EVERY, pollJobs);
+    loop('jobs', JOBS_EVERY, (g) => pollJobs(g));
   }
 
   async function refreshDBs(g) {
@@ -725,15 +739,21 @@
     }
   }
 
-  // follow adds a job to the ones polled until they end.
+  // follow adds a job to the ones polled until they end, and reads it at
+  // once rather than at the next tick.
   function follow(id, guess) {
     if (tenant.jobs.has(id)) return;
     tenant.jobs.set(id, Object.assign({ id, kind: '', index: '', state: 'running', step: '', progress: 0 }, guess || {}));
     renderTenantJobs();
+    const g = gen;
+    pollJobs(g, [id]).catch((e) => { if (g === gen) setBanner('jobs', e.message); });
   }
 
-  async function pollJobs(g) {
-    const live = [...tenant.jobs.values()].filter((j) => j.state === 'running');
+  // pollJobs reads the given jobs, or every running one, and refreshes the
+  // dbs when one of them has ended.
+  async function pollJobs(g, ids) {
+    const live = ids ? ids.map((id) => tenant.jobs.get(id)).filter((j) => j)
+      : [...tenant.jobs.values()].filter((j) => j.state === 'running');
     if (!live.length) return;
     let ended = false;
     await Promise.all(live.map(async (j) => {
