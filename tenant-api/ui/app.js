@@ -72,6 +72,16 @@
     return isNaN(t) ? '—' : fmtDur((Date.now() - t) / 1000) + ' ago';
   }
 
+  // fmtTime is a timestamp as local date and time, to the second.
+  function fmtTime(ts) {
+    const t = parseTime(ts);
+    if (isNaN(t)) return String(ts || '—');
+    const d = new Date(t);
+    const p2 = (n) => String(n).padStart(2, '0');
+    return d.getFullYear() + '-' + p2(d.getMonth() + 1) + '-' + p2(d.getDate()) + ' ' +
+      p2(d.getHours()) + ':' + p2(d.getMinutes()) + ':' + p2(d.getSeconds());
+  }
+
   function pct(frac) { return Math.round(Math.min(1, Math.max(0, frac)) * 100); }
 
   // bar is a progress bar; its width is set through the CSSOM, which the
@@ -517,7 +527,7 @@
     for (const a of entries) {
       const ok = /^(ok|success|allowed|2\d\d)$/i.test(String(a.result));
       tb.append(el('tr', { dataset: { audit: a.id } },
-        td(el('span', { title: a.time }, ago(a.time))),
+        td(el('span', { title: ago(a.time) }, fmtTime(a.time))),
         td(a.actor), td(el('span', { class: 'mono' }, a.action)), td(el('span', { class: 'mono' }, a.target)),
         td(a.tenant || '—'), td(badge(String(a.result ?? '—'), ok ? 'ok' : 'bad')),
         td(el('span', { class: 'mono small', title: a.request_id }, shortID(a.request_id))),
