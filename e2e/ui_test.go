@@ -22,7 +22,7 @@ import (
 )
 
 // chromiumPath finds the browser the dashboard test drives: $GRANARY_CHROMIUM,
-// else Debian's chromium on the PATH. scripts/deps.sh (make deps) installs
+// else Debian's chromium on the PATH. scripts/deps.sh (make deps-browser, run by make test) installs
 // it; the test installs nothing and fails, never skips, without it.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
@@ -34,7 +34,7 @@ func chromiumPath(t *testing.T) string {
 			return p
 		}
 	}
-	t.Fatal("no chromium on the PATH: run `make deps` (scripts/deps.sh installs Debian's chromium package) " +
+	t.Fatal("no chromium on the PATH: run `make deps-browser` (scripts/deps.sh installs Debian's chromium package) " +
 		"or set GRANARY_CHROMIUM to a Chromium binary")
 	return ""
 }
@@ -44,13 +44,14 @@ func chromiumPath(t *testing.T) string {
 // fails on any.
 func browser(t *testing.T) (context.Context, func() []string) {
 	t.Helper()
+	bin := chromiumPath(t)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath(t)), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 800))
+		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 800))
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); cancelAlloc() })
 	if err := chromedp.Do(ctx); err != nil { // starts the browser
-		t.Fatalf("start chromium: %v", err)
+		t.Fatalf("start chromium %s: %v (`make deps-browser` installs Debian's chromium)", bin, err)
 	}
 	var (
 		mu   sync.Mutex
@@ -144,8 +145,8 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 // and sees the job through to done and the new size. GRANARY_UI_SCREENSHOTS=1
 // saves both views to docs/.
 func TestDashboard(t *testing.T) {
+	ctx, problems := browser(t) // first: without a browser, fail before starting a cluster
 	_, c, _ := startDev(t)
-	ctx, problems := browser(t)
 
 	do(t, ctx, "open /ui", chromedp.Navigate(c.API+"/ui"), chromedp.WaitVisible(chromedp.ID("login")))
 	if loc := evalJS[string](t, ctx, `location.pathname`); loc != "/ui/" {
