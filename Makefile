@@ -4,20 +4,24 @@ GO    ?= go
 BIN   := bin/granary
 DEV_DIR ?= .dev
 
-.PHONY: dev test deps build proto vet fuzz clean bench-proxy bench-resize bench-failover bench-sizing
+.PHONY: dev test deps deps-browser build proto vet fuzz clean bench-proxy bench-resize bench-failover bench-sizing
 
 ## dev: start a whole local cluster (Ctrl-C stops it) and print how to connect
 dev: deps build
 	$(BIN) dev --dir $(DEV_DIR)
 
 ## test: every test, against real redis-server processes
-test: deps
+test: deps deps-browser
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 
 ## deps: install redis-server and redis-tools from Debian when missing
 deps:
 	@bash scripts/deps.sh redis-server redis-tools
+
+## deps-browser: install Debian's chromium when missing (the dashboard's browser test drives it)
+deps-browser:
+	@bash scripts/deps.sh chromium
 
 build:
 	$(GO) build -o $(BIN) ./cmd/granary

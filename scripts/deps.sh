@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=("$@")
 [ ${#pkgs[@]} -eq 0 ] && pkgs=(redis-server)
 declare -A cmd=([redis-server]=redis-server [redis-tools]=redis-cli
-  [protobuf-compiler]=protoc [nutcracker]=nutcracker [redis-sentinel]=redis-sentinel)
+  [protobuf-compiler]=protoc [nutcracker]=nutcracker [redis-sentinel]=redis-sentinel [chromium]=chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   c=${cmd[$p]:-$p}

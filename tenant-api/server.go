@@ -202,6 +202,7 @@ func (s *Server) routes() http.Handler {
 
 	r.Get("/healthz", s.healthz)
 	r.Method(http.MethodGet, "/metrics", s.metrics.handler())
+	s.mountUI(r) // the dashboard, static files at /ui/ (ui.go)
 
 	r.Route("/v1", func(r chi.Router) {
 		r.Post("/tenants", s.signup)
