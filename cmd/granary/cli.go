@@ -70,6 +70,9 @@ type cli struct {
 	poll time.Duration
 }
 
+// watchPoll is how often a watched job is fetched; tests shorten it.
+var watchPoll = 200 * time.Millisecond
+
 // runCLI runs the granary command line args and returns the exit status.
 func runCLI(args []string) int {
 	tty := term.IsTerminal(int(os.Stdout.Fd()))
@@ -78,7 +81,7 @@ func runCLI(args []string) int {
 
 // execCLI is runCLI with the streams given, for tests.
 func execCLI(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool) int {
-	c := &cli{stdout: stdout, stderr: stderr, tty: tty, poll: 200 * time.Millisecond}
+	c := &cli{stdout: stdout, stderr: stderr, tty: tty, poll: watchPoll}
 	root := c.rootCmd()
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -148,12 +151,6 @@ Exit status: 0 ok, 1 failed (the API's error on stderr), 2 usage, 130
 interrupted (a watched job goes on).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
-		Args:          cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cmd.SetOut(c.stderr)
-			_ = cmd.Help()
-			return exitStatus(exitUsage)
-		},
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			if c.output != "table" && c.output != "json" {
 				return usagef("bad -o %q: use table or json", c.output)
@@ -161,6 +158,7 @@ interrupted (a watched job goes on).`,
 			return nil
 		},
 	}
+	c.group(root)
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
 	pf := root.PersistentFlags()
@@ -194,6 +192,18 @@ interrupted (a watched job goes on).`,
 		})
 	}
 	return root
+}
+
+// group makes cmd a command that only holds others: alone it prints its
+// help on stderr and exits 2; with an argument, that is an unknown command.
+func (c *cli) group(cmd *cobra.Command) *cobra.Command {
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cmd.SetOut(c.stderr)
+		_ = cmd.Help()
+		return exitStatus(exitUsage)
+	}
+	return cmd
 }
 
 // action wraps a client command: it runs with a context that Ctrl-C or

@@ -45,7 +45,7 @@ type memberInfo struct {
 }
 
 func (c *cli) adminCmd() *cobra.Command {
-	admin := &cobra.Command{Use: "admin", Short: "operators: pools, pairs, spares, proxies, keepers, jobs, audit"}
+	admin := c.group(&cobra.Command{Use: "admin", Short: "operators: pools, pairs, spares, proxies, keepers, jobs, audit"})
 	admin.AddCommand(c.adminPoolsCmd(), c.adminPairsCmd(), c.adminSparesCmd(),
 		c.adminMembersCmd("proxies", "list the proxies, live or lately lapsed"),
 		c.adminMembersCmd("keepers", "list the keepers, live or lately lapsed"),
@@ -96,7 +96,7 @@ func (c *cli) adminPoolsCmd() *cobra.Command {
 }
 
 func (c *cli) adminPairsCmd() *cobra.Command {
-	pairs := &cobra.Command{Use: "pairs", Short: "add capacity: a Redis master and its replica"}
+	pairs := c.group(&cobra.Command{Use: "pairs", Short: "add capacity: a Redis master and its replica"})
 	var size, master, replica, dbs string
 	add := &cobra.Command{
 		Use:   "add --size SIZE --master HOST:PORT --replica HOST:PORT --dbs 0-15",

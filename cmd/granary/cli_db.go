@@ -126,7 +126,7 @@ token works.`,
 }
 
 func (c *cli) dbCmd() *cobra.Command {
-	db := &cobra.Command{Use: "db", Short: "create, list, show, resize and drop your dbs"}
+	db := c.group(&cobra.Command{Use: "db", Short: "create, list, show, resize and drop your dbs"})
 	db.AddCommand(c.dbCreateCmd(), c.dbListCmd(), c.dbShowCmd(), c.dbResizeCmd(), c.dbDropCmd(), c.dbSetModeCmd())
 	return db
 }
@@ -296,7 +296,7 @@ func (c *cli) startJob(ctx context.Context, method, path string, body any, watch
 }
 
 func (c *cli) jobCmd() *cobra.Command {
-	job := &cobra.Command{Use: "job", Short: "follow your jobs"}
+	job := c.group(&cobra.Command{Use: "job", Short: "follow your jobs"})
 	watch := &cobra.Command{
 		Use:   "watch ID",
 		Short: "follow a job until it ends (Ctrl-C stops watching, not the job)",
