@@ -126,8 +126,9 @@ func (d lineDisplay) stop() {}
 
 // barDisplay is a live progress bar on a terminal.
 type barDisplay struct {
-	w   io.Writer
-	bar *progressbar.ProgressBar
+	w    io.Writer
+	bar  *progressbar.ProgressBar
+	desc string
 }
 
 // barMax is the bar's resolution: progress in tenths of a percent.
@@ -152,8 +153,11 @@ func (d *barDisplay) describe(j jobInfo) string {
 }
 
 func (d *barDisplay) update(_, j jobInfo, _ bool) {
-	d.bar.Describe(d.describe(j))
 	_ = d.bar.Set64(int64(j.Progress * barMax))
+	if desc := d.describe(j); desc != d.desc {
+		d.desc = desc
+		d.bar.Describe(desc) // renders again
+	}
 }
 
 func (d *barDisplay) end(j jobInfo) {
