@@ -272,9 +272,10 @@ func fields(w io.Writer, kv ...string) {
 	}
 }
 
-// humanBytes writes n in decimal units: 3.2 MB.
+// humanBytes writes n in units of 1024 named as Redis names them (64M is
+// 64 × 1024 × 1024 bytes): 3.2 MB.
 func humanBytes(n int64) string {
-	const unit = 1000
+	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)
 	}
@@ -283,5 +284,5 @@ func humanBytes(n int64) string {
 		div *= unit
 		exp++
 	}
-	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTP"[exp])
+	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "KMGTP"[exp])
 }

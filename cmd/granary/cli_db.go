@@ -302,7 +302,8 @@ func (c *cli) jobCmd() *cobra.Command {
 		Short: "follow a job until it ends (Ctrl-C stops watching, not the job)",
 		Long: `watch polls the job about every 200 ms. On a terminal it shows a progress
 bar with the step and the bytes copied; otherwise it prints a line per step
-("step copy 14% 3.2 MB/22.0 MB") and "done" at the end. With -o json it
+("step copy 14% 3.2 MB/22.0 MB"; one more when the copy's size becomes
+known) and "done" at the end. With -o json it
 prints only the job as it ended. It exits 1 if the job failed, and 130 on
 Ctrl-C, which stops the watching only: the job goes on.`,
 		Args: cobra.ExactArgs(1),

@@ -206,7 +206,7 @@ func TestTableAndJSON(t *testing.T) {
 	code, out, _ := run(t, "db", "list", "--api", srv.URL)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if code != 0 || len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "INDEX SIZE STATE WRITE MODE USED QUOTA URL" ||
-		strings.Join(strings.Fields(lines[1]), " ") != "0 64M active confirmed 1.5 MB 67.1 MB redis://acme@127.0.0.1:7379/0" {
+		strings.Join(strings.Fields(lines[1]), " ") != "0 64M active confirmed 1.4 MB 64.0 MB redis://acme@127.0.0.1:7379/0" {
 		t.Fatalf("table: %d\n%s", code, out)
 	}
 	code, out, _ = run(t, "db", "list", "--api", srv.URL, "-o", "json")
@@ -325,7 +325,7 @@ func (s *scriptedJob) setFinish() {
 // resizeScript walks a resize job through its steps: reserve, copy with
 // the bytes growing (repeats polls each), then the rest.
 func resizeScript(id string, repeats int) []jobInfo {
-	const total = 22_000_000
+	const total = 22 << 20
 	at := func(step metadb.Step, frac float64) jobInfo {
 		j := jobInfo{ID: id, Kind: metadb.JobResize, State: metadb.JobRunning, Step: step,
 			Progress: metadb.Progress(metadb.JobResize, step, frac), Tenant: "acme", BytesTotal: total}
@@ -362,7 +362,7 @@ func TestWatchLines(t *testing.T) {
 	t.Cleanup(func() { watchPoll = 200 * time.Millisecond })
 	const id = "j1-abc"
 	done := jobInfo{ID: id, Kind: metadb.JobResize, State: metadb.JobDone, Step: metadb.StepDone, Progress: 1,
-		BytesCopied: 22_000_000, BytesTotal: 22_000_000}
+		BytesCopied: 22 << 20, BytesTotal: 22 << 20}
 	srv := &scriptedJob{script: resizeScript(id, 2), final: done, finish: true}
 	hs := httptest.NewServer(srv)
 	defer hs.Close()

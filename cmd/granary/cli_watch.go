@@ -109,7 +109,9 @@ func stepText(j jobInfo) string {
 type lineDisplay struct{ w io.Writer }
 
 func (d lineDisplay) update(prev, j jobInfo, first bool) {
-	if j.State == metadb.JobRunning && (first || j.Step != prev.Step) {
+	// A line per step, and one more when the copy's size becomes known
+	// (the keeper counts it only once the copy has begun).
+	if j.State == metadb.JobRunning && (first || j.Step != prev.Step || (j.BytesTotal > 0 && prev.BytesTotal == 0)) {
 		fmt.Fprintf(d.w, "step %s\n", stepText(j))
 	}
 }
