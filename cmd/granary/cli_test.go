@@ -289,6 +289,8 @@ type scriptedJob struct {
 	finish   bool
 	polls    int
 	requests []string
+	// unavailable polls answer 503 and leave the script where it is.
+	unavailable map[int]bool
 }
 
 func (s *scriptedJob) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -303,6 +305,11 @@ func (s *scriptedJob) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != "GET" || r.URL.Path != "/v1/jobs/"+s.final.ID {
 		w.WriteHeader(404)
 		w.Write([]byte(`{"error":"no job"}`))
+		return
+	}
+	if s.unavailable[len(s.requests)] {
+		w.WriteHeader(503)
+		w.Write([]byte(`{"error":"metadb does not answer"}`))
 		return
 	}
 	j := s.final
@@ -384,6 +391,14 @@ func TestWatchLines(t *testing.T) {
 		}
 	}
 
+	// The API failing for a moment (5xx) does not end the watching.
+	srv.polls, srv.requests, srv.unavailable = 0, nil, map[int]bool{3: true, 4: true, 6: true}
+	code, out2, errs := run(t, "job", "watch", id, "--api", hs.URL, "--token", "t")
+	if code != 0 || out2 != want || errs != strings.Repeat("granary: metadb does not answer (retrying)\n", 2) { // once per outage
+		t.Fatalf("with 503s: exit %d, stderr %q, stdout:\n%s", code, errs, out2)
+	}
+	srv.unavailable = nil
+
 	// -o json: only the job as it ended.
 	srv.polls = 0
 	code, out, _ = run(t, "job", "watch", id, "--api", hs.URL, "--token", "t", "-o", "json")
@@ -438,5 +453,34 @@ func TestAuditContract(t *testing.T) {
 	}
 	if code, _, errs := run(t, "audit", "--tenant", "x", "--api", srv.URL); code != 2 {
 		t.Fatalf("tenant audit with --tenant: %d %q, want 2", code, errs)
+	}
+}
+
+func TestHumanBytes(t *testing.T) {
+	for _, tc := range []struct {
+		n    int64
+		want string
+	}{
+		{0, "0 B"}, {1023, "1023 B"}, {1024, "1.0 KB"}, {3_355_443, "3.2 MB"}, {64 << 20, "64.0 MB"}, {1 << 30, "1.0 GB"},
+	} {
+		if got := humanBytes(tc.n); got != tc.want {
+			t.Errorf("humanBytes(%d) = %q, want %q", tc.n, got, tc.want)
+		}
+	}
+}
+
+// TestServerCommandsPassThrough: the server subcommands get their
+// arguments untouched, -h included, and parse them with their FlagSet.
+func TestServerCommandsPassThrough(t *testing.T) {
+	for _, name := range []string{"master", "proxy", "keeper", "api", "dev"} {
+		if code, out, errs := run(t, name, "-h"); code != 0 || out != "" || errs != "" {
+			t.Fatalf("granary %s -h: exit %d, stdout %q, stderr %q; want 0 and the FlagSet's usage on os.Stderr", name, code, out, errs)
+		}
+	}
+	code, out, _ := run(t, "--help")
+	for _, name := range []string{"master", "proxy", "keeper", "api", "dev", "signup", "db", "job", "admin", "login"} {
+		if code != 0 || !strings.Contains(out, "\n  "+name+" ") {
+			t.Fatalf("granary --help: exit %d, no %s in:\n%s", code, name, out)
+		}
 	}
 }

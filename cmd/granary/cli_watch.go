@@ -30,7 +30,10 @@ func (c *cli) watch(ctx context.Context, api *apiclient.Client, id string) error
 	path := "/v1/jobs/" + url.PathEscape(id)
 	t := time.NewTicker(c.poll)
 	defer t.Stop()
-	var last jobInfo
+	var (
+		last    jobInfo
+		lastErr string
+	)
 	for first := true; ; first = false {
 		var raw json.RawMessage
 		err := api.Call(ctx, http.MethodGet, path, nil, &raw)
@@ -43,13 +46,18 @@ func (c *cli) watch(ctx context.Context, api *apiclient.Client, id string) error
 		}
 		if err != nil {
 			var ae *apiclient.Error
-			if errors.As(err, &ae) || first {
+			if first || (errors.As(err, &ae) && ae.Status < 500) {
 				// The API refused (no such job, bad token) or never answered.
 				return err
 			}
-			// A passing network error while watching: try again.
-			fmt.Fprintf(c.stderr, "granary: %s (retrying)\n", oneLine(err.Error()))
+			// A passing network or server error while watching: try again,
+			// saying so once per outage.
+			if msg := oneLine(failureText(err)); msg != lastErr {
+				lastErr = msg
+				fmt.Fprintf(c.stderr, "granary: %s (retrying)\n", msg)
+			}
 		} else {
+			lastErr = ""
 			if show != nil {
 				show.update(last, j, first)
 			}
