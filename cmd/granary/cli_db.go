@@ -223,11 +223,15 @@ func (c *cli) dbCall(ctx context.Context, method, path string, body any) error {
 	if err := json.Unmarshal(raw, &d); err != nil {
 		return err
 	}
+	slot := ""
+	if d.Slot.Pair != "" {
+		slot = fmt.Sprintf("%s db %d", d.Slot.Pair, d.Slot.DB)
+	}
 	return c.emit(raw, func(w io.Writer) error {
 		fields(w, "index", strconv.Itoa(d.Index), "size", d.Size, "state", d.State, "write mode", d.WriteMode,
 			"used", fmt.Sprintf("%s of %s", humanBytes(d.UsedBytes), humanBytes(d.QuotaBytes)),
 			"warning", d.Warning, "endpoint", d.Endpoint, "url", d.URL,
-			"slot", fmt.Sprintf("%s db %d", d.Slot.Pair, d.Slot.DB), "job", d.Job, "created", d.Created)
+			"slot", slot, "job", d.Job, "created", d.Created)
 		return nil
 	})
 }

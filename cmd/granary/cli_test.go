@@ -484,3 +484,48 @@ func TestServerCommandsPassThrough(t *testing.T) {
 		}
 	}
 }
+
+// TestRequests: each command sends the call of the REST API's contract.
+func TestRequests(t *testing.T) {
+	isolate(t)
+	var got string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body bytes.Buffer
+		body.ReadFrom(r.Body)
+		got = strings.TrimSpace(r.Header.Get("Authorization") + " " + r.Method + " " + r.URL.Path + " " + strings.TrimSpace(body.String()))
+		switch {
+		case r.Method == "DELETE" || (r.Method == "PATCH" && strings.Contains(body.String(), "size")):
+			w.WriteHeader(202)
+			w.Write([]byte(`{"job":"j1"}`))
+		case strings.HasPrefix(r.URL.Path, "/v1/admin/spares"):
+			w.WriteHeader(201)
+			w.Write([]byte(`{"addr":"127.0.0.1:7000"}`))
+		default:
+			w.WriteHeader(201)
+			w.Write([]byte(`{}`))
+		}
+	}))
+	defer srv.Close()
+	tests := []struct {
+		args []string
+		want string
+		out  string
+	}{
+		{[]string{"db", "create", "--size", "64M"}, `Bearer t POST /v1/dbs {"size":"64M"}`, "index:"},
+		{[]string{"db", "create", "--size", "1g", "--write-mode", "async"}, `Bearer t POST /v1/dbs {"size":"1g","write_mode":"async"}`, ""},
+		{[]string{"db", "show", "007"}, `Bearer t GET /v1/dbs/7`, ""},
+		{[]string{"db", "set-mode", "3", "async"}, `Bearer t PATCH /v1/dbs/3 {"write_mode":"async"}`, ""},
+		{[]string{"db", "resize", "3", "--size", "256M"}, `Bearer t PATCH /v1/dbs/3 {"size":"256M"}`, "granary job watch j1"},
+		{[]string{"db", "drop", "3"}, `Bearer t DELETE /v1/dbs/3`, "granary job watch j1"},
+		{[]string{"admin", "pairs", "add", "--size", "64M", "--master", "h1:1", "--replica", "h2:2", "--dbs", "0-15"},
+			`Bearer t POST /v1/admin/pools/64M/pairs {"dbs":"0-15","master":"h1:1","replica":"h2:2"}`, "dbs:"},
+		{[]string{"admin", "spares", "add", "127.0.0.1:7000"}, `Bearer t POST /v1/admin/spares {"addr":"127.0.0.1:7000"}`, "spare 127.0.0.1:7000 added"},
+	}
+	for _, tc := range tests {
+		got = ""
+		code, out, errs := run(t, append(tc.args, "--api", srv.URL, "--token", "t")...)
+		if code != 0 || got != tc.want || !strings.Contains(out, tc.out) {
+			t.Fatalf("granary %v: exit %d %q, sent %q, want %q; stdout %q", tc.args, code, errs, got, tc.want, out)
+		}
+	}
+}
