@@ -1,8 +1,9 @@
-// Command granary is Granary's one binary: granary master | proxy | keeper |
-// api | dev. Each subcommand fills its component's Config from flags, then
-// from GRANARY_* environment variables (the flag name upper-cased, dashes
-// as underscores: --metadb-url -> GRANARY_METADB_URL), then runs it until
-// SIGINT or SIGTERM.
+// Command granary is Granary's one binary. The server subcommands, granary
+// master | proxy | keeper | api | dev, fill their component's Config from
+// flags, then from GRANARY_* environment variables (the flag name
+// upper-cased, dashes as underscores: --metadb-url -> GRANARY_METADB_URL),
+// then run it until SIGINT or SIGTERM. The other subcommands (signup, db,
+// job, admin, login; cli.go) are a client of the REST API.
 package main
 
 import (
@@ -12,7 +13,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -33,46 +33,32 @@ func register(name, usage string, run func(ctx context.Context, log zerolog.Logg
 }
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
-		usage()
-		os.Exit(2)
-	}
-	cmd, ok := commands[os.Args[1]]
-	if !ok {
-		fmt.Fprintf(os.Stderr, "granary: unknown command %q\n", os.Args[1])
-		usage()
-		os.Exit(2)
-	}
+	os.Exit(runCLI(os.Args[1:]))
+}
+
+// runServer runs the server subcommand name with args, as granary always
+// has: flags through its flag.FlagSet, until SIGINT or SIGTERM. It returns
+// the exit status: 0, 1 after an error (logged), 0 for -h.
+func runServer(name string, args []string) int {
+	cmd := commands[name]
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}).
-		With().Timestamp().Str("cmd", os.Args[1]).Logger()
+		With().Timestamp().Str("cmd", name).Logger()
 	if lv, err := zerolog.ParseLevel(os.Getenv("GRANARY_LOG_LEVEL")); err == nil && lv != zerolog.NoLevel {
 		log = log.Level(lv)
 	}
 	// go-redis logs every failed dial on its own; the components report
 	// backend errors themselves, once, with context.
 	redis.SetLogger(quietRedisLogger{})
-	if err := cmd.run(ctx, log, os.Args[2:]); err != nil {
+	if err := cmd.run(ctx, log, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
+			return 0
 		}
 		log.Error().Err(err).Msg("exit")
-		os.Exit(1)
+		return 1
 	}
-}
-
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: granary <command> [flags]\n\ncommands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(os.Stderr, "  %-8s %s\n", n, commands[n].usage)
-	}
-	fmt.Fprintln(os.Stderr, "\nrun 'granary <command> -h' for its flags")
+	return 0
 }
 
 // parseFlags parses args, then sets every flag that was not given from its

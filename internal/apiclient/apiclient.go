@@ -1,5 +1,5 @@
 // Package apiclient is the small JSON client of Granary's REST API that
-// `granary dev` and the benchmark drivers use to set a cluster up.
+// `granary dev`, the `granary` CLI and the benchmark drivers use.
 package apiclient
 
 import (
@@ -9,15 +9,42 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 )
 
 // maxBody bounds how much of an answer is read.
 const maxBody = 1 << 20
 
-// Call sends body (JSON-encoded, if not nil) with the bearer token (if not
-// empty) and decodes a 2xx answer into out (if not nil). Any other status is
-// an error carrying the method, URL, status and the API's error text.
-func Call(ctx context.Context, method, url, token string, body, out any) error {
+// Error is a non-2xx answer of the API.
+type Error struct {
+	Method, URL string
+	// Status is the HTTP status code.
+	Status int
+	// StatusText is the status line's text, e.g. "404 Not Found".
+	StatusText string
+	// Message is the API's {"error": "…"} text, or the raw body when the
+	// answer is not such an object.
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s %s: %s: %s", e.Method, e.URL, e.StatusText, e.Message)
+}
+
+// Client calls one API server with one token.
+type Client struct {
+	// Base is the server's URL without the path, e.g. http://127.0.0.1:8080.
+	Base string
+	// Token is sent as a bearer token when not empty.
+	Token string
+	// HTTP sends the requests; http.DefaultClient when nil.
+	HTTP *http.Client
+}
+
+// Call sends body (JSON-encoded, if not nil) to Base+path and decodes a 2xx
+// answer into out (if not nil; a *json.RawMessage receives the answer as
+// sent). Any other status is an *Error.
+func (c *Client) Call(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -26,25 +53,50 @@ func Call(ctx context.Context, method, url, token string, body, out any) error {
 		}
 		rd = bytes.NewReader(b)
 	}
+	url := strings.TrimRight(c.Base, "/") + path
 	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return fmt.Errorf("%s %s: read answer: %w", method, url, err)
+	}
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %s", method, url, resp.Status, bytes.TrimSpace(b))
+		e := &Error{Method: method, URL: url, Status: resp.StatusCode, StatusText: resp.Status, Message: string(bytes.TrimSpace(b))}
+		var body struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &body) == nil && body.Error != "" {
+			e.Message = body.Error
+		}
+		return e
 	}
 	if out != nil {
-		return json.Unmarshal(b, out)
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("%s %s: bad answer: %w", method, url, err)
+		}
 	}
 	return nil
+}
+
+// Call sends body (JSON-encoded, if not nil) with the bearer token (if not
+// empty) and decodes a 2xx answer into out (if not nil). Any other status is
+// an *Error carrying the method, URL, status and the API's error text.
+func Call(ctx context.Context, method, url, token string, body, out any) error {
+	c := Client{Token: token}
+	return c.Call(ctx, method, url, body, out)
 }
