@@ -69,3 +69,7 @@ func keyTenantSizes(name string) string { return "granary:tenant:" + name + ":si
 const keyDemoted = "granary:demoted"
 
 const keyAudit = "granary:audit"
+
+// AuditKey is the audit stream's key, for tests that compare whole metadb
+// snapshots: an audited refusal changes nothing but the audit stream.
+func AuditKey() string { return keyAudit }
