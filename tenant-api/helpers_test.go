@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 	"github.com/granary-db/granary/proto/buspb"
@@ -57,6 +58,8 @@ func newHarness(t testing.TB, tweak func(*tenantapi.Config)) *harness {
 	t.Cleanup(srv.Close)
 	client := srv.Client()
 	client.Timeout = 30 * time.Second
+	// Every answer any test gets is checked against the OpenAPI document.
+	client.Transport = &validating{t: t, base: client.Transport, routes: api.Handler().(chi.Routes), doc: loadDoc(t)}
 	return &harness{t: t, store: store, api: api, srv: srv, client: client}
 }
 
