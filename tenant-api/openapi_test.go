@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/go-chi/chi/v5"
 	tenantapi "github.com/granary-db/granary/tenant-api"
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -208,7 +209,47 @@ func (v *validating) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := v.doc.checkResponse(v.routes, req.Method, req.URL.Path, resp.StatusCode, resp.Header, body); err != nil {
 		v.t.Errorf("openapi: %v", err)
 	}
+	if resp.StatusCode < 300 && req.GetBody != nil {
+		if err := v.doc.checkRequest(v.routes, req); err != nil {
+			v.t.Errorf("openapi: %v", err)
+		}
+	}
 	return resp, nil
+}
+
+// checkRequest validates the body of a request that the API accepted
+// against the document's request schema: an accepted body the document
+// refuses means the document is too strict.
+func (d *apiDoc) checkRequest(routes chi.Routes, req *http.Request) error {
+	pattern := routes.Find(chi.NewRouteContext(), req.Method, req.URL.Path)
+	if pattern == "" || undocumented(pattern) {
+		return nil
+	}
+	r, err := req.GetBody()
+	if err != nil {
+		return err
+	}
+	body, err := io.ReadAll(r)
+	if err != nil || len(body) == 0 {
+		return err
+	}
+	where := fmt.Sprintf("%s %s (%s) request", req.Method, req.URL.Path, pattern)
+	ptr := "/paths/" + escape(pattern) + "/" + strings.ToLower(req.Method) + "/requestBody/content/application~1json/schema"
+	if _, ok := d.at(ptr); !ok {
+		return fmt.Errorf("%s: the API accepted a body the document does not describe", where)
+	}
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("%s: accepted a body that is not JSON: %v", where, err)
+	}
+	s, err := d.schema(ptr)
+	if err != nil {
+		return err
+	}
+	if err := s.Validate(v); err != nil {
+		return fmt.Errorf("%s: accepted body %s does not match %s: %v", where, clipBody(body), ptr, err)
+	}
+	return nil
 }
 
 // TestOpenAPIRoutes: the document names exactly the routes the router
@@ -314,6 +355,20 @@ func TestOpenAPIDocument(t *testing.T) {
 				}
 			}
 		}
+	}
+
+	// kin-openapi checks the document against OpenAPI 3.1 itself: required
+	// fields, parameters that match their paths, resolvable $refs.
+	loader := openapi3.NewLoader()
+	kin, err := loader.LoadFromData(tenantapi.OpenAPI())
+	if err != nil {
+		t.Fatalf("load as OpenAPI: %v", err)
+	}
+	if !kin.IsOpenAPI31OrLater() {
+		t.Fatalf("kin-openapi reads version %q, want 3.1", kin.OpenAPI)
+	}
+	if err := kin.Validate(t.Context()); err != nil {
+		t.Fatalf("not valid OpenAPI 3.1: %v", err)
 	}
 
 	h := newHarness(t, nil)
