@@ -147,6 +147,9 @@ func (s *Store) AuditLog(ctx context.Context, q AuditQuery) (entries []AuditEntr
 		if !validStreamID(q.Cursor) {
 			return nil, "", fmt.Errorf("audit cursor %q: %w", q.Cursor, ErrBadState)
 		}
+		if q.Cursor == "0-0" {
+			return []AuditEntry{}, "", nil // nothing is older than the first possible id
+		}
 		end = "(" + q.Cursor
 	}
 	start := "-"
@@ -191,7 +194,10 @@ func auditEntry(m redis.XMessage) AuditEntry {
 	return e
 }
 
-// validStreamID is a stream entry id "<ms>-<seq>" in decimal.
+// ValidAuditCursor reports whether c can be an AuditQuery.Cursor: a stream
+// entry id "<ms>-<seq>" in decimal.
+func ValidAuditCursor(c string) bool { return validStreamID(c) }
+
 func validStreamID(id string) bool {
 	ms, seq, ok := strings.Cut(id, "-")
 	if !ok {

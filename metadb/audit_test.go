@@ -108,8 +108,19 @@ func TestAuditAutomaticDecisions(t *testing.T) {
 	if !errors.Is(err, ErrBadState) {
 		t.Fatal(err)
 	}
-	if n := len(auditAll(t, s)); n != 3 {
-		t.Fatalf("stream holds %d entries, want 3", n)
+	msgs := auditAll(t, s)
+	if len(msgs) != 3 {
+		t.Fatalf("stream holds %d entries, want 3", len(msgs))
+	}
+	// mustTenant's credentials appear nowhere, in clear or hashed.
+	for _, m := range msgs {
+		for k, v := range m.Values {
+			for _, secret := range []string{"tok-acme", "pw-acme", HashSecret("tok-acme"), HashSecret("pw-acme")} {
+				if strings.Contains(k+"="+v.(string), secret) {
+					t.Errorf("entry %s field %s holds a secret", m.ID, k)
+				}
+			}
+		}
 	}
 }
 

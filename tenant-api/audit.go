@@ -170,7 +170,7 @@ func parseAuditQuery(r *http.Request, tenantFilter bool) (metadb.AuditQuery, err
 			}
 			q.Limit = n
 		case name == "cursor":
-			if !auditCursor.MatchString(v) {
+			if !auditCursor.MatchString(v) || !metadb.ValidAuditCursor(v) {
 				return q, errorf(errBadRequest, "bad cursor %q: pass the \"next\" of the previous page as it is", clip(v))
 			}
 			q.Cursor = v
