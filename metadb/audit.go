@@ -144,13 +144,14 @@ func (s *Store) AuditLog(ctx context.Context, q AuditQuery) (entries []AuditEntr
 	}
 	end := "+"
 	if q.Cursor != "" {
-		if !validStreamID(q.Cursor) {
+		ms, seq, ok := parseStreamID(q.Cursor)
+		if !ok {
 			return nil, "", fmt.Errorf("audit cursor %q: %w", q.Cursor, ErrBadState)
 		}
-		if q.Cursor == "0-0" {
-			return []AuditEntry{}, "", nil // nothing is older than the first possible id
+		if ms == 0 && seq == 0 {
+			return []AuditEntry{}, "", nil // nothing is older than the first possible id (and Redis refuses "(0-0")
 		}
-		end = "(" + q.Cursor
+		end = "(" + strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq, 10)
 	}
 	start := "-"
 	if !q.Since.IsZero() {
@@ -196,17 +197,18 @@ func auditEntry(m redis.XMessage) AuditEntry {
 
 // ValidAuditCursor reports whether c can be an AuditQuery.Cursor: a stream
 // entry id "<ms>-<seq>" in decimal.
-func ValidAuditCursor(c string) bool { return validStreamID(c) }
+func ValidAuditCursor(c string) bool {
+	_, _, ok := parseStreamID(c)
+	return ok
+}
 
-func validStreamID(id string) bool {
-	ms, seq, ok := strings.Cut(id, "-")
+// parseStreamID reads a stream entry id "<ms>-<seq>", both decimal uint64.
+func parseStreamID(id string) (ms, seq uint64, ok bool) {
+	a, b, ok := strings.Cut(id, "-")
 	if !ok {
-		return false
+		return 0, 0, false
 	}
-	for _, part := range []string{ms, seq} {
-		if _, err := strconv.ParseUint(part, 10, 64); err != nil {
-			return false
-		}
-	}
-	return true
+	ms, err1 := strconv.ParseUint(a, 10, 64)
+	seq, err2 := strconv.ParseUint(b, 10, 64)
+	return ms, seq, err1 == nil && err2 == nil
 }

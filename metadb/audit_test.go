@@ -275,7 +275,15 @@ func TestAuditPagination(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []string{"x", "1-", "-1", "1-2-3", "+", "(1-0", " 1-0"} {
+	for _, empty := range []string{"0-0", "000-00"} {
+		if got, next, err := s.AuditLog(ctx, AuditQuery{Cursor: empty}); err != nil || len(got) != 0 || next != "" {
+			t.Errorf("cursor %q: %d entries, next %q, %v; want an empty last page", empty, len(got), next, err)
+		}
+	}
+	if got, _, err := s.AuditLog(ctx, AuditQuery{Cursor: "0" + strings.Repeat("0", 30) + "99999999999999-0", Limit: 1}); err != nil || len(got) != 1 {
+		t.Errorf("cursor with leading zeros: %d entries, %v", len(got), err)
+	}
+	for _, bad := range []string{"x", "1-", "-1", "1-2-3", "+", "(1-0", " 1-0", "18446744073709551616-0"} {
 		if _, _, err := s.AuditLog(ctx, AuditQuery{Cursor: bad}); !errors.Is(err, ErrBadState) {
 			t.Errorf("cursor %q: %v, want ErrBadState", bad, err)
 		}
