@@ -80,22 +80,38 @@ func (s *Server) audited(action string, admin bool) func(http.Handler) http.Hand
 				}
 			}
 			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
-			next.ServeHTTP(ww, r.WithContext(context.WithValue(r.Context(), auditKey, n)))
-			status := ww.Status()
-			if n.action == "" || (status >= 400 && !n.refusedToo) {
-				return
-			}
-			result := metadb.AuditOK
-			if status >= 400 {
-				msg := n.err
-				if msg == "" {
-					msg = http.StatusText(status)
+			defer func() {
+				// A handler that panics is answered 500 by the recoverer
+				// further out; it is recorded as such, then the panic goes on.
+				v := recover()
+				status := ww.Status()
+				if v != nil {
+					status, n.err = http.StatusInternalServerError, "internal error; try again later"
 				}
-				result = "error: " + msg
-			}
-			s.audit(r, metadb.AuditEntry{Actor: n.actor, Action: n.action, Target: n.target, Tenant: n.tenant, Result: result})
+				s.recordNote(r, n, status)
+				if v != nil {
+					panic(v)
+				}
+			}()
+			next.ServeHTTP(ww, r.WithContext(context.WithValue(r.Context(), auditKey, n)))
 		})
 	}
+}
+
+// recordNote appends the entry of an audited call that answered status.
+func (s *Server) recordNote(r *http.Request, n *auditNote, status int) {
+	if n.action == "" || (status >= 400 && !n.refusedToo) {
+		return
+	}
+	result := metadb.AuditOK
+	if status >= 400 {
+		msg := n.err
+		if msg == "" {
+			msg = http.StatusText(status)
+		}
+		result = "error: " + msg
+	}
+	s.audit(r, metadb.AuditEntry{Actor: n.actor, Action: n.action, Target: n.target, Tenant: n.tenant, Result: result})
 }
 
 // audit appends e with the request's id. The answer is already decided, so

@@ -248,6 +248,22 @@ func TestAuditRoutes(t *testing.T) {
 		rep.errorText(t)
 	}
 	h.do("GET", "/v1/audit", "", nil).want(t, http.StatusUnauthorized)
+
+	// A client's X-Request-Id is the entry's request id.
+	req, err := http.NewRequest("POST", h.srv.URL+"/v1/dbs", strings.NewReader(`{"size":"64M"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+acme.Token)
+	req.Header.Set("X-Request-Id", "req-from-client-42")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if p := page("/v1/audit?limit=1", acme.Token); len(p.Entries) != 1 || p.Entries[0].RequestID != "req-from-client-42" {
+		t.Fatalf("newest entry %+v, want request id req-from-client-42", p.Entries)
+	}
 	for _, q := range []string{"cursor=0-0", "cursor=18446744073709551615-18446744073709551615", "since=0001-01-01T00:00:00Z"} {
 		h.do("GET", "/v1/audit?"+q, acme.Token, nil).want(t, http.StatusOK)
 	}
