@@ -97,6 +97,7 @@ type Store interface {
 	DB(ctx context.Context, tenant string, index int) (*metadb.DB, error)
 	AllDBs(ctx context.Context) ([]*metadb.DB, error)
 	UpdateDB(ctx context.Context, f *metadb.Fence, sender, tenant string, index int, fn func(*metadb.DB) ([]*buspb.Envelope, error)) (*metadb.DB, error)
+	UpdateDBAudited(ctx context.Context, f *metadb.Fence, sender, tenant string, index int, fn func(*metadb.DB) ([]*buspb.Envelope, *metadb.AuditEntry, error)) (*metadb.DB, error)
 	Pair(ctx context.Context, id string) (*metadb.Pair, error)
 	Pairs(ctx context.Context, size string) ([]metadb.PairView, error)
 	UpdatePair(ctx context.Context, f *metadb.Fence, id string, fn func(*metadb.Pair) error) (*metadb.Pair, error)

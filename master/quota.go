@@ -43,17 +43,19 @@ func (m *Master) applyQuotas(ctx context.Context, f *metadb.Fence) error {
 		return fmt.Errorf("list dbs: %w", err)
 	}
 	for _, c := range decideBans(dbs) {
-		_, err := m.store.UpdateDB(ctx, f, m.sender(), c.tenant, c.index, func(db *metadb.DB) ([]*buspb.Envelope, error) {
+		_, err := m.store.UpdateDBAudited(ctx, f, m.sender(), c.tenant, c.index, func(db *metadb.DB) ([]*buspb.Envelope, *metadb.AuditEntry, error) {
 			if db.Banned == c.ban {
-				return nil, nil
+				return nil, nil, nil
 			}
 			db.Banned = c.ban
-			reason := ""
+			reason, action := "", metadb.AuditQuotaUnban
 			if c.ban {
-				reason = fmt.Sprintf("db uses %d bytes of its %d-byte quota", c.used, c.quota)
+				reason, action = fmt.Sprintf("db uses %d bytes of its %d-byte quota", c.used, c.quota), metadb.AuditQuotaBan
 			}
+			audit := &metadb.AuditEntry{Actor: m.sender(), Action: action, Target: fmt.Sprintf("%s/%d", db.Tenant, db.Index),
+				Tenant: db.Tenant, Result: metadb.AuditOK}
 			return []*buspb.Envelope{{Payload: &buspb.Envelope_WriteBan{WriteBan: &buspb.WriteBan{
-				Tenant: db.Tenant, Index: uint32(db.Index), Banned: c.ban, Reason: reason}}}}, nil
+				Tenant: db.Tenant, Index: uint32(db.Index), Banned: c.ban, Reason: reason}}}}, audit, nil
 		})
 		if err != nil {
 			if errors.Is(err, metadb.ErrNotFound) {

@@ -2,6 +2,7 @@ package master
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -99,4 +100,21 @@ func TestQuotaLoopBansAndReleases(t *testing.T) {
 	waitBan(true)
 	setUsed(500)
 	waitBan(false)
+
+	// Each decision left exactly one audit entry, by the leading master.
+	for _, action := range []string{metadb.AuditQuotaBan, metadb.AuditQuotaUnban} {
+		got, _, err := c.store.AuditLog(ctx, metadb.AuditQuery{Action: action})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 {
+			t.Fatalf("%s: got %d audit entries, want 1: %+v", action, len(got), got)
+		}
+		e := got[0]
+		want := metadb.AuditEntry{ID: e.ID, Time: e.Time, Actor: "master/m1", Action: action,
+			Target: fmt.Sprintf("acme/%d", db.Index), Tenant: "acme", Result: metadb.AuditOK}
+		if e != want {
+			t.Fatalf("%s: got %+v, want %+v", action, e, want)
+		}
+	}
 }

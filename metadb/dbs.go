@@ -155,13 +155,23 @@ func (s *Store) AllDBs(ctx context.Context) ([]*DB, error) {
 // is bumped and they are published in the same transaction. With a fence,
 // only the leading master may make the change.
 func (s *Store) UpdateDB(ctx context.Context, f *Fence, sender, tenant string, index int, fn func(*DB) ([]*buspb.Envelope, error)) (*DB, error) {
+	return s.UpdateDBAudited(ctx, f, sender, tenant, index, func(db *DB) ([]*buspb.Envelope, *AuditEntry, error) {
+		msgs, err := fn(db)
+		return msgs, nil, err
+	})
+}
+
+// UpdateDBAudited is UpdateDB whose fn may also return an audit entry: it
+// is appended to the audit stream in the same transaction as the change, so
+// a decision and its record never diverge.
+func (s *Store) UpdateDBAudited(ctx context.Context, f *Fence, sender, tenant string, index int, fn func(*DB) ([]*buspb.Envelope, *AuditEntry, error)) (*DB, error) {
 	var out *DB
 	err := s.txn(ctx, f, func(tx *redis.Tx) error {
 		db, err := getDB(ctx, tx, tenant, index)
 		if err != nil {
 			return err
 		}
-		msgs, err := fn(db)
+		msgs, audit, err := fn(db)
 		if err != nil {
 			return err
 		}
@@ -181,6 +191,9 @@ func (s *Store) UpdateDB(ctx context.Context, f *Fence, sender, tenant string, i
 			pl.HSet(ctx, keyTenantDBs(tenant), field(index), b)
 			if len(msgs) > 0 {
 				queueTopology(ctx, pl, next, payloads)
+			}
+			if audit != nil {
+				s.queueAudit(ctx, pl, audit)
 			}
 			return nil
 		})

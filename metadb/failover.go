@@ -46,7 +46,9 @@ type Promotion struct {
 // Only the keeper assigned to the pair, with a live lease, may promote, and
 // only while the pair still has oldMaster and newMaster as its servers: a
 // refused promotion returns an error wrapping ErrBadState. Recording a
-// promotion that is already recorded returns the pair and a nil job.
+// promotion that is already recorded returns the pair and a nil job. A
+// recorded promotion is in the audit stream (pair.failover, by the keeper)
+// from the same transaction.
 func (s *Store) Promote(ctx context.Context, pr Promotion) (*Pair, *Job, error) {
 	var outPair *Pair
 	var outJob *Job
@@ -105,6 +107,8 @@ func (s *Store) Promote(ctx context.Context, pr Promotion) (*Pair, *Job, error) 
 				pl.HSet(ctx, keyAddrs, spare, "pair "+p.ID+" replica (attaching)")
 			}
 			queueTopology(ctx, pl, next, payloads)
+			s.queueAudit(ctx, pl, &AuditEntry{Actor: "keeper/" + pr.Keeper, Action: AuditPairFailover,
+				Target: p.ID + ": " + pr.OldMaster + " -> " + pr.NewMaster, Result: AuditOK, RequestID: job.ID})
 			return queueNewJob(ctx, pl, job)
 		})
 		outPair, outJob = p, job
@@ -155,7 +159,8 @@ func (s *Store) TakeSpare(ctx context.Context, f *Fence, jobID string) (string, 
 // job is done. If the pair's master is no longer the one the spare follows
 // (another failover came first), the job fails and the spare goes back to
 // the pool (it resyncs in full when attached again); the error wraps
-// ErrBadState. A job already finished is left alone.
+// ErrBadState. A job already finished is left alone. Either outcome is
+// recorded in the audit stream (spare.attach) in the same transaction.
 func (s *Store) FinishReplace(ctx context.Context, f *Fence, jobID string) error {
 	j0, err := s.Job(ctx, jobID)
 	if err != nil {
@@ -209,6 +214,8 @@ func (s *Store) FinishReplace(ctx context.Context, f *Fence, jobID string) error
 			}
 			pl.Set(ctx, keyJob(jobID), jobJSON, 0)
 			pl.SRem(ctx, keyJobsActive, jobID)
+			s.queueAudit(ctx, pl, &AuditEntry{Actor: "master/" + by, Action: AuditSpareAttach,
+				Target: p.ID + ": " + spare, Result: AuditResult(stale), RequestID: jobID})
 			return nil
 		})
 		return err

@@ -33,6 +33,7 @@ import (
 //	granary:job:<id>               STR   JSON Job
 //	granary:seq:<name>             INT   id counters ("pair")
 //	granary:demoted                SET   old masters demoted by a failover: never routed to again; emptied, they rejoin the spares
+//	granary:audit                  STREAM audit entries (actor, action, target, tenant, result, request_id), capped by length and age (audit.go)
 const (
 	keyVersion    = "granary:version"
 	keyLeader     = "granary:leader"
@@ -66,3 +67,9 @@ func keyPairHealth(id string) string    { return "granary:pair:" + id + ":health
 func keyTenantSizes(name string) string { return "granary:tenant:" + name + ":sizes" }
 
 const keyDemoted = "granary:demoted"
+
+const keyAudit = "granary:audit"
+
+// AuditKey is the audit stream's key, for tests that compare whole metadb
+// snapshots: an audited refusal changes nothing but the audit stream.
+func AuditKey() string { return keyAudit }

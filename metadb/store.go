@@ -45,11 +45,24 @@ type Config struct {
 	ConfirmTimeout time.Duration
 	// PoolSize of the go-redis client. Default 32.
 	PoolSize int
+	// AuditMaxLen caps the audit stream's length (approximately: XADD
+	// MAXLEN ~). 0 means the default, 100,000 entries.
+	AuditMaxLen int
+	// AuditMaxAge drops audit entries older than this (approximately: XTRIM
+	// MINID ~, on every append). 0 means the default, 30 days.
+	AuditMaxAge time.Duration
 }
+
+// The audit stream's default caps.
+const (
+	DefaultAuditMaxLen = 100_000
+	DefaultAuditMaxAge = 30 * 24 * time.Hour
+)
 
 // DefaultConfig is a Config for a metadb on the local default port.
 func DefaultConfig() Config {
-	return Config{URL: "redis://127.0.0.1:6379/0", ConfirmTimeout: time.Second, PoolSize: 32}
+	return Config{URL: "redis://127.0.0.1:6379/0", ConfirmTimeout: time.Second, PoolSize: 32,
+		AuditMaxLen: DefaultAuditMaxLen, AuditMaxAge: DefaultAuditMaxAge}
 }
 
 // Validate checks the config.
@@ -59,6 +72,12 @@ func (c Config) Validate() error {
 	}
 	if c.Replicas < 0 {
 		return fmt.Errorf("metadb replicas %d < 0", c.Replicas)
+	}
+	if c.AuditMaxLen < 0 {
+		return fmt.Errorf("metadb audit max len %d < 0", c.AuditMaxLen)
+	}
+	if c.AuditMaxAge < 0 {
+		return fmt.Errorf("metadb audit max age %v < 0", c.AuditMaxAge)
 	}
 	return nil
 }
@@ -85,6 +104,12 @@ func Open(cfg Config) (*Store, error) {
 	}
 	if cfg.ConfirmTimeout <= 0 {
 		cfg.ConfirmTimeout = time.Second
+	}
+	if cfg.AuditMaxLen == 0 {
+		cfg.AuditMaxLen = DefaultAuditMaxLen
+	}
+	if cfg.AuditMaxAge == 0 {
+		cfg.AuditMaxAge = DefaultAuditMaxAge
 	}
 	return &Store{rdb: redis.NewClient(opt), cfg: cfg}, nil
 }

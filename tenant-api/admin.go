@@ -70,6 +70,7 @@ type addPairRequest struct {
 // nothing: 409 when an address is already registered, 422 naming the first
 // failing check otherwise.
 func (s *Server) addPair(w http.ResponseWriter, r *http.Request) {
+	auditTarget(r, "pool "+clip(chi.URLParam(r, "size")))
 	size, err := pools.ParseSize(chi.URLParam(r, "size"))
 	if err != nil {
 		s.writeError(w, r, err)
@@ -115,6 +116,7 @@ func (s *Server) addPair(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	auditTarget(r, pair.ID)
 	s.log.Info().Str("pair", pair.ID).Str("size", size.String()).Str("master", master).Str("replica", replica).
 		Int("dbs", len(dbs)).Msg("pair added")
 	writeJSON(w, http.StatusCreated, viewPair(pair, len(dbs)))
@@ -132,6 +134,7 @@ func (s *Server) addSpare(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	auditTarget(r, clip(req.Addr))
 	addr, err := parseAddr("spare", req.Addr)
 	if err != nil {
 		s.writeError(w, r, err)

@@ -64,11 +64,13 @@ func tenantOf(r *http.Request) string {
 }
 
 // adminAuth admits only the admin token, compared in constant time with its
-// hash. A valid tenant token gets 403, anything else 401.
+// hash. A valid tenant token gets 403, anything else 401; every refusal is
+// recorded in the audit stream (auth.admin_failed).
 func (s *Server) adminAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, err := bearer(r)
 		if err != nil {
+			s.auditAdminFailed(r, "", err)
 			s.writeError(w, r, err)
 			return
 		}
@@ -76,14 +78,15 @@ func (s *Server) adminAuth(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		_, err = s.store.TenantByToken(r.Context(), token)
+		t, err := s.store.TenantByToken(r.Context(), token)
+		tenant := ""
 		switch {
 		case err == nil:
-			s.writeError(w, r, errorf(errForbidden, "admin token required"))
+			tenant, err = t.Name, errorf(errForbidden, "admin token required")
 		case errors.Is(err, metadb.ErrNotFound):
-			s.writeError(w, r, errorf(errUnauthorized, "invalid token"))
-		default:
-			s.writeError(w, r, err)
+			err = errorf(errUnauthorized, "invalid token")
 		}
+		s.auditAdminFailed(r, tenant, err)
+		s.writeError(w, r, err)
 	})
 }

@@ -83,11 +83,13 @@ func (s *Server) createDB(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tenant := tenantOf(r)
+	auditTarget(r, tenant)
 	db, job, err := s.claim(r.Context(), tenant, size, mode)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	auditTarget(r, tenant+"/"+strconv.Itoa(db.Index))
 	s.log.Info().Str("tenant", tenant).Int("index", db.Index).Str("pair", db.Pair).Int("slot", db.SlotDB).
 		Str("job", job.ID).Msg("db claimed")
 	job, err = s.waitJob(r.Context(), job.ID)
@@ -193,6 +195,12 @@ func (s *Server) patchDB(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	switch {
+	case req.Size != nil: // a db.mode change made on the way is recorded on its own
+		auditAction(r, metadb.AuditDBResize)
+	case req.WriteMode != nil:
+		auditAction(r, metadb.AuditDBMode)
+	}
 	if req.Size == nil && req.WriteMode == nil {
 		s.writeError(w, r, errorf(errBadRequest, `empty patch: give "size" or "write_mode"`))
 		return
@@ -228,6 +236,10 @@ func (s *Server) patchDB(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.log.Info().Str("tenant", db.Tenant).Int("index", index).Str("write_mode", mode).Msg("write mode changed")
+		if req.Size != nil {
+			s.audit(r, metadb.AuditEntry{Actor: "tenant:" + db.Tenant, Action: metadb.AuditDBMode,
+				Target: db.Tenant + "/" + strconv.Itoa(index), Tenant: db.Tenant, Result: metadb.AuditOK})
+		}
 	}
 	if req.Size != nil {
 		size, _ := pools.ParseSize(*req.Size)

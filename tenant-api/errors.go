@@ -101,6 +101,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusInternalServerError {
 		msg = "internal error; try again later"
 	}
+	if n := noteOf(r); n != nil {
+		n.err = msg
+	}
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="granary"`)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/granary-db/granary/metadb"
 	"github.com/granary-db/granary/pools"
 	"github.com/granary-db/granary/proto/buspb"
@@ -103,6 +104,10 @@ type Store interface {
 	AddrRegistration(ctx context.Context, addr string) (string, error)
 	Members(ctx context.Context, kind metadb.Kind, forget time.Duration) ([]*metadb.Member, error)
 	Jobs(ctx context.Context, limit int) ([]*metadb.Job, error)
+
+	// The audit stream.
+	Audit(ctx context.Context, e metadb.AuditEntry) error
+	AuditLog(ctx context.Context, q metadb.AuditQuery) ([]metadb.AuditEntry, string, error)
 }
 
 var _ Store = (*metadb.Store)(nil)
@@ -192,7 +197,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 // one kind of token can never reach the other's handlers.
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.metrics.middleware, s.recoverer)
+	r.Use(middleware.RequestID, s.metrics.middleware, s.recoverer)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errorf(errNoRoute, "no route %s %s", r.Method, r.URL.Path))
 	})
@@ -205,22 +210,25 @@ func (s *Server) routes() http.Handler {
 	s.mountUI(r) // the dashboard, static files at /ui/ (ui.go)
 
 	r.Route("/v1", func(r chi.Router) {
-		r.Post("/tenants", s.signup)
+		r.Get("/openapi.json", s.openAPI)
+		r.With(s.audited(metadb.AuditTenantSignup, false)).Post("/tenants", s.signup)
 		r.Group(func(r chi.Router) {
 			r.Use(s.tenantAuth)
-			r.Post("/dbs", s.createDB)
+			r.With(s.audited(metadb.AuditDBCreate, false)).Post("/dbs", s.createDB)
 			r.Get("/dbs", s.listDBs)
 			r.Get("/dbs/{index}", s.getDB)
-			r.Patch("/dbs/{index}", s.patchDB)
-			r.Delete("/dbs/{index}", s.dropDB)
+			r.With(s.audited("", false)).Patch("/dbs/{index}", s.patchDB) // the body says which action
+			r.With(s.audited(metadb.AuditDBDrop, false)).Delete("/dbs/{index}", s.dropDB)
 			r.Get("/jobs/{id}", s.getJob)
+			r.Get("/audit", s.tenantAudit)
 		})
 		r.Route("/admin", func(r chi.Router) {
 			r.Use(s.adminAuth)
 			r.Get("/pools", s.listPools)
-			r.Post("/pools/{size}/pairs", s.addPair)
+			r.With(s.audited(metadb.AuditPairAdd, true)).Post("/pools/{size}/pairs", s.addPair)
 			r.Get("/spares", s.listSpares)
-			r.Post("/spares", s.addSpare)
+			r.With(s.audited(metadb.AuditSpareAdd, true)).Post("/spares", s.addSpare)
+			r.Get("/audit", s.adminAudit)
 			r.Get("/proxies", s.listMembers(metadb.KindProxy))
 			r.Get("/keepers", s.listMembers(metadb.KindKeeper))
 			r.Get("/jobs", s.listJobs)

@@ -41,6 +41,9 @@ func (s *Server) signup(w http.ResponseWriter, r *http.Request) {
 			"bad tenant name %q: use 3-32 lowercase letters, digits and dashes, starting with a letter and not ending with a dash", clip(req.Name)))
 		return
 	}
+	if n := noteOf(r); n != nil {
+		n.actor, n.tenant, n.target = "tenant:"+req.Name, req.Name, req.Name
+	}
 	token := "gt_" + randomSecret()
 	password := randomSecret()
 	_, err := s.store.CreateTenant(r.Context(), s.sender, req.Name, token, password)
