@@ -103,6 +103,8 @@ type Store interface {
 	AddrRegistration(ctx context.Context, addr string) (string, error)
 	Members(ctx context.Context, kind metadb.Kind, forget time.Duration) ([]*metadb.Member, error)
 	Jobs(ctx context.Context, limit int) ([]*metadb.Job, error)
+
+	limitsStore
 }
 
 var _ Store = (*metadb.Store)(nil)
@@ -213,6 +215,7 @@ func (s *Server) routes() http.Handler {
 			r.Patch("/dbs/{index}", s.patchDB)
 			r.Delete("/dbs/{index}", s.dropDB)
 			r.Get("/jobs/{id}", s.getJob)
+			r.Get("/limits", s.myLimits)
 		})
 		r.Route("/admin", func(r chi.Router) {
 			r.Use(s.adminAuth)
@@ -223,6 +226,9 @@ func (s *Server) routes() http.Handler {
 			r.Get("/proxies", s.listMembers(metadb.KindProxy))
 			r.Get("/keepers", s.listMembers(metadb.KindKeeper))
 			r.Get("/jobs", s.listJobs)
+			r.Get("/tenants", s.listTenants)
+			r.Get("/tenants/{tenant}/limits", s.getTenantLimits)
+			r.Put("/tenants/{tenant}/limits", s.putTenantLimits)
 		})
 	})
 	return r
