@@ -33,7 +33,8 @@ type Config struct {
 	// (metadb.DefaultOpsPerSec).
 	DefaultOpsPerSec int64
 	// RateBurst is how many seconds' worth of a db's ops/s limit it may
-	// spend at once (at least one command). Default 1s.
+	// spend at once (at least one command); at least 50ms, as the limit
+	// runs on the proxy's 10 ms coarse clock. Default 1s.
 	RateBurst time.Duration
 	// MaxMultibulk bounds the elements of one request (Redis: 1M). Default 1048576.
 	MaxMultibulk int64
@@ -169,7 +170,9 @@ func (c *Config) Validate() error {
 	pos("max clients", int64(c.MaxClients))
 	pos("max multibulk", c.MaxMultibulk)
 	pos("default max connections", c.DefaultMaxConnections)
-	pos("rate burst", int64(c.RateBurst))
+	if c.RateBurst < 50*time.Millisecond {
+		errs = append(errs, fmt.Errorf("rate burst %v must be at least 50ms", c.RateBurst))
+	}
 	if c.DefaultOpsPerSec < 0 {
 		errs = append(errs, fmt.Errorf("default ops per sec %d < 0", c.DefaultOpsPerSec))
 	}
