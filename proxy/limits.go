@@ -54,6 +54,11 @@ func (t *tenantState) acquire(max int64) bool {
 func (p *Proxy) tenantState(name string) *tenantState {
 	p.statesMu.Lock()
 	defer p.statesMu.Unlock()
+	return p.tenantStateLocked(name)
+}
+
+// tenantStateLocked is tenantState with statesMu held.
+func (p *Proxy) tenantStateLocked(name string) *tenantState {
 	ts := p.tenantStates[name]
 	if ts == nil {
 		ts = &tenantState{name: name}

@@ -45,12 +45,7 @@ func (p *Proxy) dbState(k dbKey) *dbState {
 	defer p.statesMu.Unlock()
 	st := p.states[k]
 	if st == nil {
-		ts := p.tenantStates[k.tenant]
-		if ts == nil {
-			ts = &tenantState{name: k.tenant}
-			p.tenantStates[k.tenant] = ts
-		}
-		st = &dbState{key: k, label: k.String(), tenant: ts}
+		st = &dbState{key: k, label: k.String(), tenant: p.tenantStateLocked(k.tenant)}
 		p.states[k] = st
 	}
 	return st
