@@ -262,7 +262,7 @@ func (c *client) handle(cmd *command) {
 		return
 	}
 	c.count(spec.class)
-	if spec.kind == kForward || spec.kind == kBlocking {
+	if rated(spec) {
 		if err := c.admitRate(); err != nil {
 			if c.tx != nil && c.tx.multi {
 				c.tx.failed = true

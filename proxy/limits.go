@@ -164,6 +164,21 @@ func (b *bucket) limit() int64 {
 	return b.rate
 }
 
+// rated reports whether a command takes a token of its db's ops/s: every
+// command that reaches the db (forwarded, blocking, and those of the
+// proxy's own that forward: scripts, PUBLISH, COPY, FLUSHALL), but not the
+// connection's own (AUTH, PING, SELECT, INFO…) nor MULTI, EXEC and WATCH,
+// whose queued commands took theirs.
+func rated(spec *cmdSpec) bool {
+	switch spec.kind {
+	case kForward, kBlocking:
+		return true
+	case kLocal:
+		return spec.class != classLocal && spec.class != classTx
+	}
+	return false
+}
+
 // admitRate takes a token from the selected db's bucket for one command.
 // It returns nil when the db has no limit or no route (the command's own
 // path reports that), or the refusal (made once per bucket: refusing

@@ -312,6 +312,17 @@ func TestRateLimit(t *testing.T) {
 	for i := 0; i < 5 && !strings.HasPrefix(r.do("GET", "x"), "-ERR rate limit"); i++ {
 		// spend the bucket's one token
 	}
+	// The proxy's own commands that reach the db take tokens too; the
+	// connection's own do not.
+	if got := r.do("EVAL", "return 1", "0"); !strings.HasPrefix(got, "-ERR rate limit exceeded") {
+		t.Errorf("EVAL over the rate: got %q", got)
+	}
+	if got := r.do("PUBLISH", "ch", "m"); !strings.HasPrefix(got, "-ERR rate limit exceeded") {
+		t.Errorf("PUBLISH over the rate: got %q", got)
+	}
+	if got := r.do("PING"); got != "+PONG" {
+		t.Errorf("PING over the rate: got %q, want +PONG", got)
+	}
 	r.do("MULTI")
 	if got := r.do("SET", "x", "1"); !strings.HasPrefix(got, "-ERR rate limit exceeded") {
 		t.Errorf("SET in MULTI over the rate: got %q", got)
