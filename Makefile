@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := bin/granary
 DEV_DIR ?= .dev
 
-.PHONY: dev test deps deps-browser build proto vet fuzz clean bench-proxy bench-resize bench-failover bench-sizing
+.PHONY: dev test deps deps-browser build proto vet fuzz clean bench-proxy bench-resize bench-failover bench-sizing bench-limits
 
 ## dev: start a whole local cluster (Ctrl-C stops it) and print how to connect
 dev: deps build
@@ -54,6 +54,10 @@ bench-failover:
 ## bench-sizing: the keeper's sampled db sizes against exact sums, 1k to 1M keys (results in docs/sizing.md)
 bench-sizing: deps
 	$(GO) test -tags sizingreport -count=1 -timeout 20m -v -run TestSizingReport ./keeper/
+
+## bench-limits: a noisy tenant refused at its connection limit beside a quiet one, and an ops/s limit over 10 s (results in docs/benchmarks.md)
+bench-limits: deps
+	$(GO) test -tags limitsreport -count=1 -timeout 10m -v -run TestLimitsReport ./proxy/
 
 clean:
 	rm -rf bin $(DEV_DIR)

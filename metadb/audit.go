@@ -20,6 +20,7 @@ const (
 	AuditDBMode          = "db.mode"
 	AuditPairAdd         = "pair.add"
 	AuditSpareAdd        = "spare.add"
+	AuditTenantLimits    = "tenant.limits"
 	AuditAdminAuthFailed = "auth.admin_failed"
 	AuditQuotaBan        = "quota.ban"
 	AuditQuotaUnban      = "quota.unban"
@@ -29,7 +30,7 @@ const (
 
 // AuditActions lists every action, for validating filters.
 var AuditActions = []string{
-	AuditTenantSignup, AuditDBCreate, AuditDBResize, AuditDBDrop, AuditDBMode, AuditPairAdd, AuditSpareAdd,
+	AuditTenantSignup, AuditDBCreate, AuditDBResize, AuditDBDrop, AuditDBMode, AuditPairAdd, AuditSpareAdd, AuditTenantLimits,
 	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach,
 }
 

@@ -12,7 +12,7 @@ import (
 //	granary:fence                  INT   last fencing token handed out
 //	granary:bus                    CHAN  bus: protobuf Envelopes (proto/bus.proto)
 //	granary:tenants                SET   tenant names
-//	granary:tenant:<name>          STR   JSON Tenant (credentials hashed)
+//	granary:tenant:<name>          STR   JSON Tenant (credentials hashed; limits, changed by SetLimits)
 //	granary:tenant:<name>:dbs      HASH  db index -> JSON DB (the tenant's dbs and the slot serving each)
 //	granary:tenant:<name>:sizes    HASH  db index -> JSON DBSize (the keeper's last measurement of the db)
 //	granary:token:<sha256 hex>     STR   tenant name owning an API token

@@ -13,6 +13,9 @@ type Tenant struct {
 	TokenHash    string    `json:"token_hash"`
 	PasswordHash string    `json:"password_hash"`
 	Created      time.Time `json:"created"`
+	// Limits are what the admin set (metadb/limits.go); zero fields take
+	// the proxy's defaults.
+	Limits Limits `json:"limits,omitzero"`
 }
 
 // DB states.

@@ -34,6 +34,7 @@ type client struct {
 	wdl int64 // current write deadline, unix nanos
 
 	authed bool
+	ts     *tenantState // the tenant the connection is counted against (admitTenant)
 	tenant string
 	index  uint32
 	name   string
@@ -261,6 +262,15 @@ func (c *client) handle(cmd *command) {
 		return
 	}
 	c.count(spec.class)
+	if rated(spec) {
+		if err := c.admitRate(); err != nil {
+			if c.tx != nil && c.tx.multi {
+				c.tx.failed = true
+			}
+			c.replyErr(err)
+			return
+		}
+	}
 	if c.tx != nil && c.tx.multi && !txControl(spec.name) {
 		c.queue(spec, cmd)
 		return
@@ -578,6 +588,7 @@ func (c *client) cleanup() {
 		c.ps.stop()
 	}
 	c.nc.Close()
+	c.releaseTenant()
 	c.p.dropClient(c)
 }
 

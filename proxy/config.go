@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"time"
+
+	"github.com/granary-db/granary/metadb"
 )
 
 // Config of a Proxy. Zero fields are not defaults: start from DefaultConfig.
@@ -22,6 +24,18 @@ type Config struct {
 
 	// MaxClients bounds concurrent tenant connections. Default 10000.
 	MaxClients int
+	// DefaultMaxConnections is a tenant's connection limit on this proxy
+	// when the admin set none (proxy/limits.go). Default 1000
+	// (metadb.DefaultMaxConnections).
+	DefaultMaxConnections int64
+	// DefaultOpsPerSec is the commands per second each db of a tenant may
+	// take on this proxy when the admin set no limit; 0 is none. Default 0
+	// (metadb.DefaultOpsPerSec).
+	DefaultOpsPerSec int64
+	// RateBurst is how many seconds' worth of a db's ops/s limit it may
+	// spend at once (at least one command); at least 50ms, as the limit
+	// runs on the proxy's 10 ms coarse clock. Default 1s.
+	RateBurst time.Duration
 	// MaxMultibulk bounds the elements of one request (Redis: 1M). Default 1048576.
 	MaxMultibulk int64
 	// MaxBulk bounds one argument (Redis proto-max-bulk-len). Default 512 MB.
@@ -103,30 +117,33 @@ type Config struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Addr:               "127.0.0.1:7379",
-		MaxClients:         10000,
-		MaxMultibulk:       1024 * 1024,
-		MaxBulk:            512 << 20,
-		MaxUnauthMultibulk: 10,
-		MaxUnauthBulk:      16 << 10,
-		MaxInline:          64 << 10,
-		MaxOutput:          512 << 20,
-		WriteTimeout:       60 * time.Second,
-		MaxBatch:           256,
-		BackendConns:       1,
-		TenantUser:         "granary-tenant",
-		ScriptUser:         "granary-script",
-		DialTimeout:        time.Second,
-		BackendTimeout:     5 * time.Second,
-		ConfirmTimeout:     time.Second,
-		LeaseTTL:           6 * time.Second,
-		LeaseMargin:        time.Second,
-		HeartbeatInterval:  time.Second,
-		ActivityInterval:   250 * time.Millisecond,
-		MaxHeld:            10000,
-		MaxHoldWait:        30 * time.Second,
-		DrainTimeout:       10 * time.Second,
-		RedisVersion:       "7.0.15",
+		Addr:                  "127.0.0.1:7379",
+		MaxClients:            10000,
+		DefaultMaxConnections: metadb.DefaultMaxConnections,
+		DefaultOpsPerSec:      metadb.DefaultOpsPerSec,
+		RateBurst:             time.Second,
+		MaxMultibulk:          1024 * 1024,
+		MaxBulk:               512 << 20,
+		MaxUnauthMultibulk:    10,
+		MaxUnauthBulk:         16 << 10,
+		MaxInline:             64 << 10,
+		MaxOutput:             512 << 20,
+		WriteTimeout:          60 * time.Second,
+		MaxBatch:              256,
+		BackendConns:          1,
+		TenantUser:            "granary-tenant",
+		ScriptUser:            "granary-script",
+		DialTimeout:           time.Second,
+		BackendTimeout:        5 * time.Second,
+		ConfirmTimeout:        time.Second,
+		LeaseTTL:              6 * time.Second,
+		LeaseMargin:           time.Second,
+		HeartbeatInterval:     time.Second,
+		ActivityInterval:      250 * time.Millisecond,
+		MaxHeld:               10000,
+		MaxHoldWait:           30 * time.Second,
+		DrainTimeout:          10 * time.Second,
+		RedisVersion:          "7.0.15",
 	}
 }
 
@@ -152,6 +169,13 @@ func (c *Config) Validate() error {
 	}
 	pos("max clients", int64(c.MaxClients))
 	pos("max multibulk", c.MaxMultibulk)
+	pos("default max connections", c.DefaultMaxConnections)
+	if c.RateBurst < 50*time.Millisecond {
+		errs = append(errs, fmt.Errorf("rate burst %v must be at least 50ms", c.RateBurst))
+	}
+	if c.DefaultOpsPerSec < 0 {
+		errs = append(errs, fmt.Errorf("default ops per sec %d < 0", c.DefaultOpsPerSec))
+	}
 	pos("max bulk", c.MaxBulk)
 	pos("max unauthenticated multibulk", c.MaxUnauthMultibulk)
 	pos("max unauthenticated bulk", c.MaxUnauthBulk)

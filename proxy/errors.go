@@ -54,8 +54,11 @@ var (
 	ErrProto = errors.New("Protocol error")
 	// ErrNoProto: HELLO with a protocol version other than 2.
 	ErrNoProto = errors.New("sorry, this protocol version is not supported.")
-	// ErrTooMany: the proxy is at its client limit.
+	// ErrTooMany: the proxy is at its client limit, or the tenant at its
+	// connection limit (Redis's own text for maxclients).
 	ErrTooMany = errors.New("max number of clients reached")
+	// ErrRateLimit: a command to a db whose ops/s limit is spent.
+	ErrRateLimit = errors.New("rate limit exceeded for this db")
 	// ErrStarting: no command table could be loaded from a backend yet.
 	ErrStarting = errors.New("the proxy has not reached any backend yet; retry shortly")
 	// ErrShutdown: the proxy is draining.

@@ -54,9 +54,10 @@ func (p *Proxy) reloadOne(ctx context.Context, s *snapshot, env *buspb.Envelope)
 			delete(s.tenants, name)
 		}
 		if t != nil && m.TenantChanged.Change != buspb.Change_CHANGE_DROPPED {
-			ti := &tenantInfo{name: t.Name, hash: t.PasswordHash}
+			ti := p.newTenantInfo(t)
 			s.tenants[name], s.byHash[ti.hash] = ti, ti
 		}
+		p.relimit(s, name)
 		return s, nil, true
 	case *buspb.Envelope_DbChanged:
 		k := dbKey{m.DbChanged.Tenant, m.DbChanged.Index}
@@ -76,7 +77,7 @@ func (p *Proxy) reloadOne(ctx context.Context, s *snapshot, env *buspb.Envelope)
 		if err != nil {
 			return nil, nil, false
 		}
-		s.dbs[k] = p.newRoute(metadb.RouteOf(db, pair), s.dbs[k])
+		s.dbs[k] = p.newRoute(metadb.RouteOf(db, pair), s.dbs[k], p.opsOf(s, k.tenant))
 		return s, []dbKey{k}, true
 	}
 	return nil, nil, false

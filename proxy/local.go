@@ -57,6 +57,11 @@ func (c *client) authenticate(user, pass []byte) error {
 		c.p.metrics.authFailures.Inc()
 		return ErrWrongPass
 	}
+	if err := c.admitTenant(ti); err != nil {
+		// As Redis at maxclients: the error, then the connection closes.
+		c.quit = true
+		return err
+	}
 	c.resetTx()
 	c.authed, c.tenant, c.index, c.dbOK = true, ti.name, 0, false
 	c.lim = &c.p.authLimits
@@ -82,7 +87,7 @@ func (p *Proxy) lookupTenant(name string) *tenantInfo {
 	if err != nil {
 		return nil
 	}
-	return &tenantInfo{name: t.Name, hash: t.PasswordHash}
+	return p.newTenantInfo(t)
 }
 
 func validTenantName(s string) bool {
@@ -207,6 +212,7 @@ func (c *client) cmdSelect(cmd *command) {
 // no transaction, no subscriptions, db 0, not authenticated.
 func (c *client) cmdReset(*command) {
 	c.resetTx()
+	c.releaseTenant()
 	c.authed, c.tenant, c.index, c.dbOK, c.name = false, "", 0, false, ""
 	c.lim = &c.p.unauthLimits
 	c.reply([]byte("+RESET\r\n"))

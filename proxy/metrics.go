@@ -66,7 +66,7 @@ func newMetrics(p *Proxy) *metrics {
 		return 0
 	})
 	m.all = []prometheus.Collector{m.backendErrors, m.confirmLag, m.unconfirmed, m.held, m.clients,
-		m.protoErrors, m.authFailures, m.panics, m.resyncs, m.leaseFailures, m.version, m.fenced, &dbCollector{p: p}}
+		m.protoErrors, m.authFailures, m.panics, m.resyncs, m.leaseFailures, m.version, m.fenced, &dbCollector{p: p}, &tenantCollector{p: p}}
 	for _, c := range m.all {
 		f(c)
 	}

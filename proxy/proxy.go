@@ -41,11 +41,12 @@ type Proxy struct {
 
 	authLimits, unauthLimits limits
 
-	groupsMu sync.Mutex
-	groups   map[groupKey]*group
-	statesMu sync.Mutex
-	states   map[dbKey]*dbState
-	noDB     *dbState
+	groupsMu     sync.Mutex
+	groups       map[groupKey]*group
+	statesMu     sync.Mutex
+	states       map[dbKey]*dbState
+	tenantStates map[string]*tenantState
+	noDB         *dbState
 
 	clientsMu sync.Mutex
 	clients   map[*client]struct{}
@@ -100,6 +101,7 @@ func New(cfg Config, store Store, log zerolog.Logger) (*Proxy, error) {
 		unauthLimits: limits{maxMultibulk: cfg.MaxUnauthMultibulk, maxBulk: cfg.MaxUnauthBulk, maxInline: 1024},
 		groups:       map[groupKey]*group{},
 		states:       map[dbKey]*dbState{},
+		tenantStates: map[string]*tenantState{},
 		noDB:         &dbState{label: "none"},
 		clients:      map[*client]struct{}{},
 		conns:        map[*bconn]struct{}{},

@@ -33,8 +33,11 @@ type dbState struct {
 	ops                           [numClasses]atomic.Uint64
 	lat                           [numClasses]histogram
 
+	tenant *tenantState
+
 	mu       sync.Mutex
 	blockers map[*dconn]struct{} // dedicated conns running a blocking write
+	bucket   *bucket             // the ops/s limit's bucket, kept across snapshots (bucketFor)
 }
 
 func (p *Proxy) dbState(k dbKey) *dbState {
@@ -42,7 +45,7 @@ func (p *Proxy) dbState(k dbKey) *dbState {
 	defer p.statesMu.Unlock()
 	st := p.states[k]
 	if st == nil {
-		st = &dbState{key: k, label: k.String()}
+		st = &dbState{key: k, label: k.String(), tenant: p.tenantStateLocked(k.tenant)}
 		p.states[k] = st
 	}
 	return st
@@ -66,12 +69,17 @@ type dbRoute struct {
 	banned    bool
 	hold      *hold
 	confirmed bool
+	rate      *bucket // the tenant's ops/s limit on this db; nil: none
 }
 
 // tenantInfo is one tenant in a snapshot.
 type tenantInfo struct {
-	name string
-	hash string // SHA-256 of the Redis password
+	name     string
+	hash     string // SHA-256 of the Redis password
+	st       *tenantState
+	set      metadb.Limits // as the admin set them
+	maxConns int64         // effective connection limit
+	ops      int64         // effective ops/s per db; 0: none
 }
 
 // snapshot is the proxy's whole routing state at one topology version. It
@@ -121,10 +129,12 @@ func (s *snapshot) tenantDBs(tenant string) []*dbRoute {
 	return out
 }
 
-// newRoute builds the immutable dbRoute for r, keeping the hold of prev.
-func (p *Proxy) newRoute(r *buspb.Route, prev *dbRoute) *dbRoute {
+// newRoute builds the immutable dbRoute for r, keeping the hold of prev,
+// with a limit of ops commands/s (0: none).
+func (p *Proxy) newRoute(r *buspb.Route, prev *dbRoute, ops int64) *dbRoute {
 	k := dbKey{r.Tenant, r.Index}
-	d := &dbRoute{key: k, route: r, st: p.dbState(k), banned: r.Banned,
+	st := p.dbState(k)
+	d := &dbRoute{key: k, route: r, st: st, banned: r.Banned, rate: p.bucketFor(st, ops),
 		confirmed: r.WriteMode != buspb.WriteMode_WRITE_MODE_ASYNC,
 		pubsub:    k.tenant + "/" + strconv.FormatUint(uint64(k.index), 10) + ":"}
 	if r.Master != "" {
@@ -157,7 +167,7 @@ func (p *Proxy) buildSnapshot(v uint64, routes []*buspb.Route, tenants []*metadb
 	s := emptySnapshot()
 	s.version = v
 	for _, t := range tenants {
-		ti := &tenantInfo{name: t.Name, hash: t.PasswordHash}
+		ti := p.newTenantInfo(t)
 		s.tenants[t.Name] = ti
 		s.byHash[t.PasswordHash] = ti
 	}
@@ -166,7 +176,7 @@ func (p *Proxy) buildSnapshot(v uint64, routes []*buspb.Route, tenants []*metadb
 		if r.Master == "" {
 			continue
 		}
-		d := p.newRoute(r, nil)
+		d := p.newRoute(r, nil, p.opsOf(s, r.Tenant))
 		if d.hold != nil && now.After(d.hold.deadline) {
 			d.hold = nil
 		}
@@ -194,7 +204,7 @@ func (p *Proxy) apply(s *snapshot, env *buspb.Envelope) (*snapshot, []dbKey, boo
 		if m.RouteChanged.Removed || r.Master == "" {
 			delete(n.dbs, k)
 		} else {
-			n.dbs[k] = p.newRoute(r, s.dbs[k])
+			n.dbs[k] = p.newRoute(r, s.dbs[k], p.opsOf(n, k.tenant))
 		}
 		return n, []dbKey{k}, false
 	case *buspb.Envelope_WriteBan:
@@ -220,6 +230,20 @@ func (p *Proxy) apply(s *snapshot, env *buspb.Envelope) (*snapshot, []dbKey, boo
 			})
 		}
 		return n, []dbKey{k}, false
+	case *buspb.Envelope_TenantLimits:
+		l := m.TenantLimits
+		old := n.tenants[l.Tenant]
+		if old == nil {
+			// A tenant this proxy has not loaded yet: its record has the
+			// limits.
+			return n, nil, true
+		}
+		n.cloneTenants()
+		ti := *old
+		p.limited(&ti, metadb.Limits{MaxConnections: l.MaxConnections, OpsPerSec: l.OpsPerSec})
+		n.tenants[ti.name], n.byHash[ti.hash] = &ti, &ti
+		p.relimit(n, ti.name)
+		return n, nil, false
 	case *buspb.Envelope_TenantChanged, *buspb.Envelope_DbChanged, *buspb.Envelope_Failover, *buspb.Envelope_NewReplica:
 		// Not self-contained (credentials, write mode, a pair's new
 		// servers): reload the facts from metadb.

@@ -57,6 +57,13 @@ func TestAuditRESTActions(t *testing.T) {
 		}, metadb.AuditEntry{Actor: "admin", Action: metadb.AuditSpareAdd, Target: spare.Addr, Result: "ok"}},
 		{"signup", func(t *testing.T) { acme = h.signup("acme"); secrets = append(secrets, acme.Token, acme.Password) },
 			metadb.AuditEntry{Actor: "tenant:acme", Action: metadb.AuditTenantSignup, Target: "acme", Tenant: "acme", Result: "ok"}},
+		{"tenant limits", func(t *testing.T) {
+			h.do("PUT", "/v1/admin/tenants/acme/limits", adminToken, map[string]int{"max_connections": 5}).want(t, http.StatusOK)
+		}, metadb.AuditEntry{Actor: "admin", Action: metadb.AuditTenantLimits, Target: "acme", Tenant: "acme", Result: "ok"}},
+		{"tenant limits refused", func(t *testing.T) {
+			h.do("PUT", "/v1/admin/tenants/acme/limits", adminToken, map[string]int{"max_connections": -1}).want(t, http.StatusBadRequest)
+		}, metadb.AuditEntry{Actor: "admin", Action: metadb.AuditTenantLimits, Target: "acme", Tenant: "acme",
+			Result: "error: bad limits: max_connections must be between 0 (the default) and 1000000, is -1"}},
 		{"db create", func(t *testing.T) {
 			h.do("POST", "/v1/dbs", acme.Token, map[string]string{"size": "64M"}).decode(t, &created)
 			finishCreate(t, h.store, "acme", 0, created.Job, "127.0.0.1:7379")

@@ -108,6 +108,7 @@ type Store interface {
 	// The audit stream.
 	Audit(ctx context.Context, e metadb.AuditEntry) error
 	AuditLog(ctx context.Context, q metadb.AuditQuery) ([]metadb.AuditEntry, string, error)
+	limitsStore
 }
 
 var _ Store = (*metadb.Store)(nil)
@@ -221,6 +222,7 @@ func (s *Server) routes() http.Handler {
 			r.With(s.audited(metadb.AuditDBDrop, false)).Delete("/dbs/{index}", s.dropDB)
 			r.Get("/jobs/{id}", s.getJob)
 			r.Get("/audit", s.tenantAudit)
+			r.Get("/limits", s.myLimits)
 		})
 		r.Route("/admin", func(r chi.Router) {
 			r.Use(s.adminAuth)
@@ -232,6 +234,9 @@ func (s *Server) routes() http.Handler {
 			r.Get("/proxies", s.listMembers(metadb.KindProxy))
 			r.Get("/keepers", s.listMembers(metadb.KindKeeper))
 			r.Get("/jobs", s.listJobs)
+			r.Get("/tenants", s.listTenants)
+			r.Get("/tenants/{tenant}/limits", s.getTenantLimits)
+			r.With(s.audited(metadb.AuditTenantLimits, true)).Put("/tenants/{tenant}/limits", s.putTenantLimits)
 		})
 	})
 	return r

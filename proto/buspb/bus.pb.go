@@ -205,6 +205,7 @@ type Envelope struct {
 	//	*Envelope_KeeperCommand
 	//	*Envelope_KeeperResult
 	//	*Envelope_Heartbeat
+	//	*Envelope_TenantLimits
 	Payload       isEnvelope_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -358,6 +359,15 @@ func (x *Envelope) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *Envelope) GetTenantLimits() *TenantLimits {
+	if x != nil {
+		if x, ok := x.Payload.(*Envelope_TenantLimits); ok {
+			return x.TenantLimits
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Payload interface {
 	isEnvelope_Payload()
 }
@@ -402,6 +412,10 @@ type Envelope_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,19,opt,name=heartbeat,proto3,oneof"`
 }
 
+type Envelope_TenantLimits struct {
+	TenantLimits *TenantLimits `protobuf:"bytes,20,opt,name=tenant_limits,json=tenantLimits,proto3,oneof"`
+}
+
 func (*Envelope_RouteChanged) isEnvelope_Payload() {}
 
 func (*Envelope_WriteBan) isEnvelope_Payload() {}
@@ -421,6 +435,8 @@ func (*Envelope_KeeperCommand) isEnvelope_Payload() {}
 func (*Envelope_KeeperResult) isEnvelope_Payload() {}
 
 func (*Envelope_Heartbeat) isEnvelope_Payload() {}
+
+func (*Envelope_TenantLimits) isEnvelope_Payload() {}
 
 // Route says which servers serve one tenant db. An empty master means the
 // db has no route (dropped or not yet ready): proxies refuse it.
@@ -814,6 +830,71 @@ func (x *TenantChanged) GetChange() Change {
 	return Change_CHANGE_UNSPECIFIED
 }
 
+// TenantLimits announces a tenant's limits as the admin set them; 0 means
+// the proxy's default. It is self-contained: proxies apply it as it is, and
+// the same limits are in the tenant's record for a reload.
+type TenantLimits struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Connections to one proxy, counted from AUTH.
+	MaxConnections int64 `protobuf:"varint,2,opt,name=max_connections,json=maxConnections,proto3" json:"max_connections,omitempty"`
+	// Commands per second to each of the tenant's dbs, on one proxy.
+	OpsPerSec     int64 `protobuf:"varint,3,opt,name=ops_per_sec,json=opsPerSec,proto3" json:"ops_per_sec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantLimits) Reset() {
+	*x = TenantLimits{}
+	mi := &file_bus_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantLimits) ProtoMessage() {}
+
+func (x *TenantLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_bus_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantLimits.ProtoReflect.Descriptor instead.
+func (*TenantLimits) Descriptor() ([]byte, []int) {
+	return file_bus_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *TenantLimits) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *TenantLimits) GetMaxConnections() int64 {
+	if x != nil {
+		return x.MaxConnections
+	}
+	return 0
+}
+
+func (x *TenantLimits) GetOpsPerSec() int64 {
+	if x != nil {
+		return x.OpsPerSec
+	}
+	return 0
+}
+
 // DBChanged announces a tenant db's creation, change (size, mode, state) or drop.
 type DBChanged struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -827,7 +908,7 @@ type DBChanged struct {
 
 func (x *DBChanged) Reset() {
 	*x = DBChanged{}
-	mi := &file_bus_proto_msgTypes[6]
+	mi := &file_bus_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -839,7 +920,7 @@ func (x *DBChanged) String() string {
 func (*DBChanged) ProtoMessage() {}
 
 func (x *DBChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[6]
+	mi := &file_bus_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -852,7 +933,7 @@ func (x *DBChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DBChanged.ProtoReflect.Descriptor instead.
 func (*DBChanged) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{6}
+	return file_bus_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DBChanged) GetTenant() string {
@@ -896,7 +977,7 @@ type Failover struct {
 
 func (x *Failover) Reset() {
 	*x = Failover{}
-	mi := &file_bus_proto_msgTypes[7]
+	mi := &file_bus_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +989,7 @@ func (x *Failover) String() string {
 func (*Failover) ProtoMessage() {}
 
 func (x *Failover) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[7]
+	mi := &file_bus_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +1002,7 @@ func (x *Failover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failover.ProtoReflect.Descriptor instead.
 func (*Failover) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{7}
+	return file_bus_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Failover) GetPair() string {
@@ -963,7 +1044,7 @@ type NewReplica struct {
 
 func (x *NewReplica) Reset() {
 	*x = NewReplica{}
-	mi := &file_bus_proto_msgTypes[8]
+	mi := &file_bus_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1056,7 @@ func (x *NewReplica) String() string {
 func (*NewReplica) ProtoMessage() {}
 
 func (x *NewReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[8]
+	mi := &file_bus_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1069,7 @@ func (x *NewReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NewReplica.ProtoReflect.Descriptor instead.
 func (*NewReplica) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{8}
+	return file_bus_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NewReplica) GetPair() string {
@@ -1023,7 +1104,7 @@ type KeeperCommand struct {
 
 func (x *KeeperCommand) Reset() {
 	*x = KeeperCommand{}
-	mi := &file_bus_proto_msgTypes[9]
+	mi := &file_bus_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1116,7 @@ func (x *KeeperCommand) String() string {
 func (*KeeperCommand) ProtoMessage() {}
 
 func (x *KeeperCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[9]
+	mi := &file_bus_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1129,7 @@ func (x *KeeperCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeeperCommand.ProtoReflect.Descriptor instead.
 func (*KeeperCommand) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{9}
+	return file_bus_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *KeeperCommand) GetId() string {
@@ -1113,7 +1194,7 @@ type KeeperResult struct {
 
 func (x *KeeperResult) Reset() {
 	*x = KeeperResult{}
-	mi := &file_bus_proto_msgTypes[10]
+	mi := &file_bus_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1206,7 @@ func (x *KeeperResult) String() string {
 func (*KeeperResult) ProtoMessage() {}
 
 func (x *KeeperResult) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[10]
+	mi := &file_bus_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1219,7 @@ func (x *KeeperResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeeperResult.ProtoReflect.Descriptor instead.
 func (*KeeperResult) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{10}
+	return file_bus_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KeeperResult) GetCommand() string {
@@ -1182,7 +1263,7 @@ type DBActivity struct {
 
 func (x *DBActivity) Reset() {
 	*x = DBActivity{}
-	mi := &file_bus_proto_msgTypes[11]
+	mi := &file_bus_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1275,7 @@ func (x *DBActivity) String() string {
 func (*DBActivity) ProtoMessage() {}
 
 func (x *DBActivity) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[11]
+	mi := &file_bus_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1288,7 @@ func (x *DBActivity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DBActivity.ProtoReflect.Descriptor instead.
 func (*DBActivity) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{11}
+	return file_bus_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DBActivity) GetTenant() string {
@@ -1254,7 +1335,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_bus_proto_msgTypes[12]
+	mi := &file_bus_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1347,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[12]
+	mi := &file_bus_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1360,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{12}
+	return file_bus_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Heartbeat) GetComponent() Component {
@@ -1328,7 +1409,7 @@ var File_bus_proto protoreflect.FileDescriptor
 
 const file_bus_proto_rawDesc = "" +
 	"\n" +
-	"\tbus.proto\x12\x0egranary.bus.v1\"\xe3\x05\n" +
+	"\tbus.proto\x12\x0egranary.bus.v1\"\xa8\x06\n" +
 	"\bEnvelope\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x1d\n" +
@@ -1347,7 +1428,8 @@ const file_bus_proto_rawDesc = "" +
 	"newReplica\x12F\n" +
 	"\x0ekeeper_command\x18\x11 \x01(\v2\x1d.granary.bus.v1.KeeperCommandH\x00R\rkeeperCommand\x12C\n" +
 	"\rkeeper_result\x18\x12 \x01(\v2\x1c.granary.bus.v1.KeeperResultH\x00R\fkeeperResult\x129\n" +
-	"\theartbeat\x18\x13 \x01(\v2\x19.granary.bus.v1.HeartbeatH\x00R\theartbeatB\t\n" +
+	"\theartbeat\x18\x13 \x01(\v2\x19.granary.bus.v1.HeartbeatH\x00R\theartbeat\x12C\n" +
+	"\rtenant_limits\x18\x14 \x01(\v2\x1c.granary.bus.v1.TenantLimitsH\x00R\ftenantLimitsB\t\n" +
 	"\apayload\"\xe6\x02\n" +
 	"\x05Route\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
@@ -1381,7 +1463,11 @@ const file_bus_proto_rawDesc = "" +
 	"\x13deadline_unix_nanos\x18\x05 \x01(\x03R\x11deadlineUnixNanos\"W\n" +
 	"\rTenantChanged\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12.\n" +
-	"\x06change\x18\x02 \x01(\x0e2\x16.granary.bus.v1.ChangeR\x06change\"\x7f\n" +
+	"\x06change\x18\x02 \x01(\x0e2\x16.granary.bus.v1.ChangeR\x06change\"o\n" +
+	"\fTenantLimits\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12'\n" +
+	"\x0fmax_connections\x18\x02 \x01(\x03R\x0emaxConnections\x12\x1e\n" +
+	"\vops_per_sec\x18\x03 \x01(\x03R\topsPerSec\"\x7f\n" +
 	"\tDBChanged\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12.\n" +
@@ -1459,7 +1545,7 @@ func file_bus_proto_rawDescGZIP() []byte {
 }
 
 var file_bus_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_bus_proto_goTypes = []any{
 	(WriteMode)(0),        // 0: granary.bus.v1.WriteMode
 	(Change)(0),           // 1: granary.bus.v1.Change
@@ -1470,40 +1556,42 @@ var file_bus_proto_goTypes = []any{
 	(*WriteBan)(nil),      // 6: granary.bus.v1.WriteBan
 	(*WriteHold)(nil),     // 7: granary.bus.v1.WriteHold
 	(*TenantChanged)(nil), // 8: granary.bus.v1.TenantChanged
-	(*DBChanged)(nil),     // 9: granary.bus.v1.DBChanged
-	(*Failover)(nil),      // 10: granary.bus.v1.Failover
-	(*NewReplica)(nil),    // 11: granary.bus.v1.NewReplica
-	(*KeeperCommand)(nil), // 12: granary.bus.v1.KeeperCommand
-	(*KeeperResult)(nil),  // 13: granary.bus.v1.KeeperResult
-	(*DBActivity)(nil),    // 14: granary.bus.v1.DBActivity
-	(*Heartbeat)(nil),     // 15: granary.bus.v1.Heartbeat
-	nil,                   // 16: granary.bus.v1.KeeperCommand.ArgsEntry
-	nil,                   // 17: granary.bus.v1.KeeperResult.DetailEntry
+	(*TenantLimits)(nil),  // 9: granary.bus.v1.TenantLimits
+	(*DBChanged)(nil),     // 10: granary.bus.v1.DBChanged
+	(*Failover)(nil),      // 11: granary.bus.v1.Failover
+	(*NewReplica)(nil),    // 12: granary.bus.v1.NewReplica
+	(*KeeperCommand)(nil), // 13: granary.bus.v1.KeeperCommand
+	(*KeeperResult)(nil),  // 14: granary.bus.v1.KeeperResult
+	(*DBActivity)(nil),    // 15: granary.bus.v1.DBActivity
+	(*Heartbeat)(nil),     // 16: granary.bus.v1.Heartbeat
+	nil,                   // 17: granary.bus.v1.KeeperCommand.ArgsEntry
+	nil,                   // 18: granary.bus.v1.KeeperResult.DetailEntry
 }
 var file_bus_proto_depIdxs = []int32{
 	5,  // 0: granary.bus.v1.Envelope.route_changed:type_name -> granary.bus.v1.RouteChanged
 	6,  // 1: granary.bus.v1.Envelope.write_ban:type_name -> granary.bus.v1.WriteBan
 	7,  // 2: granary.bus.v1.Envelope.write_hold:type_name -> granary.bus.v1.WriteHold
 	8,  // 3: granary.bus.v1.Envelope.tenant_changed:type_name -> granary.bus.v1.TenantChanged
-	9,  // 4: granary.bus.v1.Envelope.db_changed:type_name -> granary.bus.v1.DBChanged
-	10, // 5: granary.bus.v1.Envelope.failover:type_name -> granary.bus.v1.Failover
-	11, // 6: granary.bus.v1.Envelope.new_replica:type_name -> granary.bus.v1.NewReplica
-	12, // 7: granary.bus.v1.Envelope.keeper_command:type_name -> granary.bus.v1.KeeperCommand
-	13, // 8: granary.bus.v1.Envelope.keeper_result:type_name -> granary.bus.v1.KeeperResult
-	15, // 9: granary.bus.v1.Envelope.heartbeat:type_name -> granary.bus.v1.Heartbeat
-	0,  // 10: granary.bus.v1.Route.write_mode:type_name -> granary.bus.v1.WriteMode
-	4,  // 11: granary.bus.v1.RouteChanged.route:type_name -> granary.bus.v1.Route
-	1,  // 12: granary.bus.v1.TenantChanged.change:type_name -> granary.bus.v1.Change
-	1,  // 13: granary.bus.v1.DBChanged.change:type_name -> granary.bus.v1.Change
-	16, // 14: granary.bus.v1.KeeperCommand.args:type_name -> granary.bus.v1.KeeperCommand.ArgsEntry
-	17, // 15: granary.bus.v1.KeeperResult.detail:type_name -> granary.bus.v1.KeeperResult.DetailEntry
-	2,  // 16: granary.bus.v1.Heartbeat.component:type_name -> granary.bus.v1.Component
-	14, // 17: granary.bus.v1.Heartbeat.activity:type_name -> granary.bus.v1.DBActivity
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	10, // 4: granary.bus.v1.Envelope.db_changed:type_name -> granary.bus.v1.DBChanged
+	11, // 5: granary.bus.v1.Envelope.failover:type_name -> granary.bus.v1.Failover
+	12, // 6: granary.bus.v1.Envelope.new_replica:type_name -> granary.bus.v1.NewReplica
+	13, // 7: granary.bus.v1.Envelope.keeper_command:type_name -> granary.bus.v1.KeeperCommand
+	14, // 8: granary.bus.v1.Envelope.keeper_result:type_name -> granary.bus.v1.KeeperResult
+	16, // 9: granary.bus.v1.Envelope.heartbeat:type_name -> granary.bus.v1.Heartbeat
+	9,  // 10: granary.bus.v1.Envelope.tenant_limits:type_name -> granary.bus.v1.TenantLimits
+	0,  // 11: granary.bus.v1.Route.write_mode:type_name -> granary.bus.v1.WriteMode
+	4,  // 12: granary.bus.v1.RouteChanged.route:type_name -> granary.bus.v1.Route
+	1,  // 13: granary.bus.v1.TenantChanged.change:type_name -> granary.bus.v1.Change
+	1,  // 14: granary.bus.v1.DBChanged.change:type_name -> granary.bus.v1.Change
+	17, // 15: granary.bus.v1.KeeperCommand.args:type_name -> granary.bus.v1.KeeperCommand.ArgsEntry
+	18, // 16: granary.bus.v1.KeeperResult.detail:type_name -> granary.bus.v1.KeeperResult.DetailEntry
+	2,  // 17: granary.bus.v1.Heartbeat.component:type_name -> granary.bus.v1.Component
+	15, // 18: granary.bus.v1.Heartbeat.activity:type_name -> granary.bus.v1.DBActivity
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_bus_proto_init() }
@@ -1522,6 +1610,7 @@ func file_bus_proto_init() {
 		(*Envelope_KeeperCommand)(nil),
 		(*Envelope_KeeperResult)(nil),
 		(*Envelope_Heartbeat)(nil),
+		(*Envelope_TenantLimits)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1529,7 +1618,7 @@ func file_bus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bus_proto_rawDesc), len(file_bus_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
