@@ -282,6 +282,8 @@ func TestDashboard(t *testing.T) {
 		fmt.Sprintf(`document.querySelector('#admin-jobs tr[data-job=%q][data-state=%q]')`, row["job"], metadb.JobDone))
 	until(t, ctx, "the proxy's last replies from the db's pair", 10*time.Second,
 		fmt.Sprintf(`document.querySelectorAll('#pairs tr[data-pair=%q] .badge.reply').length === 2`, pair))
+	until(t, ctx, "the keeper's report of the db's pair: both up, its replication lag", 10*time.Second,
+		fmt.Sprintf(`document.querySelector('#pairs tr[data-pair=%q] .health .badge.ok') && document.querySelector('#pairs tr[data-pair=%q] .lag .badge')`, pair, pair))
 	// The audit log holds the tenant's resize, and the tenants panel its
 	// limits (the API's own routes).
 	until(t, ctx, "the resize in the audit log", 10*time.Second,

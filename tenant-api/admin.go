@@ -25,10 +25,33 @@ type pairView struct {
 	Free    int    `json:"free"`
 	Keeper  string `json:"keeper"`
 	State   string `json:"state"`
+	// Health is the watching keeper's last report; absent before the
+	// first.
+	Health *healthView `json:"health,omitempty"`
+}
+
+// healthView is a keeper's last report on a pair, as the admin sees it.
+type healthView struct {
+	At        time.Time `json:"at"`
+	Keeper    string    `json:"keeper"`
+	MasterUp  bool      `json:"master_up"`
+	ReplicaUp bool      `json:"replica_up"`
+	// ReplicaState is the replica's link as its master lists it
+	// ("online"); empty when the master does not list it.
+	ReplicaState string `json:"replica_state"`
+	// LagSec is the seconds since the replica's last acknowledgement and
+	// LagBytes the master's offset minus the replica's; -1 when unknown.
+	LagSec   int64 `json:"lag_sec"`
+	LagBytes int64 `json:"lag_bytes"`
 }
 
 func viewPair(p *metadb.Pair, free int) pairView {
 	return pairView{ID: p.ID, Size: p.Size, Master: p.Master, Replica: p.Replica, DBs: len(p.DBs), Free: free, Keeper: p.Keeper, State: p.State}
+}
+
+func viewHealth(h *metadb.PairHealth) *healthView {
+	return &healthView{At: h.At, Keeper: h.Keeper, MasterUp: h.Master.Up, ReplicaUp: h.Replica.Up,
+		ReplicaState: h.ReplicaState, LagSec: h.LagSec, LagBytes: h.LagBytes}
 }
 
 // poolView is one size class with its pairs and totals.
@@ -50,7 +73,16 @@ func (s *Server) listPools(w http.ResponseWriter, r *http.Request) {
 		}
 		p := poolView{Size: size.String(), Pairs: make([]pairView, 0, len(views))}
 		for i := range views {
-			p.Pairs = append(p.Pairs, viewPair(&views[i].Pair, views[i].Free))
+			pv := viewPair(&views[i].Pair, views[i].Free)
+			h, err := s.store.PairHealth(r.Context(), pv.ID)
+			switch {
+			case err == nil:
+				pv.Health = viewHealth(h)
+			case !errors.Is(err, metadb.ErrNotFound):
+				s.writeError(w, r, err)
+				return
+			}
+			p.Pairs = append(p.Pairs, pv)
 			p.Total += len(views[i].DBs)
 			p.Free += views[i].Free
 		}

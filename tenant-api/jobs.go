@@ -42,6 +42,18 @@ func viewJob(j *metadb.Job) jobView {
 
 // getJob shows one of the caller's jobs; anyone else's is not found.
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
+	s.answerJob(w, r, func(j *metadb.Job) bool { return j.Tenant == tenantOf(r) })
+}
+
+// getAnyJob shows any job, for operators: those of every tenant and those
+// of no tenant (a failover's replica replacement).
+func (s *Server) getAnyJob(w http.ResponseWriter, r *http.Request) {
+	s.answerJob(w, r, func(*metadb.Job) bool { return true })
+}
+
+// answerJob answers the job named in the path if the caller may see it,
+// and "no job" alike when there is none and when it may not.
+func (s *Server) answerJob(w http.ResponseWriter, r *http.Request, visible func(*metadb.Job) bool) {
 	id := chi.URLParam(r, "id")
 	notFound := errorf(metadb.ErrNotFound, "no job %q", clip(id))
 	if !jobID.MatchString(id) {
@@ -49,7 +61,7 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	job, err := s.store.Job(r.Context(), id)
-	if errors.Is(err, metadb.ErrNotFound) || (err == nil && job.Tenant != tenantOf(r)) {
+	if errors.Is(err, metadb.ErrNotFound) || (err == nil && !visible(job)) {
 		err = notFound
 	}
 	if err != nil {

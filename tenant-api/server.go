@@ -98,6 +98,7 @@ type Store interface {
 	// Capacity and operators' views.
 	Pair(ctx context.Context, id string) (*metadb.Pair, error)
 	Pairs(ctx context.Context, size string) ([]metadb.PairView, error)
+	PairHealth(ctx context.Context, id string) (*metadb.PairHealth, error)
 	AddPair(ctx context.Context, size, master, replica string, dbs []int) (*metadb.Pair, error)
 	AddSpare(ctx context.Context, addr string) error
 	Spares(ctx context.Context) ([]string, error)
@@ -234,6 +235,7 @@ func (s *Server) routes() http.Handler {
 			r.Get("/proxies", s.listMembers(metadb.KindProxy))
 			r.Get("/keepers", s.listMembers(metadb.KindKeeper))
 			r.Get("/jobs", s.listJobs)
+			r.Get("/jobs/{id}", s.getAnyJob)
 			r.Get("/tenants", s.listTenants)
 			r.Get("/tenants/{tenant}/limits", s.getTenantLimits)
 			r.With(s.audited(metadb.AuditTenantLimits, true)).Put("/tenants/{tenant}/limits", s.putTenantLimits)

@@ -312,12 +312,14 @@ prints only the job as it ended. It exits 1 if the job failed, and 130 on
 Ctrl-C, which stops the watching only: the job goes on.`,
 		Args: cobra.ExactArgs(1),
 	}
+	var admin bool
+	watch.Flags().BoolVar(&admin, "admin", false, "watch any job with the admin token (a failover's replica replacement, another tenant's job)")
 	watch.RunE = c.action(func(ctx context.Context, args []string) error {
-		api, err := c.client(false)
+		api, err := c.client(admin)
 		if err != nil {
 			return err
 		}
-		return c.watch(ctx, api, args[0])
+		return c.watchAt(ctx, api, args[0], admin)
 	})
 	job.AddCommand(watch)
 	return job

@@ -279,7 +279,8 @@ func TestExitCodes(t *testing.T) {
 	}
 }
 
-// scriptedJob serves GET /v1/jobs/{id} for token "t": the k-th poll gets
+// scriptedJob serves GET /v1/jobs/{id} (or, with admin set, GET
+// /v1/admin/jobs/{id}) for token "t": the k-th poll gets
 // script[k]; past the script, the last entry again until finish is set,
 // then final. It records every request's method and path.
 type scriptedJob struct {
@@ -291,6 +292,7 @@ type scriptedJob struct {
 	requests []string
 	// unavailable polls answer 503 and leave the script where it is.
 	unavailable map[int]bool
+	admin       bool
 }
 
 func (s *scriptedJob) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -302,7 +304,11 @@ func (s *scriptedJob) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(`{"error":"bad token"}`))
 		return
 	}
-	if r.Method != "GET" || r.URL.Path != "/v1/jobs/"+s.final.ID {
+	path := "/v1/jobs/" + s.final.ID
+	if s.admin {
+		path = "/v1/admin/jobs/" + s.final.ID
+	}
+	if r.Method != "GET" || r.URL.Path != path {
 		w.WriteHeader(404)
 		w.Write([]byte(`{"error":"no job"}`))
 		return
@@ -388,6 +394,19 @@ func TestWatchLines(t *testing.T) {
 	for _, r := range srv.requests {
 		if r != "GET /v1/jobs/"+id {
 			t.Fatalf("watch sent %s", r)
+		}
+	}
+
+	// --admin watches through the admin's route, which shows any job.
+	asrv := &scriptedJob{script: resizeScript(id, 2), final: done, finish: true, admin: true}
+	ahs := httptest.NewServer(asrv)
+	defer ahs.Close()
+	if code, aout, errs := run(t, "job", "watch", "--admin", id, "--api", ahs.URL, "--token", "t"); code != 0 || aout != want || errs != "" {
+		t.Fatalf("--admin: exit %d, stderr %q, stdout:\n%s", code, errs, aout)
+	}
+	for _, r := range asrv.requests {
+		if r != "GET /v1/admin/jobs/"+id {
+			t.Fatalf("watch --admin sent %s", r)
 		}
 	}
 

@@ -20,6 +20,13 @@ import (
 // It returns a failure when the job ended failed. Ctrl-C (ctx ending) stops
 // the watching only: it says how to watch again and exits 130.
 func (c *cli) watch(ctx context.Context, api *apiclient.Client, id string) error {
+	return c.watchAt(ctx, api, id, false)
+}
+
+// watchAt is watch through the tenant's route (GET /v1/jobs/{id}) or, with
+// admin, the admin's (GET /v1/admin/jobs/{id}), which shows any job: a
+// failover's replica replacement has no tenant.
+func (c *cli) watchAt(ctx context.Context, api *apiclient.Client, id string, admin bool) error {
 	var show jobDisplay = lineDisplay{w: c.stdout}
 	switch {
 	case c.output == "json":
@@ -27,7 +34,10 @@ func (c *cli) watch(ctx context.Context, api *apiclient.Client, id string) error
 	case c.tty:
 		show = newBarDisplay(c.stdout)
 	}
-	path := "/v1/jobs/" + url.PathEscape(id)
+	path, again := "/v1/jobs/"+url.PathEscape(id), "granary job watch "+id
+	if admin {
+		path, again = "/v1/admin/jobs/"+url.PathEscape(id), "granary job watch --admin "+id
+	}
 	t := time.NewTicker(c.poll)
 	defer t.Stop()
 	var (
@@ -38,7 +48,7 @@ func (c *cli) watch(ctx context.Context, api *apiclient.Client, id string) error
 		var raw json.RawMessage
 		err := api.Call(ctx, http.MethodGet, path, nil, &raw)
 		if ctx.Err() != nil {
-			return c.stopWatching(show, id)
+			return c.stopWatching(show, id, again)
 		}
 		var j jobInfo
 		if err == nil {
@@ -79,17 +89,17 @@ func (c *cli) watch(ctx context.Context, api *apiclient.Client, id string) error
 		}
 		select {
 		case <-ctx.Done():
-			return c.stopWatching(show, id)
+			return c.stopWatching(show, id, again)
 		case <-t.C:
 		}
 	}
 }
 
-func (c *cli) stopWatching(show jobDisplay, id string) error {
+func (c *cli) stopWatching(show jobDisplay, id, again string) error {
 	if show != nil {
 		show.stop()
 	}
-	fmt.Fprintf(c.stderr, "granary: stopped watching; job %s goes on: 'granary job watch %s' watches it again\n", id, id)
+	fmt.Fprintf(c.stderr, "granary: stopped watching; job %s goes on: '%s' watches it again\n", id, again)
 	return exitStatus(exitInterrupted)
 }
 

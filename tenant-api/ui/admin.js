@@ -111,6 +111,23 @@ function replyCell(addr) {
   return td(badge(fmtDur(age) + ' ago', 'reply ' + (age < 5 ? 'ok' : age < 30 ? 'warn' : 'bad')));
 }
 
+// healthCell shows the keeper's last probes of the pair's two servers.
+function healthCell(h) {
+  if (!h) return td(el('span', { class: 'muted', title: 'no keeper has reported on this pair yet' }, 'no report'));
+  const up = h.master_up && h.replica_up;
+  const text = up ? 'both up' : (h.master_up ? 'replica down' : 'master down');
+  return td(el('span', { class: 'health', title: 'reported by keeper ' + h.keeper + ' ' + ago(h.at) },
+    badge(text, up ? 'ok' : 'bad')));
+}
+
+// lagCell shows how far the replica trails its master, in bytes and in
+// seconds since its last acknowledgement.
+function lagCell(h) {
+  if (!h || h.lag_bytes < 0) return td(el('span', { class: 'muted' }, '—'));
+  const cls = h.lag_sec > 10 ? 'bad' : h.lag_bytes > (1 << 20) || h.lag_sec > 2 ? 'warn' : 'ok';
+  return td(el('span', { class: 'lag' }, badge(fmtBytes(h.lag_bytes) + (h.lag_sec > 0 ? ', ' + h.lag_sec + 's' : ''), cls)));
+}
+
 function renderPairs() {
   const tb = $('pairs').tBodies[0];
   clear(tb);
@@ -126,12 +143,14 @@ function renderPairs() {
         td((pr.dbs - pr.free) + ' / ' + pr.dbs),
         td(pr.keeper ? el('span', { class: 'mono' }, pr.keeper) : el('span', { class: 'muted' }, 'none')),
         td(badge(pr.state || '—', stateClass(pr.state))),
+        healthCell(pr.health),
+        lagCell(pr.health),
         replyCell(pr.master),
         replyCell(pr.replica),
       ));
     }
   }
-  if (!n) emptyRow(tb, 9, 'no pairs: add one with POST /v1/admin/pools/{size}/pairs');
+  if (!n) emptyRow(tb, 11, 'no pairs: add one with POST /v1/admin/pools/{size}/pairs');
 }
 
 function leaseCell(m) {
