@@ -12,6 +12,7 @@ import (
 
 	"github.com/creack/pty"
 	"github.com/granary-db/granary/e2e/resizeload"
+	"github.com/granary-db/granary/internal/procgroup"
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 	"github.com/redis/go-redis/v9"
@@ -49,7 +50,7 @@ func TestCLIWatchTerminal(t *testing.T) {
 		}
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
-		out := &syncBuffer{}
+		out := &procgroup.Output{}
 		go io.Copy(out, tty)
 		// The Wait above reaps it; Kill of an ended process does nothing.
 		stop := func() {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/granary-db/granary/internal/metricshttp"
 	"github.com/granary-db/granary/internal/procgroup"
 	"github.com/granary-db/granary/internal/redisproc"
 	"github.com/granary-db/granary/internal/redistest"
@@ -187,7 +188,8 @@ func TestDevCluster(t *testing.T) {
 			t.Fatalf("cluster.json metrics.%s = %q, want a loopback /metrics URL", comp, url)
 		}
 		redistest.WaitFor(t, 10*time.Second, comp+" metrics with "+sample, func() bool {
-			return strings.Contains(scrapeText(url), "\n"+sample)
+			addr := strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/metrics")
+			return strings.Contains(metricshttp.Scrape(addr), "\n"+sample)
 		})
 	}
 
@@ -210,20 +212,6 @@ func TestDevCluster(t *testing.T) {
 			t.Fatalf("redis-server %d still running after granary dev exited", pid)
 		}
 	}
-}
-
-// scrapeText is the body of GET url, "" on any failure.
-func scrapeText(url string) string {
-	resp, err := http.Get(url)
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return ""
-	}
-	return string(b)
 }
 
 // childRedis lists the pids of the process's direct children (they may

@@ -63,7 +63,10 @@ func assertStepsOnce(t *testing.T, j *metadb.Job) {
 	}
 }
 
-func TestLeaderKilledMidCreateJob(t *testing.T) {
+// leaderKillCluster is a metadb with one 64M pair of 4 dbs, tenant acme and
+// the masters of startMasters.
+func leaderKillCluster(t *testing.T) (*metadb.Store, *redistest.Server, *metadb.Pair, map[string]*procgroup.Proc) {
+	t.Helper()
 	meta, store := metaStore(t)
 	ctx := t.Context()
 	pm, pr := redistest.StartPair(t, "maxmemory", "1gb", "databases", "4")
@@ -75,6 +78,12 @@ func TestLeaderKilledMidCreateJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	masters := startMasters(t, meta.Addr)
+	return store, pm, pair, masters
+}
+
+func TestLeaderKilledMidCreateJob(t *testing.T) {
+	store, pm, pair, masters := leaderKillCluster(t)
+	ctx := t.Context()
 	redistest.WaitFor(t, 5*time.Second, "a leader", func() bool { return leader(t, store) != "" })
 
 	// Freeze the pair master so the create job is stuck in its flush step.
@@ -105,17 +114,8 @@ func TestLeaderKilledMidCreateJob(t *testing.T) {
 }
 
 func TestLeaderKilledMidDropJob(t *testing.T) {
-	meta, store := metaStore(t)
+	store, pm, pair, masters := leaderKillCluster(t)
 	ctx := t.Context()
-	pm, pr := redistest.StartPair(t, "maxmemory", "1gb", "databases", "4")
-	pair, err := store.AddPair(ctx, "64M", pm.Addr, pr.Addr, []int{0, 1, 2, 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.CreateTenant(ctx, "test", "acme", "tok", "pw"); err != nil {
-		t.Fatal(err)
-	}
-	masters := startMasters(t, meta.Addr)
 	_, created, err := store.ClaimDB(ctx, "acme", pair, metadb.WriteConfirmed, 64<<20, 8, "create-1")
 	if err != nil {
 		t.Fatal(err)

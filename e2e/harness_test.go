@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -51,30 +50,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects a granary process's output, printed if the test fails.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startGranary runs `granary args…` in its own process group and kills the
 // group at cleanup. Its output is printed if the test fails.
 func startGranary(t *testing.T, args ...string) *procgroup.Proc {
 	t.Helper()
 	cmd := exec.Command(granaryBin(t), args...)
-	out := &syncBuffer{}
+	out := &procgroup.Output{}
 	cmd.Stdout, cmd.Stderr = out, out
 	p, err := procgroup.Start(cmd)
 	if err != nil {

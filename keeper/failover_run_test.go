@@ -11,12 +11,10 @@ import (
 	"github.com/granary-db/granary/metadb"
 )
 
-// TestKeeperFailsOverAndAttaches kills a watched pair's master: the keeper
-// promotes the replica after the detection time, records the failover, and
-// runs the replace job's attach step, leaving the spare in sync with the
-// new master and the job at the master's record step.
-func TestKeeperFailsOverAndAttaches(t *testing.T) {
-	e := newEnv(t)
+// spareAndAckedWrite gives the env a spare and writes key k to its db,
+// acknowledged by the replica, so that a failover has something to keep.
+func spareAndAckedWrite(t *testing.T, e *env) *redistest.Server {
+	t.Helper()
 	ctx := t.Context()
 	spare := redistest.Start(t, "databases", "4")
 	if err := e.store.AddSpare(ctx, spare.Addr); err != nil {
@@ -28,6 +26,17 @@ func TestKeeperFailsOverAndAttaches(t *testing.T) {
 	if n, err := e.master.Client(t).Wait(ctx, 1, time.Second).Result(); err != nil || n != 1 {
 		t.Fatalf("wait: %d, %v", n, err)
 	}
+	return spare
+}
+
+// TestKeeperFailsOverAndAttaches kills a watched pair's master: the keeper
+// promotes the replica after the detection time, records the failover, and
+// runs the replace job's attach step, leaving the spare in sync with the
+// new master and the job at the master's record step.
+func TestKeeperFailsOverAndAttaches(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	spare := spareAndAckedWrite(t, e)
 	detect := 500 * time.Millisecond
 	cfg := Config{ID: "k1", LeaseTTL: time.Second, PairsPoll: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
 		DetectTime: detect, SizingSweep: time.Hour}

@@ -1,58 +1,23 @@
 package keeper
 
 import (
-	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/granary-db/granary/internal/metricshttp"
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 	dto "github.com/prometheus/client_model/go"
 )
-
-// scrape returns the text of GET http://addr/metrics, "" on any failure.
-func scrape(addr string) string {
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return ""
-	}
-	return string(b)
-}
-
-// hasSample says whether text has a sample line starting with prefix
-// (name and labels) whose value is not 0.
-func hasSample(text, prefix string) bool {
-	for _, l := range strings.Split(text, "\n") {
-		if strings.HasPrefix(l, prefix) && !strings.HasSuffix(l, " 0") {
-			return true
-		}
-	}
-	return false
-}
 
 // TestMetricsEndpoint watches a pair, measures its db, fails it over and
 // attaches a spare, then finds each of those in the keeper's /metrics.
 func TestMetricsEndpoint(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
-	spare := redistest.Start(t, "databases", "4")
-	if err := e.store.AddSpare(ctx, spare.Addr); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.master.ClientDB(t, e.db.SlotDB).Set(ctx, "k", "v", 0).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := e.master.Client(t).Wait(ctx, 1, time.Second).Result(); err != nil || n != 1 {
-		t.Fatalf("wait: %d, %v", n, err)
-	}
+	spareAndAckedWrite(t, e)
 	cfg := Config{ID: "k1", LeaseTTL: time.Second, PairsPoll: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
 		DetectTime: 300 * time.Millisecond, SizingSweep: time.Hour, MetricsAddr: "127.0.0.1:0"}
 	k, stop := startKeeper(t, e.store, cfg)
@@ -65,10 +30,10 @@ func TestMetricsEndpoint(t *testing.T) {
 		return err == nil && s.Keys == 1
 	})
 	pair := `pair="` + e.pair.ID + `"`
-	if text := scrape(k.MetricsAddr()); !hasSample(text, "granary_keeper_watched_pairs 1") ||
-		!hasSample(text, `granary_keeper_probe_duration_seconds_count{`+pair+`,role="master"}`) ||
-		!hasSample(text, `granary_keeper_measurements_total{method="exact"}`) ||
-		!hasSample(text, `granary_keeper_measurement_duration_seconds_count{method="exact"}`) {
+	if text := metricshttp.Scrape(k.MetricsAddr()); !metricshttp.HasSample(text, "granary_keeper_watched_pairs 1") ||
+		!metricshttp.HasSample(text, `granary_keeper_probe_duration_seconds_count{`+pair+`,role="master"}`) ||
+		!metricshttp.HasSample(text, `granary_keeper_measurements_total{method="exact"}`) ||
+		!metricshttp.HasSample(text, `granary_keeper_measurement_duration_seconds_count{method="exact"}`) {
 		t.Fatalf("scrape of a watching keeper lacks a metric:\n%s", text)
 	}
 
@@ -90,9 +55,9 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	var text string
 	redistest.WaitFor(t, 5*time.Second, "every metric", func() bool {
-		text = scrape(k.MetricsAddr())
+		text = metricshttp.Scrape(k.MetricsAddr())
 		for _, w := range want {
-			if !hasSample(text, w) {
+			if !metricshttp.HasSample(text, w) {
 				return false
 			}
 		}
@@ -111,7 +76,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	if scrape(addr) != "" {
+	if metricshttp.Scrape(addr) != "" {
 		t.Fatalf("/metrics still answers after Run returned")
 	}
 }

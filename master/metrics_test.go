@@ -3,43 +3,17 @@ package master
 import (
 	"context"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/granary-db/granary/internal/metricshttp"
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 	"github.com/granary-db/granary/proto/buspb"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 )
-
-// scrape returns the text of GET http://addr/metrics, "" on any failure.
-func scrape(t *testing.T, addr string) string {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return ""
-	}
-	return string(b)
-}
-
-// hasSample says whether text has a sample line starting with prefix
-// (name and labels) whose value is not 0.
-func hasSample(text, prefix string) bool {
-	for _, l := range strings.Split(text, "\n") {
-		if strings.HasPrefix(l, prefix) && !strings.HasSuffix(l, " 0") {
-			return true
-		}
-	}
-	return false
-}
 
 func TestMetricsEndpoint(t *testing.T) {
 	c := newCluster(t)
@@ -92,9 +66,9 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	var text string
 	redistest.WaitFor(t, 5*time.Second, "every metric", func() bool {
-		text = scrape(t, m.MetricsAddr())
+		text = metricshttp.Scrape(m.MetricsAddr())
 		for _, w := range want {
-			if !hasSample(text, w) {
+			if !metricshttp.HasSample(text, w) {
 				return false
 			}
 		}

@@ -56,15 +56,7 @@ func checkEntry(t *testing.T, got, want AuditEntry) {
 func TestAuditAutomaticDecisions(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := testCtx(t)
-	p := addPair(t, s, "64M", 2)
-	mustTenant(t, s, "acme")
-	db := mustActiveDB(t, s, "acme", p, "c1")
-	if err := s.AddSpare(ctx, "spare:1"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.UpdatePair(ctx, nil, p.ID, func(p *Pair) error { p.Keeper = "k1"; return nil }); err != nil {
-		t.Fatal(err)
-	}
+	p, db := failoverFixture(t, s)
 	if err := s.Heartbeat(ctx, KindKeeper, Member{ID: "k1"}, time.Minute); err != nil {
 		t.Fatal(err)
 	}

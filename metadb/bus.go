@@ -49,6 +49,21 @@ func (t *topology) stamp(ctx context.Context, tx *redis.Tx) (next uint64, payloa
 	return next, payloads, nil
 }
 
+// announce stamps msgs from sender (see stamp) and returns what queues
+// their version bump and PUBLISH in the caller's MULTI/EXEC. With no
+// messages it queues nothing: the change is not a topology change and the
+// version stays.
+func announce(ctx context.Context, tx *redis.Tx, sender string, msgs []*buspb.Envelope) (queue func(redis.Pipeliner), err error) {
+	if len(msgs) == 0 {
+		return func(redis.Pipeliner) {}, nil
+	}
+	next, payloads, err := (&topology{sender: sender, msgs: msgs}).stamp(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	return func(pl redis.Pipeliner) { queueTopology(ctx, pl, next, payloads) }, nil
+}
+
 func queueTopology(ctx context.Context, p redis.Pipeliner, next uint64, payloads [][]byte) {
 	p.Set(ctx, keyVersion, next, 0)
 	for _, b := range payloads {

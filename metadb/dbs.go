@@ -179,19 +179,13 @@ func (s *Store) UpdateDBAudited(ctx context.Context, f *Fence, sender, tenant st
 		if err != nil {
 			return err
 		}
-		top := &topology{sender: sender, msgs: msgs}
-		var next uint64
-		var payloads [][]byte
-		if len(msgs) > 0 {
-			if next, payloads, err = top.stamp(ctx, tx); err != nil {
-				return err
-			}
+		queue, err := announce(ctx, tx, sender, msgs)
+		if err != nil {
+			return err
 		}
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 			pl.HSet(ctx, keyTenantDBs(tenant), field(index), b)
-			if len(msgs) > 0 {
-				queueTopology(ctx, pl, next, payloads)
-			}
+			queue(pl)
 			if audit != nil {
 				s.queueAudit(ctx, pl, audit)
 			}

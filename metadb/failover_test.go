@@ -9,12 +9,10 @@ import (
 	"github.com/granary-db/granary/proto/buspb"
 )
 
-// TestPromoteAndReplace walks a failover through the store: only the
-// pair's live keeper promotes, once; the promotion moves the routes (version
-// bump), takes a spare for the replace job and demotes the old master; the
-// replacement records the new replica; a reclaimed master becomes a spare.
-func TestPromoteAndReplace(t *testing.T) {
-	s, _ := newStore(t)
+// failoverFixture is a 64M pair of 2 dbs watched by keeper k1, tenant acme
+// with an active db on it, and one spare, spare:1.
+func failoverFixture(t *testing.T, s *Store) (*Pair, *DB) {
+	t.Helper()
 	ctx := testCtx(t)
 	p := addPair(t, s, "64M", 2)
 	mustTenant(t, s, "acme")
@@ -25,6 +23,17 @@ func TestPromoteAndReplace(t *testing.T) {
 	if _, err := s.UpdatePair(ctx, nil, p.ID, func(p *Pair) error { p.Keeper = "k1"; return nil }); err != nil {
 		t.Fatal(err)
 	}
+	return p, db
+}
+
+// TestPromoteAndReplace walks a failover through the store: only the
+// pair's live keeper promotes, once; the promotion moves the routes (version
+// bump), takes a spare for the replace job and demotes the old master; the
+// replacement records the new replica; a reclaimed master becomes a spare.
+func TestPromoteAndReplace(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := testCtx(t)
+	p, db := failoverFixture(t, s)
 	pr := Promotion{Keeper: "k2", Pair: p.ID, OldMaster: p.Master, NewMaster: p.Replica, Reason: "master down"}
 	if _, _, err := s.Promote(ctx, pr); !errors.Is(err, ErrBadState) {
 		t.Fatalf("promote by a keeper not assigned: %v, want ErrBadState", err)

@@ -66,19 +66,13 @@ func (s *Store) UpdateTenant(ctx context.Context, sender, name string, fn func(*
 		if err != nil {
 			return err
 		}
-		top := &topology{sender: sender, msgs: msgs}
-		var next uint64
-		var payloads [][]byte
-		if len(msgs) > 0 {
-			if next, payloads, err = top.stamp(ctx, tx); err != nil {
-				return err
-			}
+		queue, err := announce(ctx, tx, sender, msgs)
+		if err != nil {
+			return err
 		}
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 			pl.Set(ctx, keyTenant(name), b, 0)
-			if len(msgs) > 0 {
-				queueTopology(ctx, pl, next, payloads)
-			}
+			queue(pl)
 			return nil
 		})
 		out = t

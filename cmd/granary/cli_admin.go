@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/granary-db/granary/metadb"
 	"github.com/spf13/cobra"
 )
 
@@ -31,17 +32,6 @@ type poolInfo struct {
 	Pairs []pairInfo `json:"pairs"`
 	Total int        `json:"total"`
 	Free  int        `json:"free"`
-}
-
-type memberInfo struct {
-	ID             string    `json:"id"`
-	Addr           string    `json:"addr"`
-	AppliedVersion uint64    `json:"applied_version"`
-	Conns          int       `json:"conns"`
-	DBs            int       `json:"dbs"`
-	Started        time.Time `json:"started"`
-	LeaseExpires   time.Time `json:"lease_expires"`
-	Live           bool      `json:"live"`
 }
 
 func (c *cli) adminCmd() *cobra.Command {
@@ -179,7 +169,7 @@ func (c *cli) adminMembersCmd(kind, short string) *cobra.Command {
 	cmd := &cobra.Command{Use: kind, Short: short, Args: cobra.NoArgs}
 	cmd.RunE = c.action(func(ctx context.Context, args []string) error {
 		return c.adminGet(ctx, "/v1/admin/"+kind, func(raw json.RawMessage, w io.Writer) error {
-			var ms []memberInfo
+			var ms []metadb.Member // the API answers the records as metadb keeps them
 			if err := json.Unmarshal(raw, &ms); err != nil {
 				return err
 			}

@@ -8,11 +8,11 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/creack/pty"
+	"github.com/granary-db/granary/internal/procgroup"
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 )
@@ -24,23 +24,6 @@ func TestMain(m *testing.M) {
 		os.Exit(runCLI(os.Args[1:]))
 	}
 	os.Exit(m.Run())
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestWatchTerminal runs `granary job watch` in a pseudo-terminal against a
@@ -69,7 +52,7 @@ func TestWatchTerminal(t *testing.T) {
 	go func() { exited <- cmd.Wait() }()
 	// The Wait above reaps it; Kill of an ended process does nothing.
 	t.Cleanup(func() { cmd.Process.Kill() })
-	out := &lockedBuffer{}
+	out := &procgroup.Output{}
 	go io.Copy(out, tty)
 
 	// The bar shows the copy with its bytes, then a later step.

@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,4 +76,31 @@ func Names(cs ...prometheus.Collector) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// Scrape is the text of GET http://addr/metrics, or "" when it does not
+// answer 200; for tests and checks that poll a component until it shows a
+// sample.
+func Scrape(addr string) string {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return ""
+	}
+	return string(b)
+}
+
+// HasSample says whether the exposition text has a sample line that starts
+// with prefix (a name and its labels) and whose value is not 0.
+func HasSample(text, prefix string) bool {
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) && !strings.HasSuffix(l, " 0") {
+			return true
+		}
+	}
+	return false
 }
