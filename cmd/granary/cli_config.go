@@ -142,7 +142,10 @@ func findEndpoint(flagAPI, flagToken string, admin bool) (endpoint, error) {
 // cluster.json. A file's token is taken only when the API chosen is that
 // file's, so no token is ever sent to a server it was not made for. For an
 // admin command the files' admin tokens count, for a tenant command their
-// tenant tokens (cluster.json's demo tenant).
+// tenant tokens (cluster.json's demo tenant). A token the user gave (flag or
+// environment) never goes to the API of a cluster.json, which is found by
+// the folder the command runs in: a checkout could ship one that names
+// someone else's server.
 func resolveEndpoint(flagAPI, flagToken string, admin bool, getenv func(string) string, prof profile, dev *clusterInfo) endpoint {
 	var ep endpoint
 	for _, api := range []string{flagAPI, getenv("GRANARY_API"), prof.API} {
@@ -151,7 +154,8 @@ func resolveEndpoint(flagAPI, flagToken string, admin bool, getenv func(string) 
 			break
 		}
 	}
-	if ep.API == "" && dev != nil {
+	userToken := flagToken != "" || getenv("GRANARY_TOKEN") != ""
+	if ep.API == "" && dev != nil && !userToken {
 		ep.API = dev.API
 	}
 	ep.Token = flagToken

@@ -66,7 +66,10 @@ func TestResolveEndpoint(t *testing.T) {
 		{"flags over env", "http://flag:4", "flag-tok", false, env(map[string]string{"GRANARY_API": "http://env:3", "GRANARY_TOKEN": "env-tok"}), prof, dev,
 			endpoint{"http://flag:4", "flag-tok"}},
 		{"flag token, profile api", "", "flag-tok", true, noEnv, prof, dev, endpoint{"http://prof:1", "flag-tok"}},
-		{"env token, cluster api", "", "", false, env(map[string]string{"GRANARY_TOKEN": "env-tok"}), profile{}, dev, endpoint{"http://dev:2", "env-tok"}},
+		// A cluster.json is found by the working folder: the user's own
+		// token is never sent to the API it names.
+		{"env token, no api but a cluster's", "", "", false, env(map[string]string{"GRANARY_TOKEN": "env-tok"}), profile{}, dev, endpoint{"", "env-tok"}},
+		{"flag token, no api but a cluster's", "", "flag-tok", true, noEnv, profile{}, dev, endpoint{"", "flag-tok"}},
 		{"bare host:port", "127.0.0.1:8080", "", false, noEnv, profile{}, nil, endpoint{"http://127.0.0.1:8080", ""}},
 	}
 	for _, tc := range tests {
