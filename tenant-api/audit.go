@@ -2,6 +2,7 @@ package tenantapi
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -103,6 +104,10 @@ func (s *Server) recordNote(r *http.Request, n *auditNote, status int) {
 	if n.action == "" || (status >= 400 && !n.refusedToo) {
 		return
 	}
+	if status >= 400 && !s.refusals.allow("tenant:"+n.tenant, time.Now()) {
+		s.metrics.auditDropped.Inc()
+		return
+	}
 	result := metadb.AuditOK
 	if status >= 400 {
 		msg := n.err
@@ -128,6 +133,14 @@ func (s *Server) audit(r *http.Request, e metadb.AuditEntry) {
 // auditAdminFailed records a refused credential on an admin route. tenant
 // is the tenant whose token it was, or "".
 func (s *Server) auditAdminFailed(r *http.Request, tenant string, err error) {
+	host, _, splitErr := net.SplitHostPort(r.RemoteAddr)
+	if splitErr != nil {
+		host = r.RemoteAddr
+	}
+	if !s.refusals.allow("addr:"+host, time.Now()) {
+		s.metrics.auditDropped.Inc()
+		return
+	}
 	actor := "anonymous"
 	if tenant != "" {
 		actor = "tenant:" + tenant

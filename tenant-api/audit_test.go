@@ -305,3 +305,28 @@ func FuzzAuditQuery(f *testing.F) {
 		}
 	})
 }
+
+// TestAuditRefusalFlood: a flood of bad admin tokens from one address, or
+// of refused calls by one tenant, records only that key's share, so junk
+// cannot push the real entries out of the capped stream.
+func TestAuditRefusalFlood(t *testing.T) {
+	h := newHarness(t, nil)
+	acme := h.signup("acme")
+	for i := 0; i < 30; i++ {
+		h.do("GET", "/v1/admin/pools", "gt_forged", nil).want(t, http.StatusUnauthorized)
+		h.do("DELETE", "/v1/dbs/7", acme.Token, nil).want(t, http.StatusNotFound)
+	}
+	count := map[string]int{}
+	for _, e := range h.auditAll() {
+		count[e.Action]++
+	}
+	if n := count[metadb.AuditAdminAuthFailed]; n < 1 || n > 10 {
+		t.Errorf("30 refused admin credentials from one address left %d entries, want 1 to 10", n)
+	}
+	if n := count[metadb.AuditDBDrop]; n < 1 || n > 10 {
+		t.Errorf("30 refused drops by one tenant left %d entries, want 1 to 10", n)
+	}
+	if count[metadb.AuditTenantSignup] != 1 {
+		t.Errorf("the signup's entry: got %d, want 1", count[metadb.AuditTenantSignup])
+	}
+}

@@ -20,7 +20,9 @@ type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
-	all      []prometheus.Collector
+	// auditDropped counts refusals left out of the audit stream.
+	auditDropped prometheus.Counter
+	all          []prometheus.Collector
 }
 
 func newMetrics(store Store) *metrics {
@@ -35,8 +37,12 @@ func newMetrics(store Store) *metrics {
 			Help:    "API request latency by route pattern and method.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"route", "method"}),
+		auditDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "granary", Subsystem: "api", Name: "audit_dropped_total",
+			Help: "Refused calls and credentials not recorded in the audit stream: past the per-address or per-tenant share, or the total, of a minute.",
+		}),
 	}
-	m.all = []prometheus.Collector{m.requests, m.latency, &quotaCollector{store: store},
+	m.all = []prometheus.Collector{m.requests, m.latency, m.auditDropped, &quotaCollector{store: store},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 	m.reg.MustRegister(m.all...)

@@ -123,6 +123,7 @@ type Server struct {
 	sender    string
 	metrics   *metrics
 	handler   http.Handler
+	refusals  *refusalGate // bounds the refusals the audit stream records
 }
 
 // New builds a Server. It does no I/O and starts nothing; it fails only on
@@ -141,6 +142,7 @@ func New(cfg Config, store Store, log zerolog.Logger) (*Server, error) {
 		adminHash: metadb.HashSecret(cfg.AdminToken),
 		sender:    "api/" + cfg.ID,
 		metrics:   newMetrics(store),
+		refusals:  newRefusalGate(auditRefusalWindow, auditRefusalPerKey, auditRefusalTotal),
 	}
 	s.handler = s.routes()
 	return s, nil
