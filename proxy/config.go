@@ -170,8 +170,10 @@ func (c *Config) Validate() error {
 	pos("max clients", int64(c.MaxClients))
 	pos("max multibulk", c.MaxMultibulk)
 	pos("default max connections", c.DefaultMaxConnections)
-	if c.RateBurst < 50*time.Millisecond {
-		errs = append(errs, fmt.Errorf("rate burst %v must be at least 50ms", c.RateBurst))
+	// Above a minute a burst is no longer a burst; the cap also keeps
+	// rate × burst inside int64 for the highest ops/s a tenant may get.
+	if c.RateBurst < 50*time.Millisecond || c.RateBurst > time.Minute {
+		errs = append(errs, fmt.Errorf("rate burst %v must be from 50ms to 1m", c.RateBurst))
 	}
 	if c.DefaultOpsPerSec < 0 {
 		errs = append(errs, fmt.Errorf("default ops per sec %d < 0", c.DefaultOpsPerSec))

@@ -261,7 +261,7 @@ func TestLameduckDrain(t *testing.T) {
 			continue
 		}
 		if len(w.oks) == 0 || w.oks[len(w.oks)-1] != acc || len(w.oks) != int(acc) {
-			t.Errorf("%s: answered +OK %d commands, the last %v; want every one up to the accepted %d", w.name, len(w.oks), w.oks[len(w.oks)-1:], acc)
+			t.Errorf("%s: answered +OK %d commands, the last %v; want every one up to the accepted %d", w.name, len(w.oks), w.oks[max(len(w.oks)-1, 0):], acc)
 		}
 		if w.lost != acc+1 {
 			t.Errorf("%s: the connection ended at command %d (%v), want at %d, the first sent after the drain began", w.name, w.lost, w.lostErr, acc+1)

@@ -166,12 +166,12 @@ func (s *Server) addSpare(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	auditTarget(r, clip(req.Addr))
 	addr, err := parseAddr("spare", req.Addr)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	auditTarget(r, addr) // only once parsed: the raw text may hold a password
 	v, err := s.probe(r.Context(), addr)
 	if err == nil {
 		err = checkSpare(v)

@@ -18,17 +18,26 @@ import (
 // so a black-holed address cannot hold an admin call for long.
 const probeTimeout = 2 * time.Second
 
+// redactUser hides what stands before an @ (a URL's user and password) in
+// an address echoed back in an error, which the audit stream records too.
+func redactUser(s string) string {
+	if i := strings.LastIndex(s, "@"); i >= 0 {
+		return "…" + s[i:]
+	}
+	return s
+}
+
 // parseAddr checks a host:port given by the admin and writes it canonically
 // (the port without leading zeros), so the same server is registered under
 // one spelling.
 func parseAddr(field, s string) (string, error) {
 	host, port, err := net.SplitHostPort(strings.TrimSpace(s))
 	if err != nil || host == "" || len(host) > 253 || strings.ContainsAny(host, " \t/@") {
-		return "", errorf(errBadRequest, "bad %s address %q: use host:port", field, clip(s))
+		return "", errorf(errBadRequest, "bad %s address %q: use host:port", field, clip(redactUser(s)))
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 {
-		return "", errorf(errBadRequest, "bad %s address %q: port must be 1-65535", field, clip(s))
+		return "", errorf(errBadRequest, "bad %s address %q: port must be 1-65535", field, clip(redactUser(s)))
 	}
 	return net.JoinHostPort(host, strconv.Itoa(n)), nil
 }
