@@ -169,3 +169,28 @@ func TestStandbyTakesOverAndResumes(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateSkipsDrainingProxy: a proxy that says in its lease it is
+// draining gets no new db, though it serves the fewest.
+func TestCreateSkipsDrainingProxy(t *testing.T) {
+	c := newCluster(t)
+	ctx := t.Context()
+	for _, m := range []metadb.Member{{ID: "px-a", Addr: "127.0.0.1:7001", Draining: true}, {ID: "px-busy", Addr: "127.0.0.1:7002", Conns: 50}} {
+		if err := c.store.Heartbeat(ctx, metadb.KindProxy, m, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startMaster(t, c.store, "m1")
+	db, job, err := c.store.ClaimDB(ctx, "acme", c.pair, metadb.WriteConfirmed, 64<<20, 8, "job-create")
+	if err != nil {
+		t.Fatal(err)
+	}
+	redistest.WaitFor(t, 5*time.Second, "create job done", func() bool { return jobState(t, c.store, job.ID).State == metadb.JobDone })
+	got, err := c.store.DB(ctx, "acme", db.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Proxy != "px-busy" {
+		t.Fatalf("db placed on proxy %q, want px-busy (px-a, idler and first by name, is draining)", got.Proxy)
+	}
+}

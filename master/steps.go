@@ -79,7 +79,7 @@ func (m *Master) pickProxy(ctx context.Context) (pools.ProxyLoad, error) {
 	}
 	loads := make([]pools.ProxyLoad, len(members))
 	for i, mb := range members {
-		loads[i] = pools.ProxyLoad{ID: mb.ID, Addr: mb.Addr, DBs: count[mb.ID], Conns: mb.Conns, Live: true}
+		loads[i] = pools.ProxyLoad{ID: mb.ID, Addr: mb.Addr, DBs: count[mb.ID], Conns: mb.Conns, Live: !mb.Draining}
 	}
 	p, _ := pools.PickProxy(loads)
 	return p, nil

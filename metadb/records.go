@@ -92,6 +92,10 @@ type Member struct {
 	// backend server (host:port). A keeper that cannot reach a master asks
 	// it whether the proxies still can before failing the pair over.
 	BackendOK map[string]time.Time `json:"backend_ok,omitempty"`
+	// Draining is set by a proxy that stopped accepting connections and is
+	// finishing what it has: it still acknowledges versions, but no new db
+	// is placed on it.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // JobStep is one recorded step of a job.

@@ -226,6 +226,15 @@ func TestLameduckDrain(t *testing.T) {
 	// one must be in force, or the writes still to come would be fenced.
 	e.waitFor("the lease held at the cancel to run out", func() bool { return time.Now().UnixNano() > fence })
 	e.waitFor("the lease renewed during the drain", func() bool { return e.p.fenceAt.Load() > time.Now().UnixNano() })
+	e.waitFor("the lease saying the proxy drains, so the master places no db on it", func() bool {
+		ms, err := e.store.LiveMembers(e.ctx, metadb.KindProxy)
+		for _, m := range ms {
+			if err == nil && m.ID == e.p.cfg.ID {
+				return m.Draining
+			}
+		}
+		return false
+	})
 	select {
 	case <-e.done:
 		t.Fatal("Serve returned with accepted writes unanswered")

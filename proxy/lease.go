@@ -200,7 +200,7 @@ func (p *Proxy) renew(ctx context.Context, s *snapshot) error {
 	err := p.store.Heartbeat(cctx, metadb.KindProxy, metadb.Member{
 		ID: p.cfg.ID, Addr: p.cfg.Advertise, AppliedVersion: s.version,
 		Conns: int(p.nclients.Load()), DBs: len(s.dbs), Started: p.started,
-		BackendOK: p.backendOK(),
+		BackendOK: p.backendOK(), Draining: p.draining.Load(),
 	}, p.cfg.LeaseTTL)
 	if err != nil {
 		return err

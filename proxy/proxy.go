@@ -351,6 +351,10 @@ func (p *Proxy) dropClient(c *client) {
 func (p *Proxy) drain() {
 	p.clientsMu.Lock()
 	p.draining.Store(true)
+	select { // say so in the lease at once: the master places no new db here
+	case p.hbKick <- struct{}{}:
+	default:
+	}
 	for c := range p.clients {
 		c.drain()
 	}
