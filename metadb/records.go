@@ -92,6 +92,13 @@ type Member struct {
 	// backend server (host:port). A keeper that cannot reach a master asks
 	// it whether the proxies still can before failing the pair over.
 	BackendOK map[string]time.Time `json:"backend_ok,omitempty"`
+	// Reported is when metadb stored this report (set by Heartbeat).
+	Reported time.Time `json:"reported,omitzero"`
+	// DBOps is, for a proxy, the commands it served per db
+	// ("<tenant>/<index>") since it started; TenantConns its tenants'
+	// connections now. The master turns them into usage points.
+	DBOps       map[string]uint64 `json:"db_ops,omitempty"`
+	TenantConns map[string]int    `json:"tenant_conns,omitempty"`
 }
 
 // JobStep is one recorded step of a job.

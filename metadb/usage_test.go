@@ -1,0 +1,71 @@
+package metadb
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestUsageSeriesIsCapped(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := testCtx(t)
+	f, ok, err := s.AcquireLeader(ctx, "m1", time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("lead: %v %v", ok, err)
+	}
+	t0 := time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)
+	for i := range 12 {
+		pts := []UsagePoint{
+			{Tenant: "acme", Index: 0, Time: t0.Add(time.Duration(i) * time.Second), UsedBytes: int64(i), QuotaBytes: 100},
+			{Tenant: "acme", Index: 1, Time: t0.Add(time.Duration(i) * time.Second), OpsPerSec: float64(i)},
+		}
+		if err := s.AppendUsage(ctx, f, pts, 5); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, index := range []int{0, 1} {
+		got, err := s.Usage(ctx, "acme", index, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 5 {
+			t.Fatalf("db %d holds %d points, want the cap 5", index, len(got))
+		}
+		for i, p := range got {
+			if want := t0.Add(time.Duration(7+i) * time.Second); !p.Time.Equal(want) {
+				t.Fatalf("db %d point %d at %v, want %v (the newest, oldest first)", index, i, p.Time, want)
+			}
+		}
+	}
+	got, err := s.Usage(ctx, "acme", 0, t0.Add(10*time.Second))
+	if err != nil || len(got) != 2 || got[0].UsedBytes != 10 || got[1].UsedBytes != 11 {
+		t.Fatalf("since: %+v %v", got, err)
+	}
+
+	// A master that lost the lease appends nothing.
+	if err := s.ReleaseLeader(ctx, f); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.AcquireLeader(ctx, "m2", time.Minute); err != nil || !ok {
+		t.Fatalf("m2 lead: %v %v", ok, err)
+	}
+	err = s.AppendUsage(ctx, f, []UsagePoint{{Tenant: "acme", Index: 0, Time: time.Now()}}, 5)
+	if !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("stale fence: %v, want ErrNotLeader", err)
+	}
+	if got, _ := s.Usage(ctx, "acme", 0, t0.Add(12*time.Second)); len(got) != 0 {
+		t.Fatalf("stale master appended %+v", got)
+	}
+}
+
+func TestAlertRuleNeedsTheDB(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := testCtx(t)
+	mustTenant(t, s, "acme")
+	if err := s.SetAlertRule(ctx, "acme", 3, AlertRule{Webhook: "http://x", UsedPct: 80}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("rule of a missing db: %v, want ErrNotFound", err)
+	}
+	if _, err := s.AlertRule(ctx, "acme", 3); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing rule: %v, want ErrNotFound", err)
+	}
+}
