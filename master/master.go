@@ -211,7 +211,9 @@ func (m *Master) lead(ctx context.Context, f *metadb.Fence) error {
 	g.Go(func() error { return m.every(gctx, f, m.cfg.LeaseTTL/3, "assign pairs failed", m.assignPairs) })
 	g.Go(func() error { return m.every(gctx, f, m.cfg.QuotaInterval, "quota pass failed", m.applyQuotas) })
 	g.Go(func() error { return m.every(gctx, f, m.cfg.Usage.Interval, "usage sample failed", m.usageSampler()) })
-	g.Go(func() error { return m.every(gctx, f, m.cfg.Usage.AlertPoll, "alert delivery failed", m.alertDeliverer()) })
+	g.Go(func() error {
+		return m.every(gctx, f, m.cfg.Usage.AlertPoll, "alert delivery failed", m.alertDeliverer())
+	})
 	g.Go(func() error {
 		return m.every(gctx, f, reclaimInterval, "reclaim demoted masters failed", m.reclaimDemoted)
 	})
