@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/granary-db/granary/proto/buspb"
 )
 
 func TestUsageSeriesIsCapped(t *testing.T) {
@@ -67,5 +69,46 @@ func TestAlertRuleNeedsTheDB(t *testing.T) {
 	}
 	if _, err := s.AlertRule(ctx, "acme", 3); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing rule: %v, want ErrNotFound", err)
+	}
+}
+
+// TestDropForgetsUsage: a dropped db's history and rule go with it, so a
+// later db that reuses the index starts with neither.
+func TestDropForgetsUsage(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := testCtx(t)
+	pair := addPair(t, s, "64M", 1)
+	mustTenant(t, s, "acme")
+	f, ok, err := s.AcquireLeader(ctx, "m1", time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("lead: %v %v", ok, err)
+	}
+	db, _, err := s.ClaimDB(ctx, "acme", pair, WriteConfirmed, 64<<20, 8, "create1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateDB(ctx, f, "m1", "acme", db.Index, func(d *DB) ([]*buspb.Envelope, error) {
+		d.State = DBActive
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetAlertRule(ctx, "acme", db.Index, AlertRule{Webhook: "http://x", UsedPct: 80}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendUsage(ctx, f, []UsagePoint{{Tenant: "acme", Index: db.Index, Time: time.Now()}}, 10); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.StartDrop(ctx, "acme", db.Index, "drop1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleaseSlot(ctx, f, "drop1"); err != nil {
+		t.Fatal(err)
+	}
+	if pts, err := s.Usage(ctx, "acme", db.Index, time.Time{}); err != nil || len(pts) != 0 {
+		t.Fatalf("usage after drop: %+v %v", pts, err)
+	}
+	if _, err := s.AlertRule(ctx, "acme", db.Index); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("rule after drop: %v, want ErrNotFound", err)
 	}
 }
