@@ -57,7 +57,7 @@ func (c *UsageConfig) fill() error {
 type usageStore interface {
 	AppendUsage(ctx context.Context, f *metadb.Fence, points []metadb.UsagePoint, keep int) error
 	TenantAlertRules(ctx context.Context, tenant string) (map[int]*metadb.AlertRule, error)
-	FireAlerts(ctx context.Context, f *metadb.Fence, sender, tenant string, index int, rule metadb.AlertRule, alerts []*metadb.Alert) error
+	FireAlerts(ctx context.Context, f *metadb.Fence, sender, tenant string, index int, prev, next metadb.AlertRule, alerts []*metadb.Alert) (bool, error)
 	PendingAlerts(ctx context.Context) ([]*metadb.Alert, error)
 	RecordDelivery(ctx context.Context, f *metadb.Fence, a *metadb.Alert) error
 }
@@ -199,8 +199,12 @@ func (m *Master) checkAlerts(ctx context.Context, f *metadb.Fence, points []meta
 		if !changed {
 			continue
 		}
-		if err := m.store.FireAlerts(ctx, f, m.sender(), pt.Tenant, pt.Index, next, alerts); err != nil {
+		recorded, err := m.store.FireAlerts(ctx, f, m.sender(), pt.Tenant, pt.Index, *r, next, alerts)
+		if err != nil {
 			return fmt.Errorf("fire alerts of %s/%d: %w", pt.Tenant, pt.Index, err)
+		}
+		if !recorded {
+			continue // the rule changed meanwhile: the next sample evaluates it
 		}
 		for _, a := range alerts {
 			m.log.Info().Str("tenant", a.Tenant).Int("index", a.Index).Str("metric", a.Metric).

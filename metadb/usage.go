@@ -148,23 +148,36 @@ type Alert struct {
 // alertsKeep caps the recorded alerts; older ones are forgotten.
 const alertsKeep = 10_000
 
-// FireAlerts records the new crossing state of a db's rule and the alerts
-// it fired (state pending), with an audit entry each, under the fence.
-func (s *Store) FireAlerts(ctx context.Context, f *Fence, sender, tenant string, index int, rule AlertRule, alerts []*Alert) error {
-	ruleJSON, _ := json.Marshal(rule)
+// FireAlerts records next, the new crossing state of a db's rule, and the
+// alerts it fired (state pending), with an audit entry each, under the
+// fence; it reports whether it recorded them. It records nothing when the stored rule is no
+// longer prev, the one evaluated: a PUT meanwhile wins, and the next
+// sample evaluates the new rule.
+func (s *Store) FireAlerts(ctx context.Context, f *Fence, sender, tenant string, index int, prev, next AlertRule, alerts []*Alert) (bool, error) {
+	ruleJSON, _ := json.Marshal(next)
 	for _, a := range alerts {
 		n, err := s.rdb.Incr(ctx, keySeq("alert")).Result()
 		if err != nil {
-			return fmt.Errorf("alert id: %w", err)
+			return false, fmt.Errorf("alert id: %w", err)
 		}
 		a.ID = strconv.FormatInt(n, 10)
 		a.State = AlertPending
 	}
-	return s.txn(ctx, f, func(tx *redis.Tx) error {
-		if !tx.HExists(ctx, keyTenantAlerts(tenant), field(index)).Val() {
+	recorded := false
+	err := s.txn(ctx, f, func(tx *redis.Tx) error {
+		recorded = false
+		b, err := tx.HGet(ctx, keyTenantAlerts(tenant), field(index)).Bytes()
+		if errors.Is(err, redis.Nil) {
 			return nil // rule removed meanwhile
 		}
-		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		if err != nil {
+			return err
+		}
+		var cur AlertRule
+		if err := json.Unmarshal(b, &cur); err != nil || cur != prev {
+			return nil // changed meanwhile
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.HSet(ctx, keyTenantAlerts(tenant), field(index), ruleJSON)
 			for _, a := range alerts {
 				b, _ := json.Marshal(a)
@@ -176,8 +189,10 @@ func (s *Store) FireAlerts(ctx context.Context, f *Fence, sender, tenant string,
 			}
 			return nil
 		})
+		recorded = err == nil
 		return err
 	}, keyTenantAlerts(tenant))
+	return recorded && err == nil, err
 }
 
 // PendingAlerts lists the alerts whose delivery is not finished.

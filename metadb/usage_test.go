@@ -112,3 +112,48 @@ func TestDropForgetsUsage(t *testing.T) {
 		t.Fatalf("rule after drop: %v, want ErrNotFound", err)
 	}
 }
+
+// TestFireAlertsYieldsToAPut: a rule replaced between the master's read and
+// its write is not overwritten, and nothing fires from the old one.
+func TestFireAlertsYieldsToAPut(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := testCtx(t)
+	pair := addPair(t, s, "64M", 1)
+	mustTenant(t, s, "acme")
+	f, _, err := s.AcquireLeader(ctx, "m1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, _, err := s.ClaimDB(ctx, "acme", pair, WriteConfirmed, 64<<20, 8, "create1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := AlertRule{Webhook: "http://old", UsedPct: 80}
+	if err := s.SetAlertRule(ctx, "acme", db.Index, old); err != nil {
+		t.Fatal(err)
+	}
+	put := AlertRule{Webhook: "http://new", UsedPct: 90}
+	if err := s.SetAlertRule(ctx, "acme", db.Index, put); err != nil {
+		t.Fatal(err)
+	}
+	next := old
+	next.UsedAbove = true
+	ok, err := s.FireAlerts(ctx, f, "master/m1", "acme", db.Index, old, next, []*Alert{{Tenant: "acme", Index: db.Index, Metric: "used_pct", Time: time.Now()}})
+	if err != nil || ok {
+		t.Fatalf("fire from a replaced rule: %v %v, want false nil", ok, err)
+	}
+	if r, _ := s.AlertRule(ctx, "acme", db.Index); *r != put {
+		t.Fatalf("rule %+v, want the PUT's %+v", r, put)
+	}
+	if as, _ := s.PendingAlerts(ctx); len(as) != 0 {
+		t.Fatalf("pending %+v", as)
+	}
+	ok, err = s.FireAlerts(ctx, f, "master/m1", "acme", db.Index, put, AlertRule{Webhook: "http://new", UsedPct: 90, UsedAbove: true},
+		[]*Alert{{Tenant: "acme", Index: db.Index, Metric: "used_pct", Time: time.Now()}})
+	if err != nil || !ok {
+		t.Fatalf("fire: %v %v", ok, err)
+	}
+	if as, _ := s.PendingAlerts(ctx); len(as) != 1 || as[0].State != AlertPending {
+		t.Fatalf("pending %+v", as)
+	}
+}
