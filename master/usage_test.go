@@ -265,3 +265,21 @@ func TestUsageSamplesAndAlerts(t *testing.T) {
 		t.Fatalf("alert.fire audit entries %+v, %v; want 2", got, err)
 	}
 }
+
+func TestDeliverDoesNotFollowRedirects(t *testing.T) {
+	var hits int
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits++ }))
+	t.Cleanup(target.Close)
+	redirect := httptest.NewServer(http.RedirectHandler(target.URL, http.StatusFound))
+	t.Cleanup(redirect.Close)
+	c := webhookClient(time.Second)
+	if err := deliver(t.Context(), c, &metadb.Alert{ID: "1", Webhook: redirect.URL}); err == nil {
+		t.Fatal("a redirect counted as delivered")
+	}
+	if hits != 0 {
+		t.Fatalf("the redirect was followed (%d hits)", hits)
+	}
+	if err := deliver(t.Context(), c, &metadb.Alert{ID: "1", Webhook: target.URL}); err != nil || hits != 1 {
+		t.Fatalf("direct delivery: %v, %d hits", err, hits)
+	}
+}
