@@ -80,8 +80,10 @@ func crossing(wasAbove bool, value, threshold float64) (above, fire bool) {
 }
 
 // evaluate applies a rule to a point: the rule with its new crossing state,
-// the alerts it fires and whether anything changed.
-func evaluate(r metadb.AlertRule, pt metadb.UsagePoint) (metadb.AlertRule, []*metadb.Alert, bool) {
+// the alerts it fires and whether anything changed. Without opsKnown (some
+// proxy has no rate yet, as after a change of leader) the ops threshold
+// keeps its state: a partial sum must neither re-arm nor fire it.
+func evaluate(r metadb.AlertRule, pt metadb.UsagePoint, opsKnown bool) (metadb.AlertRule, []*metadb.Alert, bool) {
 	next := r
 	var out []*metadb.Alert
 	fire := func(metric string, value, threshold float64) {
@@ -96,8 +98,10 @@ func evaluate(r metadb.AlertRule, pt metadb.UsagePoint) (metadb.AlertRule, []*me
 	if next.UsedAbove, f = crossing(r.UsedAbove, usedPct, r.UsedPct); f {
 		fire(metricUsedPct, usedPct, r.UsedPct)
 	}
-	if next.OpsAbove, f = crossing(r.OpsAbove, pt.OpsPerSec, r.OpsPerSec); f {
-		fire(metricOpsPerSec, pt.OpsPerSec, r.OpsPerSec)
+	if opsKnown {
+		if next.OpsAbove, f = crossing(r.OpsAbove, pt.OpsPerSec, r.OpsPerSec); f {
+			fire(metricOpsPerSec, pt.OpsPerSec, r.OpsPerSec)
+		}
 	}
 	return next, out, next != r
 }
@@ -115,10 +119,11 @@ type opsRates struct{ last map[string]proxySeen }
 // observe takes the live proxies' reports and returns each db's ops/s
 // summed over them: the counter's growth between a proxy's last two
 // reports. A proxy seen for the first time, or restarted, counts from its
-// next report; a report seen again keeps the rates it gave.
-func (o *opsRates) observe(ms []*metadb.Member) map[string]float64 {
+// next report; a report seen again keeps the rates it gave. known is false
+// while some proxy has no rate yet.
+func (o *opsRates) observe(ms []*metadb.Member) (total map[string]float64, known bool) {
 	next := make(map[string]proxySeen, len(ms))
-	total := map[string]float64{}
+	total, known = map[string]float64{}, true
 	for _, mb := range ms {
 		seen := proxySeen{started: mb.Started, reported: mb.Reported, ops: mb.DBOps}
 		prev, ok := o.last[mb.ID]
@@ -135,12 +140,15 @@ func (o *opsRates) observe(ms []*metadb.Member) map[string]float64 {
 			}
 		}
 		next[mb.ID] = seen
+		if seen.rates == nil {
+			known = false
+		}
 		for k, r := range seen.rates {
 			total[k] += r
 		}
 	}
 	o.last = next
-	return total
+	return total, known
 }
 
 // usageSampler is the usage pass: each call samples every serving db once.
@@ -155,7 +163,7 @@ func (m *Master) usageSampler() func(context.Context, *metadb.Fence) error {
 		if err != nil {
 			return fmt.Errorf("list proxies: %w", err)
 		}
-		ops := rates.observe(proxies)
+		ops, opsKnown := rates.observe(proxies)
 		conns := map[string]int{}
 		for _, p := range proxies {
 			for t, n := range p.TenantConns {
@@ -175,12 +183,12 @@ func (m *Master) usageSampler() func(context.Context, *metadb.Fence) error {
 		if err := m.store.AppendUsage(ctx, f, points, m.cfg.Usage.Keep); err != nil {
 			return fmt.Errorf("append usage: %w", err)
 		}
-		return m.checkAlerts(ctx, f, points)
+		return m.checkAlerts(ctx, f, points, opsKnown)
 	}
 }
 
 // checkAlerts evaluates each sampled db's rule and records what fired.
-func (m *Master) checkAlerts(ctx context.Context, f *metadb.Fence, points []metadb.UsagePoint) error {
+func (m *Master) checkAlerts(ctx context.Context, f *metadb.Fence, points []metadb.UsagePoint, opsKnown bool) error {
 	rules := map[string]map[int]*metadb.AlertRule{}
 	for _, pt := range points {
 		rs, ok := rules[pt.Tenant]
@@ -195,7 +203,7 @@ func (m *Master) checkAlerts(ctx context.Context, f *metadb.Fence, points []meta
 		if r == nil {
 			continue
 		}
-		next, alerts, changed := evaluate(*r, pt)
+		next, alerts, changed := evaluate(*r, pt, opsKnown)
 		if !changed {
 			continue
 		}

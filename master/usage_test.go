@@ -56,15 +56,18 @@ func TestCrossing(t *testing.T) {
 func TestEvaluate(t *testing.T) {
 	pt := metadb.UsagePoint{Tenant: "t", Index: 2, UsedBytes: 90, QuotaBytes: 100, OpsPerSec: 500}
 	r := metadb.AlertRule{Webhook: "http://x", UsedPct: 80, OpsPerSec: 1000}
-	next, alerts, changed := evaluate(r, pt)
+	next, alerts, changed := evaluate(r, pt, true)
 	if !changed || !next.UsedAbove || next.OpsAbove || len(alerts) != 1 || alerts[0].Metric != metricUsedPct || alerts[0].Value != 90 {
 		t.Fatalf("first sample: %+v %+v %v", next, alerts, changed)
 	}
-	if _, alerts, changed := evaluate(next, pt); changed || len(alerts) != 0 {
+	if _, alerts, changed := evaluate(next, pt, true); changed || len(alerts) != 0 {
 		t.Fatalf("same sample again: %+v %v", alerts, changed)
 	}
 	pt.OpsPerSec, pt.QuotaBytes = 2000, 0 // no quota: used_pct is 0, below
-	next, alerts, changed = evaluate(next, pt)
+	if n, alerts, _ := evaluate(next, pt, false); n.OpsAbove || len(alerts) != 0 {
+		t.Fatalf("ops unknown: %+v %+v, want no ops decision", n, alerts)
+	}
+	next, alerts, changed = evaluate(next, pt, true)
 	if !changed || next.UsedAbove || !next.OpsAbove || len(alerts) != 1 || alerts[0].Metric != metricOpsPerSec {
 		t.Fatalf("ops sample: %+v %+v %v", next, alerts, changed)
 	}
@@ -78,24 +81,29 @@ func TestOpsRates(t *testing.T) {
 	}
 	var o opsRates
 	steps := []struct {
-		name string
-		ms   []*metadb.Member
-		want map[string]float64
+		name  string
+		ms    []*metadb.Member
+		want  map[string]float64
+		known bool
 	}{
-		{"first report gives no rate", []*metadb.Member{m("a", start, 0, map[string]uint64{"t/0": 100})}, map[string]float64{}},
+		{"first report gives no rate", []*metadb.Member{m("a", start, 0, map[string]uint64{"t/0": 100})}, map[string]float64{}, false},
 		{"growth over time", []*metadb.Member{m("a", start, 2*time.Second, map[string]uint64{"t/0": 300, "t/1": 10})},
-			map[string]float64{"t/0": 100, "t/1": 5}},
+			map[string]float64{"t/0": 100, "t/1": 5}, true},
 		{"same report keeps the rate, a new proxy adds none yet", []*metadb.Member{
 			m("a", start, 2*time.Second, map[string]uint64{"t/0": 300, "t/1": 10}), m("b", start, 0, map[string]uint64{"t/0": 7})},
-			map[string]float64{"t/0": 100, "t/1": 5}},
+			map[string]float64{"t/0": 100, "t/1": 5}, false},
 		{"rates of proxies add up", []*metadb.Member{
 			m("a", start, 3*time.Second, map[string]uint64{"t/0": 400, "t/1": 10}), m("b", start, time.Second, map[string]uint64{"t/0": 57})},
-			map[string]float64{"t/0": 150, "t/1": 0}},
+			map[string]float64{"t/0": 150, "t/1": 0}, true},
 		{"a restarted proxy starts over", []*metadb.Member{m("a", start.Add(time.Hour), 4*time.Second, map[string]uint64{"t/0": 1})},
-			map[string]float64{}},
+			map[string]float64{}, false},
+		{"no proxies, no ops", nil, map[string]float64{}, true},
 	}
 	for _, st := range steps {
-		got := o.observe(st.ms)
+		got, known := o.observe(st.ms)
+		if known != st.known {
+			t.Fatalf("%s: known %v, want %v", st.name, known, st.known)
+		}
 		if len(got) != len(st.want) {
 			t.Fatalf("%s: got %v, want %v", st.name, got, st.want)
 		}
