@@ -26,12 +26,14 @@ const (
 	AuditQuotaUnban      = "quota.unban"
 	AuditPairFailover    = "pair.failover"
 	AuditSpareAttach     = "spare.attach"
+	AuditAlertFire       = "alert.fire"
+	AuditDBAlerts        = "db.alerts"
 )
 
 // AuditActions lists every action, for validating filters.
 var AuditActions = []string{
 	AuditTenantSignup, AuditDBCreate, AuditDBResize, AuditDBDrop, AuditDBMode, AuditPairAdd, AuditSpareAdd, AuditTenantLimits,
-	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach,
+	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach, AuditAlertFire, AuditDBAlerts,
 }
 
 // AuditOK is the result of an action that was carried out; a refused or
