@@ -26,12 +26,13 @@ const (
 	AuditQuotaUnban      = "quota.unban"
 	AuditPairFailover    = "pair.failover"
 	AuditSpareAttach     = "spare.attach"
+	AuditPairDrain       = "pair.drain"
 )
 
 // AuditActions lists every action, for validating filters.
 var AuditActions = []string{
 	AuditTenantSignup, AuditDBCreate, AuditDBResize, AuditDBDrop, AuditDBMode, AuditPairAdd, AuditSpareAdd, AuditTenantLimits,
-	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach,
+	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach, AuditPairDrain,
 }
 
 // AuditOK is the result of an action that was carried out; a refused or

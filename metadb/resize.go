@@ -28,6 +28,17 @@ func ResizeTarget(j *Job) (pair string, slot int, ok bool) {
 // the db is active or when it already has that size, and ErrNoFit when its
 // last measured use exceeds the target quota: nothing moves then.
 func (s *Store) StartResize(ctx context.Context, tenant string, index int, size string, quota int64, jobID string) (*Job, error) {
+	return s.startResize(ctx, tenant, index, size, quota, jobID, false)
+}
+
+// StartMove is StartResize to the size the db already has: the resize
+// machinery moves it to a slot of another pair (the reserve step never
+// picks the source pair). A drain moves its dbs with it.
+func (s *Store) StartMove(ctx context.Context, tenant string, index int, size string, quota int64, jobID string) (*Job, error) {
+	return s.startResize(ctx, tenant, index, size, quota, jobID, true)
+}
+
+func (s *Store) startResize(ctx context.Context, tenant string, index int, size string, quota int64, jobID string, move bool) (*Job, error) {
 	var job *Job
 	err := s.txn(ctx, nil, func(tx *redis.Tx) error {
 		db, err := getDB(ctx, tx, tenant, index)
@@ -46,7 +57,7 @@ func (s *Store) StartResize(ctx context.Context, tenant string, index int, size 
 		if db.State != DBActive {
 			return fmt.Errorf("db %d is %s: %w", index, db.State, ErrBadState)
 		}
-		if db.Size == size {
+		if db.Size == size && !move {
 			return fmt.Errorf("db %d is already %s: %w", index, size, ErrBadState)
 		}
 		if db.UsedBytes > quota {

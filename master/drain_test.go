@@ -1,0 +1,120 @@
+package master
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/granary-db/granary/internal/redistest"
+	"github.com/granary-db/granary/metadb"
+	"github.com/granary-db/granary/pools"
+)
+
+// playKeeper advances every resize job at a keeper's step (copy → hold,
+// catchup → switch) until the test ends, as TestResizeJobSteps does by hand.
+func playKeeper(t *testing.T, s *metadb.Store) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			jobs, _ := s.ActiveJobs(ctx)
+			for _, j := range jobs {
+				next := map[metadb.Step]metadb.Step{metadb.StepCopy: metadb.StepHold, metadb.StepCatchup: metadb.StepSwitch}[j.Step]
+				if j.Kind != metadb.JobResize || next == "" {
+					continue
+				}
+				_, _ = s.UpdateJob(ctx, nil, j.ID, func(cur *metadb.Job) error {
+					cur.Advance(j.Step, next, "test-keeper", time.Now())
+					return nil
+				})
+			}
+			sleep(ctx, 5*time.Millisecond)
+		}
+	}()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+// TestDrainJobSteps drains a pair holding two dbs onto the other pair of
+// its pool: plan lists both, move moves them one resize at a time to the
+// same size, mark_drained leaves the pair drained and empty. The refusals
+// (unknown pair, the last active pair, not enough room) change nothing.
+func TestDrainJobSteps(t *testing.T) {
+	c := newCluster(t)
+	ctx := t.Context()
+
+	if _, _, err := c.store.StartDrain(ctx, "p404", "drain-x"); !errors.Is(err, metadb.ErrNotFound) {
+		t.Fatalf("drain of an unknown pair: %v, want ErrNotFound", err)
+	}
+	if _, _, err := c.store.StartDrain(ctx, c.pair.ID, "drain-x"); !errors.Is(err, metadb.ErrBadState) {
+		t.Fatalf("drain of the last pair: %v, want ErrBadState", err)
+	}
+	startMaster(t, c.store, "m1")
+	var dbs []*metadb.DB
+	for i := range 3 {
+		db, created, err := c.store.ClaimDB(ctx, "acme", c.pair, metadb.WriteConfirmed, 64<<20, 8, "create-"+string(rune('a'+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		redistest.WaitFor(t, 5*time.Second, "create done", func() bool { return jobState(t, c.store, created.ID).State == metadb.JobDone })
+		dbs = append(dbs, db)
+	}
+	m2, r2 := redistest.StartPair(t, "maxmemory", "1gb", "databases", "2")
+	other, err := c.store.AddPair(ctx, "64M", m2.Addr, r2.Addr, []int{0, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = c.store.StartDrain(ctx, c.pair.ID, "drain-x")
+	if !errors.Is(err, pools.ErrNoCapacity) {
+		t.Fatalf("drain of 3 dbs into 2 free slots: %v, want no capacity", err)
+	}
+	if _, err := c.store.Job(ctx, "drain-x"); !errors.Is(err, metadb.ErrNotFound) {
+		t.Fatalf("a refused drain recorded a job: %v", err)
+	}
+	if p, _ := c.store.Pair(ctx, c.pair.ID); p.State != metadb.PairActive {
+		t.Fatalf("a refused drain left the pair %s", p.State)
+	}
+	// A third pair gives room.
+	m3, r3 := redistest.StartPair(t, "maxmemory", "1gb", "databases", "2")
+	third, err := c.store.AddPair(ctx, "64M", m3.Addr, r3.Addr, []int{0, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	playKeeper(t, c.store)
+	job, existing, err := c.store.StartDrain(ctx, c.pair.ID, "drain-1")
+	if err != nil || existing || job.Step != metadb.StepPlan {
+		t.Fatalf("start drain: %+v %v %v", job, existing, err)
+	}
+	again, existing, err := c.store.StartDrain(ctx, c.pair.ID, "drain-2")
+	if err != nil || !existing || again.ID != "drain-1" {
+		t.Fatalf("second drain: %+v %v %v, want drain-1 back", again, existing, err)
+	}
+	redistest.WaitFor(t, 20*time.Second, "drain done", func() bool { return jobState(t, c.store, "drain-1").State != metadb.JobRunning })
+	j := jobState(t, c.store, "drain-1")
+	if moved, total := metadb.DrainProgress(j); j.State != metadb.JobDone || moved != 3 || total != 3 {
+		t.Fatalf("drain job: %s (%s), %d/%d moved", j.State, j.Error, moved, total)
+	}
+	p, _ := c.store.Pair(ctx, c.pair.ID)
+	if p.State != metadb.PairDrained || p.Job != "drain-1" {
+		t.Fatalf("pair after drain: %+v", p)
+	}
+	if owners, _ := c.store.SlotOwners(ctx, c.pair.ID); len(owners) != 0 {
+		t.Fatalf("drained pair still owns %v", owners)
+	}
+	if free, _ := c.store.FreeSlots(ctx, c.pair.ID); len(free) != 4 {
+		t.Fatalf("drained pair free slots %v, want all 4", free)
+	}
+	for _, d := range dbs {
+		got, _ := c.store.DB(ctx, "acme", d.Index)
+		if got.State != metadb.DBActive || (got.Pair != other.ID && got.Pair != third.ID) || got.Size != "64M" || got.Job != "" {
+			t.Fatalf("db %d after drain: %+v", d.Index, got)
+		}
+	}
+	if _, _, err := c.store.StartDrain(ctx, c.pair.ID, "drain-3"); !errors.Is(err, metadb.ErrBadState) {
+		t.Fatalf("drain of a drained pair: %v, want ErrBadState", err)
+	}
+}
