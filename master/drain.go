@@ -131,7 +131,7 @@ func (m *Master) drainMove(ctx context.Context, f *metadb.Fence, j *metadb.Job) 
 	var moving string
 	if start >= 0 && !m.moveRunning(ctx, j) {
 		moving = j.ID + "-m" + strconv.Itoa(start)
-		if _, err := m.store.StartMove(ctx, startDB.Tenant, startDB.Index, startDB.Size, startDB.QuotaBytes, moving); err != nil {
+		if _, err := m.store.StartMove(ctx, startDB.Tenant, startDB.Index, startDB.Size, startDB.QuotaBytes, moving, ""); err != nil {
 			return "", fmt.Errorf("move %s/%d: %w", startDB.Tenant, startDB.Index, err)
 		}
 		m.log.Info().Str("job", j.ID).Str("move", moving).Str("db", plan[start]).Msg("drain: moving db")

@@ -10,6 +10,7 @@ import (
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 	"github.com/granary-db/granary/pools"
+	"github.com/granary-db/granary/proto/buspb"
 )
 
 // playKeeper advances every resize job at a keeper's step (copy → hold,
@@ -116,5 +117,62 @@ func TestDrainJobSteps(t *testing.T) {
 	}
 	if _, _, err := c.store.StartDrain(ctx, c.pair.ID, "drain-3"); !errors.Is(err, metadb.ErrBadState) {
 		t.Fatalf("drain of a drained pair: %v, want ErrBadState", err)
+	}
+}
+
+// TestRebalanceJobSteps: a pool of two pairs, one holding 20, 10 and 10 MB
+// and one empty, is evened by moving the 20 MB db (one move) to the empty
+// pair; a pool of one active pair is refused and records nothing.
+func TestRebalanceJobSteps(t *testing.T) {
+	c := newCluster(t)
+	ctx := t.Context()
+	if _, _, err := c.store.StartRebalance(ctx, "64M", "rebalance-x"); !errors.Is(err, metadb.ErrBadState) {
+		t.Fatalf("rebalance of a one-pair pool: %v, want ErrBadState", err)
+	}
+	if _, err := c.store.Job(ctx, "rebalance-x"); !errors.Is(err, metadb.ErrNotFound) {
+		t.Fatalf("a refused rebalance recorded a job: %v", err)
+	}
+	startMaster(t, c.store, "m1")
+	var dbs []*metadb.DB
+	for i, used := range []int64{10 << 20, 20 << 20, 10 << 20} {
+		db, created, err := c.store.ClaimDB(ctx, "acme", c.pair, metadb.WriteConfirmed, 64<<20, 8, "create-"+string(rune('a'+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		redistest.WaitFor(t, 5*time.Second, "create done", func() bool { return jobState(t, c.store, created.ID).State == metadb.JobDone })
+		if _, err := c.store.UpdateDB(ctx, nil, "test", "acme", db.Index, func(d *metadb.DB) ([]*buspb.Envelope, error) {
+			d.UsedBytes = used
+			return nil, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		dbs = append(dbs, db)
+	}
+	m2, r2 := redistest.StartPair(t, "maxmemory", "1gb", "databases", "4")
+	other, err := c.store.AddPair(ctx, "64M", m2.Addr, r2.Addr, []int{0, 1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	playKeeper(t, c.store)
+	if _, existing, err := c.store.StartRebalance(ctx, "64M", "rebalance-1"); err != nil || existing {
+		t.Fatal(existing, err)
+	}
+	redistest.WaitFor(t, 20*time.Second, "rebalance done", func() bool { return jobState(t, c.store, "rebalance-1").State != metadb.JobRunning })
+	j := jobState(t, c.store, "rebalance-1")
+	if moved, total := metadb.DrainProgress(j); j.State != metadb.JobDone || moved != 1 || total != 1 {
+		t.Fatalf("rebalance job: %s (%s), %d/%d moves, plan %q", j.State, j.Error, moved, total, j.Data[metadb.DrainPlan])
+	}
+	for i, d := range dbs {
+		got, _ := c.store.DB(ctx, "acme", d.Index)
+		want := c.pair.ID
+		if i == 1 {
+			want = other.ID
+		}
+		if got.Pair != want || got.State != metadb.DBActive || (i == 1 && got.Job != "") {
+			t.Fatalf("db %d (%d MB) after the rebalance: on %s, want %s: %+v", d.Index, got.UsedBytes>>20, got.Pair, want, got)
+		}
+	}
+	if again, existing, err := c.store.StartRebalance(ctx, "64M", "rebalance-2"); err != nil || existing || again.ID != "rebalance-2" {
+		t.Fatalf("a rebalance after the last ended: %+v %v %v", again, existing, err)
 	}
 }

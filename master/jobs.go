@@ -55,6 +55,10 @@ func (m *Master) jobSteps() map[metadb.JobKind]map[metadb.Step]stepFunc {
 			metadb.StepMove:      m.drainMove,
 			metadb.StepMarkDrain: m.drainMark,
 		},
+		metadb.JobRebalance: {
+			metadb.StepPlan: m.rebalancePlan,
+			metadb.StepMove: m.rebalanceMove,
+		},
 	}
 }
 

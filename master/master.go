@@ -108,7 +108,7 @@ type Store interface {
 	FinishResize(ctx context.Context, f *metadb.Fence, jobID string) error
 	// drain (master/drain.go)
 	SlotOwners(ctx context.Context, pair string) (map[string]string, error)
-	StartMove(ctx context.Context, tenant string, index int, size string, quota int64, jobID string) (*metadb.Job, error)
+	StartMove(ctx context.Context, tenant string, index int, size string, quota int64, jobID, toPair string) (*metadb.Job, error)
 	AbortDrain(ctx context.Context, f *metadb.Fence, jobID, why string) error
 	FinishDrain(ctx context.Context, f *metadb.Fence, jobID string) error
 	LiveMembers(ctx context.Context, kind metadb.Kind) ([]*metadb.Member, error)

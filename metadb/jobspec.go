@@ -17,6 +17,7 @@ import (
 //	                 → switch (master) → flush_old (master) → free_old (master)
 //	replace_replica  take_spare (master) → attach (keeper) → record (master)
 //	drain            plan (master) → move (master) → mark_drained (master)
+//	rebalance        plan (master) → move (master)
 //
 // A finished job is at step done. A step's handler returns the next step,
 // which is usually the following one in the list; a few go back or skip
@@ -28,11 +29,12 @@ type JobKind string
 
 // Job kinds.
 const (
-	JobCreate  JobKind = "create"
-	JobDrop    JobKind = "drop"
-	JobResize  JobKind = "resize"
-	JobReplace JobKind = "replace_replica" // attach a spare as a pair's new replica
-	JobDrain   JobKind = "drain"           // move every db off a pair, one resize at a time
+	JobCreate    JobKind = "create"
+	JobDrop      JobKind = "drop"
+	JobResize    JobKind = "resize"
+	JobReplace   JobKind = "replace_replica" // attach a spare as a pair's new replica
+	JobDrain     JobKind = "drain"           // move every db off a pair, one resize at a time
+	JobRebalance JobKind = "rebalance"       // even a pool's used bytes, one resize at a time
 )
 
 // Job states.
@@ -105,8 +107,9 @@ var jobSteps = map[JobKind][]StepSpec{
 	JobDrop:   {{StepUnroute, ByMaster}, {StepWaitAcks, ByMaster}, {StepFlush, ByMaster}, {StepFree, ByMaster}},
 	JobResize: {{StepReserve, ByMaster}, {StepCopy, ByKeeper}, {StepHold, ByMaster}, {StepCatchup, ByKeeper},
 		{StepSwitch, ByMaster}, {StepFlushOld, ByMaster}, {StepFreeOld, ByMaster}},
-	JobReplace: {{StepTakeSpare, ByMaster}, {StepAttach, ByKeeper}, {StepRecord, ByMaster}},
-	JobDrain:   {{StepPlan, ByMaster}, {StepMove, ByMaster}, {StepMarkDrain, ByMaster}},
+	JobReplace:   {{StepTakeSpare, ByMaster}, {StepAttach, ByKeeper}, {StepRecord, ByMaster}},
+	JobDrain:     {{StepPlan, ByMaster}, {StepMove, ByMaster}, {StepMarkDrain, ByMaster}},
+	JobRebalance: {{StepPlan, ByMaster}, {StepMove, ByMaster}},
 }
 
 // JobKinds lists every job kind, sorted.
@@ -183,6 +186,7 @@ const (
 	ResizeKeysTotal    = "keys_total"    // keys in the source db when the copy began
 	ResizeCopyMillis   = "copy_ms"       // how long the online copy took
 	ResizeNotifyBefore = "notify_before" // the source's notify-keyspace-events before the first copy
+	ResizeWantPair     = "want_pair"     // a rebalance's move: the pair the target slot must be on
 
 	// replace_replica
 	ReplaceSpare        = "spare"         // the spare being attached
@@ -192,9 +196,11 @@ const (
 	ReplaceOffset       = "offset"        // the promoted replica's replication offset
 	ReplaceMasterOffset = "master_offset" // the failed master's last known offset
 
-	// drain
-	DrainPlan   = "plan"      // the dbs to move, "<tenant>/<index>" comma-separated
+	// drain, rebalance
+	DrainPlan   = "plan"      // the dbs to move, "<tenant>/<index>" (a rebalance's: "<tenant>/<index>><pair>") comma-separated
 	DrainTotal  = "dbs_total" // how many dbs the plan holds
-	DrainMoved  = "dbs_moved" // how many of them are off the pair
+	DrainMoved  = "dbs_moved" // how many of them are done (moved, or for a rebalance also skipped)
 	DrainMoving = "moving"    // the resize job moving a db now
+	// rebalance
+	RebalanceSize = "size" // the pool
 )

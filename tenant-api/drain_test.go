@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/granary-db/granary/metadb"
 )
 
 // TestDrainPair: the refusals (unknown pair, the last active pair of its
@@ -63,7 +65,7 @@ func TestDrainPair(t *testing.T) {
 		Pair string `json:"pair"`
 	}
 	h.do("GET", "/v1/admin/jobs/"+ref.Job, adminToken, nil).decode(t, &job)
-	if job.Kind != "drain" || job.State != "running" || job.Step != "plan" || job.Pair != p.ID {
+	if job.Kind != string(metadb.JobDrain) || job.State != metadb.JobRunning || job.Step != string(metadb.StepPlan) || job.Pair != p.ID {
 		t.Fatalf("drain job: %+v", job)
 	}
 	var pools []struct {
