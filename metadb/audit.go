@@ -27,12 +27,13 @@ const (
 	AuditPairFailover    = "pair.failover"
 	AuditSpareAttach     = "spare.attach"
 	AuditPairDrain       = "pair.drain"
+	AuditPoolRebalance   = "pool.rebalance"
 )
 
 // AuditActions lists every action, for validating filters.
 var AuditActions = []string{
 	AuditTenantSignup, AuditDBCreate, AuditDBResize, AuditDBDrop, AuditDBMode, AuditPairAdd, AuditSpareAdd, AuditTenantLimits,
-	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach, AuditPairDrain,
+	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach, AuditPairDrain, AuditPoolRebalance,
 }
 
 // AuditOK is the result of an action that was carried out; a refused or

@@ -89,3 +89,50 @@ func TestDrainPair(t *testing.T) {
 		t.Fatalf("a new db was placed on the draining pair: %+v", created)
 	}
 }
+
+// TestRebalancePool: a bad size and a pool of one active pair are refused
+// and change nothing; with two pairs a rebalance job starts, and asking
+// again while it runs answers the same job.
+func TestRebalancePool(t *testing.T) {
+	h := newHarness(t, nil)
+	m, r := startPair(t, "2gb", 4)
+	h.addPair("64M", m, r, "0-3")
+	for _, tc := range []struct {
+		path   string
+		status int
+		want   string
+	}{
+		{"/v1/admin/pools/65M/rebalance", http.StatusBadRequest, "65M"},
+		{"/v1/admin/pools/64M/rebalance", http.StatusConflict, "pool 64M has 1 active pairs, a rebalance needs 2 or more"},
+		{"/v1/admin/pools/256M/rebalance", http.StatusConflict, "pool 256M has 0 active pairs"},
+	} {
+		before := h.snapshot()
+		rp := h.do("POST", tc.path, adminToken, nil)
+		rp.want(t, tc.status)
+		if got := rp.errorText(t); !strings.Contains(got, tc.want) {
+			t.Errorf("POST %s: error %q, want it to say %q", tc.path, got, tc.want)
+		}
+		if d := diffKeys(before, h.snapshot()); len(d) > 0 {
+			t.Errorf("refused POST %s changed %v", tc.path, d)
+		}
+	}
+	m2, r2 := startPair(t, "2gb", 4)
+	h.addPair("64M", m2, r2, "0-3")
+	var ref, again struct {
+		Job string `json:"job"`
+	}
+	rp := h.do("POST", "/v1/admin/pools/64M/rebalance", adminToken, nil)
+	rp.want(t, http.StatusAccepted)
+	rp.decode(t, &ref)
+	rp = h.do("POST", "/v1/admin/pools/64M/rebalance", adminToken, nil)
+	rp.want(t, http.StatusOK)
+	rp.decode(t, &again)
+	if again.Job != ref.Job {
+		t.Fatalf("second rebalance answered job %s, want %s", again.Job, ref.Job)
+	}
+	var job jobReply
+	h.do("GET", "/v1/admin/jobs/"+ref.Job, adminToken, nil).decode(t, &job)
+	if job.Kind != string(metadb.JobRebalance) || job.State != metadb.JobRunning {
+		t.Fatalf("rebalance job: %+v", job)
+	}
+}
