@@ -54,7 +54,7 @@ func drainPairs(t *testing.T, c *devCluster) map[string]drainPairView {
 // and is drained. The refusals (unknown pair, the last active pair of the
 // pool, a drained pair) change nothing.
 func TestDrainUnderLoad(t *testing.T) {
-	_, c, _ := startDev(t)
+	_, c, devDir := startDev(t)
 	ctx := t.Context()
 	n := drainDBs()
 	var src string
@@ -144,11 +144,13 @@ func TestDrainUnderLoad(t *testing.T) {
 	}
 
 	start := time.Now()
-	dr := call(t, "POST", c.API+"/v1/admin/pairs/"+src+"/drain", c.AdminToken, nil)
-	if dr.status != 202 {
-		t.Fatalf("drain: %d %s", dr.status, dr.raw)
+	// Started with the CLI: granary admin pairs drain ID.
+	code, out, errs := granaryCLI(t, t.TempDir(), devDir, "admin", "pairs", "drain", src, "-o", "json")
+	var dr struct{ Job string }
+	if code != 0 || json.Unmarshal([]byte(out), &dr) != nil || dr.Job == "" {
+		t.Fatalf("granary admin pairs drain %s: exit %d\nstdout: %s\nstderr: %s", src, code, out, errs)
 	}
-	jobID := dr.body["job"].(string)
+	jobID := dr.Job
 	if again := call(t, "POST", c.API+"/v1/admin/pairs/"+src+"/drain", c.AdminToken, nil); again.status != 200 || again.body["job"] != jobID {
 		t.Fatalf("second drain: %d %s, want 200 with job %s", again.status, again.raw, jobID)
 	}
