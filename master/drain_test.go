@@ -176,3 +176,65 @@ func TestRebalanceJobSteps(t *testing.T) {
 		t.Fatalf("a rebalance after the last ended: %+v %v %v", again, existing, err)
 	}
 }
+
+// TestDrainResumedByAnotherMaster: the leading master stops in the middle
+// of a drain (one db moved); the next leader resumes the recorded job and
+// finishes it: every db moved exactly once (one resize job each, the
+// drain's), the pair drained.
+func TestDrainResumedByAnotherMaster(t *testing.T) {
+	c := newCluster(t)
+	ctx := t.Context()
+	stop1 := startMaster(t, c.store, "m1")
+	var dbs []*metadb.DB
+	for i := range 3 {
+		db, created, err := c.store.ClaimDB(ctx, "acme", c.pair, metadb.WriteConfirmed, 64<<20, 8, "create-"+string(rune('a'+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		redistest.WaitFor(t, 5*time.Second, "create done", func() bool { return jobState(t, c.store, created.ID).State == metadb.JobDone })
+		dbs = append(dbs, db)
+	}
+	m2, r2 := redistest.StartPair(t, "maxmemory", "1gb", "databases", "4")
+	if _, err := c.store.AddPair(ctx, "64M", m2.Addr, r2.Addr, []int{0, 1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	playKeeper(t, c.store)
+	if _, _, err := c.store.StartDrain(ctx, c.pair.ID, "drain-1"); err != nil {
+		t.Fatal(err)
+	}
+	redistest.WaitFor(t, 20*time.Second, "one db moved", func() bool {
+		moved, _ := metadb.DrainProgress(jobState(t, c.store, "drain-1"))
+		return moved >= 1
+	})
+	stop1()
+	if j := jobState(t, c.store, "drain-1"); j.State != metadb.JobRunning {
+		t.Fatalf("the drain ended before the first master stopped: %+v", j)
+	}
+	startMaster(t, c.store, "m2")
+	redistest.WaitFor(t, 20*time.Second, "drain done", func() bool { return jobState(t, c.store, "drain-1").State != metadb.JobRunning })
+	j := jobState(t, c.store, "drain-1")
+	if moved, total := metadb.DrainProgress(j); j.State != metadb.JobDone || moved != 3 || total != 3 {
+		t.Fatalf("drain job: %s (%s), %d/%d moved", j.State, j.Error, moved, total)
+	}
+	if p, _ := c.store.Pair(ctx, c.pair.ID); p.State != metadb.PairDrained {
+		t.Fatalf("pair after the drain: %+v", p)
+	}
+	jobs, err := c.store.Jobs(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resizes := map[int]int{}
+	for _, jb := range jobs {
+		if jb.Kind == metadb.JobResize {
+			resizes[jb.Index]++
+			if jb.State != metadb.JobDone {
+				t.Errorf("move %s: %s (%s)", jb.ID, jb.State, jb.Error)
+			}
+		}
+	}
+	for _, d := range dbs {
+		if resizes[d.Index] != 1 {
+			t.Errorf("db %d moved by %d resize jobs, want 1", d.Index, resizes[d.Index])
+		}
+	}
+}

@@ -48,7 +48,7 @@ func (m *Master) resizeReserve(ctx context.Context, f *metadb.Fence, j *metadb.J
 	if err != nil {
 		return "", err
 	}
-	if db.UsedBytes > size.Bytes() {
+	if db.UsedBytes > size.Bytes() && db.Size != size.String() { // a move keeps the size
 		return "", m.abortResize(ctx, f, j, fmt.Sprintf("the db holds %d bytes, more than %s: delete data first", db.UsedBytes, size))
 	}
 	if want := j.Data[metadb.ResizeWantPair]; want != "" { // a rebalance's move

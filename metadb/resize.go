@@ -61,7 +61,7 @@ func (s *Store) startResize(ctx context.Context, tenant string, index int, size 
 		if db.Size == size && !move {
 			return fmt.Errorf("db %d is already %s: %w", index, size, ErrBadState)
 		}
-		if db.UsedBytes > quota {
+		if db.UsedBytes > quota && !move { // a move keeps the size: even an over-quota db moves
 			return fmt.Errorf("db %d holds %d bytes, more than the %d of %s: %w", index, db.UsedBytes, quota, size, ErrNoFit)
 		}
 		ts := now()
