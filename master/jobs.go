@@ -50,6 +50,15 @@ func (m *Master) jobSteps() map[metadb.JobKind]map[metadb.Step]stepFunc {
 			metadb.StepTakeSpare: m.replaceTakeSpare,
 			metadb.StepRecord:    m.replaceRecord,
 		},
+		metadb.JobDrain: {
+			metadb.StepPlan:      m.drainPlan,
+			metadb.StepMove:      m.drainMove,
+			metadb.StepMarkDrain: m.drainMark,
+		},
+		metadb.JobRebalance: {
+			metadb.StepPlan: m.rebalancePlan,
+			metadb.StepMove: m.rebalanceMove,
+		},
 	}
 }
 

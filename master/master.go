@@ -108,6 +108,11 @@ type Store interface {
 	ReserveResizeSlot(ctx context.Context, f *metadb.Fence, jobID string, pair *metadb.Pair) (*metadb.Job, error)
 	AbortResize(ctx context.Context, f *metadb.Fence, jobID, why string) error
 	FinishResize(ctx context.Context, f *metadb.Fence, jobID string) error
+	// drain (master/drain.go)
+	SlotOwners(ctx context.Context, pair string) (map[string]string, error)
+	StartMove(ctx context.Context, tenant string, index int, size string, quota int64, jobID, toPair string) (*metadb.Job, error)
+	AbortDrain(ctx context.Context, f *metadb.Fence, jobID, why string) error
+	FinishDrain(ctx context.Context, f *metadb.Fence, jobID string) error
 	LiveMembers(ctx context.Context, kind metadb.Kind) ([]*metadb.Member, error)
 	Version(ctx context.Context) (uint64, error)
 	TakeSpare(ctx context.Context, f *metadb.Fence, jobID string) (string, error)

@@ -48,8 +48,11 @@ func (m *Master) resizeReserve(ctx context.Context, f *metadb.Fence, j *metadb.J
 	if err != nil {
 		return "", err
 	}
-	if db.UsedBytes > size.Bytes() {
+	if db.UsedBytes > size.Bytes() && db.Size != size.String() { // a move keeps the size
 		return "", m.abortResize(ctx, f, j, fmt.Sprintf("the db holds %d bytes, more than %s: delete data first", db.UsedBytes, size))
+	}
+	if want := j.Data[metadb.ResizeWantPair]; want != "" { // a rebalance's move
+		return m.reserveOn(ctx, f, j, want)
 	}
 	// Never the source pair: the target must be another slot.
 	err = m.store.Place(ctx, size, j.Pair, func(ctx context.Context, p *metadb.Pair) error {
@@ -61,6 +64,26 @@ func (m *Master) resizeReserve(ctx context.Context, f *metadb.Fence, j *metadb.J
 	}
 	if errors.Is(err, metadb.ErrConflict) {
 		return "", fmt.Errorf("reserve: %w", metadb.ErrConflict)
+	}
+	if err != nil {
+		return "", err
+	}
+	return metadb.StepCopy, nil
+}
+
+// reserveOn claims a free slot of pair want for a rebalance's move, or
+// fails the job when that pair is no longer active or has no room.
+func (m *Master) reserveOn(ctx context.Context, f *metadb.Fence, j *metadb.Job, want string) (metadb.Step, error) {
+	p, err := m.store.Pair(ctx, want)
+	if errors.Is(err, metadb.ErrNotFound) || (err == nil && (p.State != metadb.PairActive || p.ID == j.Pair)) {
+		return "", m.abortResize(ctx, f, j, fmt.Sprintf("target pair %s is gone, not active or the db's own", want))
+	}
+	if err != nil {
+		return "", err
+	}
+	_, err = m.store.ReserveResizeSlot(ctx, f, j.ID, p)
+	if errors.Is(err, pools.ErrNoCapacity) {
+		return "", m.abortResize(ctx, f, j, fmt.Sprintf("no free db on pair %s", want))
 	}
 	if err != nil {
 		return "", err

@@ -28,12 +28,15 @@ const (
 	AuditSpareAttach     = "spare.attach"
 	AuditAlertFire       = "alert.fire"
 	AuditDBAlerts        = "db.alerts"
+	AuditPairDrain       = "pair.drain"
+	AuditPoolRebalance   = "pool.rebalance"
 )
 
 // AuditActions lists every action, for validating filters.
 var AuditActions = []string{
 	AuditTenantSignup, AuditDBCreate, AuditDBResize, AuditDBDrop, AuditDBMode, AuditPairAdd, AuditSpareAdd, AuditTenantLimits,
 	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach, AuditAlertFire, AuditDBAlerts,
+	AuditPairDrain, AuditPoolRebalance,
 }
 
 // AuditOK is the result of an action that was carried out; a refused or

@@ -193,6 +193,12 @@ func (s *Store) FinishReplace(ctx context.Context, f *Fence, jobID string) error
 			j.State, j.Error = JobFailed, stale.Error()
 		} else {
 			p.Replica, p.State = spare, PairActive
+			if p.Job != "" { // a drain runs or ran on it: it takes no new db
+				p.State = PairDraining
+				if done, err := getJSON[Job](ctx, tx, keyJob(p.Job)); err == nil && done.State == JobDone {
+					p.State = PairDrained
+				}
+			}
 			msg := &buspb.Envelope{Payload: &buspb.Envelope_NewReplica{NewReplica: &buspb.NewReplica{Pair: p.ID, Replica: spare}}}
 			top := &topology{sender: "master/" + by, msgs: []*buspb.Envelope{msg}}
 			if next, payloads, err = top.stamp(ctx, tx); err != nil {

@@ -16,6 +16,8 @@ import (
 //	resize           reserve (master) → copy (keeper) → hold (master) → catchup (keeper)
 //	                 → switch (master) → flush_old (master) → free_old (master)
 //	replace_replica  take_spare (master) → attach (keeper) → record (master)
+//	drain            plan (master) → move (master) → mark_drained (master)
+//	rebalance        plan (master) → move (master)
 //
 // A finished job is at step done. A step's handler returns the next step,
 // which is usually the following one in the list; a few go back or skip
@@ -27,10 +29,12 @@ type JobKind string
 
 // Job kinds.
 const (
-	JobCreate  JobKind = "create"
-	JobDrop    JobKind = "drop"
-	JobResize  JobKind = "resize"
-	JobReplace JobKind = "replace_replica" // attach a spare as a pair's new replica
+	JobCreate    JobKind = "create"
+	JobDrop      JobKind = "drop"
+	JobResize    JobKind = "resize"
+	JobReplace   JobKind = "replace_replica" // attach a spare as a pair's new replica
+	JobDrain     JobKind = "drain"           // move every db off a pair, one resize at a time
+	JobRebalance JobKind = "rebalance"       // even a pool's used bytes, one resize at a time
 )
 
 // Job states.
@@ -45,21 +49,24 @@ type Step string
 
 // Steps. A name may serve several kinds (create and drop both flush).
 const (
-	StepFlush     Step = "flush"      // create, drop: FLUSHDB the slot
-	StepRoute     Step = "route"      // create: publish the route
-	StepUnroute   Step = "unroute"    // drop: remove the route
-	StepWaitAcks  Step = "wait_acks"  // drop: every live proxy applied the unroute
-	StepFree      Step = "free"       // drop: delete the db, free the slot
-	StepReserve   Step = "reserve"    // resize: claim the target slot
-	StepCopy      Step = "copy"       // resize: copy the data online, keep it in step
-	StepHold      Step = "hold"       // resize: proxies hold the db's writes
-	StepCatchup   Step = "catchup"    // resize: last changes applied, copy verified
-	StepSwitch    Step = "switch"     // resize: route to the new slot, release the hold
-	StepFlushOld  Step = "flush_old"  // resize: FLUSHDB the old slot
-	StepFreeOld   Step = "free_old"   // resize: free the old slot
-	StepTakeSpare Step = "take_spare" // replace: take a spare from the pool
-	StepAttach    Step = "attach"     // replace: the spare replicates the new master
-	StepRecord    Step = "record"     // replace: the spare is the pair's replica
+	StepFlush     Step = "flush"        // create, drop: FLUSHDB the slot
+	StepRoute     Step = "route"        // create: publish the route
+	StepUnroute   Step = "unroute"      // drop: remove the route
+	StepWaitAcks  Step = "wait_acks"    // drop: every live proxy applied the unroute
+	StepFree      Step = "free"         // drop: delete the db, free the slot
+	StepReserve   Step = "reserve"      // resize: claim the target slot
+	StepCopy      Step = "copy"         // resize: copy the data online, keep it in step
+	StepHold      Step = "hold"         // resize: proxies hold the db's writes
+	StepCatchup   Step = "catchup"      // resize: last changes applied, copy verified
+	StepSwitch    Step = "switch"       // resize: route to the new slot, release the hold
+	StepFlushOld  Step = "flush_old"    // resize: FLUSHDB the old slot
+	StepFreeOld   Step = "free_old"     // resize: free the old slot
+	StepTakeSpare Step = "take_spare"   // replace: take a spare from the pool
+	StepAttach    Step = "attach"       // replace: the spare replicates the new master
+	StepRecord    Step = "record"       // replace: the spare is the pair's replica
+	StepPlan      Step = "plan"         // drain: list the pair's dbs
+	StepMove      Step = "move"         // drain: move each db to another pair with a same-size resize
+	StepMarkDrain Step = "mark_drained" // drain: the pair is empty and drained
 
 	// StepDone is the step of a finished job.
 	StepDone Step = "done"
@@ -100,7 +107,9 @@ var jobSteps = map[JobKind][]StepSpec{
 	JobDrop:   {{StepUnroute, ByMaster}, {StepWaitAcks, ByMaster}, {StepFlush, ByMaster}, {StepFree, ByMaster}},
 	JobResize: {{StepReserve, ByMaster}, {StepCopy, ByKeeper}, {StepHold, ByMaster}, {StepCatchup, ByKeeper},
 		{StepSwitch, ByMaster}, {StepFlushOld, ByMaster}, {StepFreeOld, ByMaster}},
-	JobReplace: {{StepTakeSpare, ByMaster}, {StepAttach, ByKeeper}, {StepRecord, ByMaster}},
+	JobReplace:   {{StepTakeSpare, ByMaster}, {StepAttach, ByKeeper}, {StepRecord, ByMaster}},
+	JobDrain:     {{StepPlan, ByMaster}, {StepMove, ByMaster}, {StepMarkDrain, ByMaster}},
+	JobRebalance: {{StepPlan, ByMaster}, {StepMove, ByMaster}},
 }
 
 // JobKinds lists every job kind, sorted.
@@ -177,6 +186,7 @@ const (
 	ResizeKeysTotal    = "keys_total"    // keys in the source db when the copy began
 	ResizeCopyMillis   = "copy_ms"       // how long the online copy took
 	ResizeNotifyBefore = "notify_before" // the source's notify-keyspace-events before the first copy
+	ResizeWantPair     = "want_pair"     // a rebalance's move: the pair the target slot must be on
 
 	// replace_replica
 	ReplaceSpare        = "spare"         // the spare being attached
@@ -185,4 +195,12 @@ const (
 	ReplaceReason       = "reason"        // why the keeper failed the pair over
 	ReplaceOffset       = "offset"        // the promoted replica's replication offset
 	ReplaceMasterOffset = "master_offset" // the failed master's last known offset
+
+	// drain, rebalance
+	DrainPlan   = "plan"      // the dbs to move, "<tenant>/<index>" (a rebalance's: "<tenant>/<index>><pair>") comma-separated
+	DrainTotal  = "dbs_total" // how many dbs the plan holds
+	DrainMoved  = "dbs_moved" // how many of them are done (moved, or for a rebalance also skipped)
+	DrainMoving = "moving"    // the resize job moving a db now
+	// rebalance
+	RebalanceSize = "size" // the pool
 )

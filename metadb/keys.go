@@ -22,6 +22,7 @@ import (
 //	granary:pair:<id>:free         SET   free db numbers of a pair
 //	granary:pair:<id>:owners       HASH  db number -> "<tenant>/<index>" owning it
 //	granary:pair:<id>:health       STR   JSON PairHealth: the watching keeper's last report on the pair
+//	granary:pool:<size>:rebalance  STR   id of the pool's last rebalance job (rebalance.go)
 //	granary:addrs                  HASH  host:port -> "pair <id> master|replica" or "spare"
 //	granary:spares                 SET   spare server addresses
 //	granary:proxies                ZSET  proxy id -> lease expiry (unix ms)
@@ -68,8 +69,9 @@ func keySeq(name string) string       { return "granary:seq:" + name }
 
 func field(index int) string { return strconv.Itoa(index) }
 
-func keyPairHealth(id string) string    { return "granary:pair:" + id + ":health" }
-func keyTenantSizes(name string) string { return "granary:tenant:" + name + ":sizes" }
+func keyPairHealth(id string) string      { return "granary:pair:" + id + ":health" }
+func keyTenantSizes(name string) string   { return "granary:tenant:" + name + ":sizes" }
+func keyPoolRebalance(size string) string { return "granary:pool:" + size + ":rebalance" }
 
 const keyDemoted = "granary:demoted"
 

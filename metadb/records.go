@@ -57,7 +57,9 @@ type DB struct {
 
 // Pair states.
 const (
-	PairActive = "active"
+	PairActive   = "active"
+	PairDraining = "draining" // a drain job moves its dbs off; no new db is placed there
+	PairDrained  = "drained"  // empty after a drain; it can be removed
 )
 
 // Pair is one Redis master and its replica, serving DBs slots of one size.
@@ -70,6 +72,8 @@ type Pair struct {
 	Keeper  string    `json:"keeper"`
 	State   string    `json:"state"`
 	Created time.Time `json:"created"`
+	// Job is the drain job of a draining or drained pair.
+	Job string `json:"job,omitempty"`
 }
 
 // PairView is a pair with its free-slot count, for listings and placement.

@@ -28,6 +28,18 @@ func ResizeTarget(j *Job) (pair string, slot int, ok bool) {
 // the db is active or when it already has that size, and ErrNoFit when its
 // last measured use exceeds the target quota: nothing moves then.
 func (s *Store) StartResize(ctx context.Context, tenant string, index int, size string, quota int64, jobID string) (*Job, error) {
+	return s.startResize(ctx, tenant, index, size, quota, jobID, "", false)
+}
+
+// StartMove is StartResize to the size the db already has: the resize
+// machinery moves it to a slot of another pair (the reserve step never
+// picks the source pair), of toPair when it is not "". A drain and a
+// rebalance move their dbs with it.
+func (s *Store) StartMove(ctx context.Context, tenant string, index int, size string, quota int64, jobID, toPair string) (*Job, error) {
+	return s.startResize(ctx, tenant, index, size, quota, jobID, toPair, true)
+}
+
+func (s *Store) startResize(ctx context.Context, tenant string, index int, size string, quota int64, jobID, toPair string, move bool) (*Job, error) {
 	var job *Job
 	err := s.txn(ctx, nil, func(tx *redis.Tx) error {
 		db, err := getDB(ctx, tx, tenant, index)
@@ -46,16 +58,19 @@ func (s *Store) StartResize(ctx context.Context, tenant string, index int, size 
 		if db.State != DBActive {
 			return fmt.Errorf("db %d is %s: %w", index, db.State, ErrBadState)
 		}
-		if db.Size == size {
+		if db.Size == size && !move {
 			return fmt.Errorf("db %d is already %s: %w", index, size, ErrBadState)
 		}
-		if db.UsedBytes > quota {
+		if db.UsedBytes > quota && !move { // a move keeps the size: even an over-quota db moves
 			return fmt.Errorf("db %d holds %d bytes, more than the %d of %s: %w", index, db.UsedBytes, quota, size, ErrNoFit)
 		}
 		ts := now()
 		job = &Job{ID: jobID, Kind: JobResize, State: JobRunning, Step: StepReserve, Tenant: tenant, Index: index,
 			Pair: db.Pair, SlotDB: db.SlotDB, Created: ts, Updated: ts, Log: []JobStep{{Step: StepRequested, At: ts}},
 			Data: map[string]string{ResizeToSize: size, ResizeToQuota: strconv.FormatInt(quota, 10)}}
+		if toPair != "" {
+			job.Data[ResizeWantPair] = toPair
+		}
 		db.State, db.Job = DBResizing, jobID
 		dbJSON, _ := json.Marshal(db)
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {

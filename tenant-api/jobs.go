@@ -26,6 +26,10 @@ type jobView struct {
 	// bars.
 	BytesCopied int64 `json:"bytes_copied,omitempty"`
 	BytesTotal  int64 `json:"bytes_total,omitempty"`
+	// Pair, DBsMoved and DBsTotal follow a drain or a rebalance.
+	Pair     string `json:"pair,omitempty"`
+	DBsMoved int    `json:"dbs_moved,omitempty"`
+	DBsTotal int    `json:"dbs_total,omitempty"`
 }
 
 func viewJob(j *metadb.Job) jobView {
@@ -37,6 +41,10 @@ func viewJob(j *metadb.Job) jobView {
 		Tenant: j.Tenant, Index: j.Index, Error: j.Error, Created: j.Created, Updated: j.Updated, Log: log}
 	v.BytesCopied, _ = strconv.ParseInt(j.Data[metadb.ResizeBytesCopied], 10, 64)
 	v.BytesTotal, _ = strconv.ParseInt(j.Data[metadb.ResizeBytesTotal], 10, 64)
+	if j.Kind == metadb.JobDrain || j.Kind == metadb.JobRebalance {
+		v.Pair = j.Pair
+		v.DBsMoved, v.DBsTotal = metadb.DrainProgress(j)
+	}
 	return v
 }
 

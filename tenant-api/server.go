@@ -92,6 +92,8 @@ type Store interface {
 	ClaimDB(ctx context.Context, tenant string, pair *metadb.Pair, writeMode string, quota int64, limit int, jobID string) (*metadb.DB, *metadb.Job, error)
 	StartDrop(ctx context.Context, tenant string, index int, jobID string) (*metadb.Job, error)
 	StartResize(ctx context.Context, tenant string, index int, size string, quota int64, jobID string) (*metadb.Job, error)
+	StartDrain(ctx context.Context, pairID, jobID string) (job *metadb.Job, existing bool, err error)
+	StartRebalance(ctx context.Context, size, jobID string) (job *metadb.Job, existing bool, err error)
 	UpdateDB(ctx context.Context, f *metadb.Fence, sender, tenant string, index int, fn func(*metadb.DB) ([]*buspb.Envelope, error)) (*metadb.DB, error)
 	Job(ctx context.Context, id string) (*metadb.Job, error)
 
@@ -235,6 +237,8 @@ func (s *Server) routes() http.Handler {
 			r.Use(s.adminAuth)
 			r.Get("/pools", s.listPools)
 			r.With(s.audited(metadb.AuditPairAdd, true)).Post("/pools/{size}/pairs", s.addPair)
+			r.With(s.audited(metadb.AuditPairDrain, true)).Post("/pairs/{id}/drain", s.drainPair)
+			r.With(s.audited(metadb.AuditPoolRebalance, true)).Post("/pools/{size}/rebalance", s.rebalancePool)
 			r.Get("/spares", s.listSpares)
 			r.With(s.audited(metadb.AuditSpareAdd, true)).Post("/spares", s.addSpare)
 			r.Get("/audit", s.adminAudit)

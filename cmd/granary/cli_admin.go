@@ -121,8 +121,45 @@ func (c *cli) adminPairsCmd() *cobra.Command {
 			return nil
 		})
 	})
-	pairs.AddCommand(add)
+	drain := &cobra.Command{
+		Use:   "drain ID",
+		Short: "move every db off a pair (same-size resizes, one at a time), then mark it drained",
+		Args:  cobra.ExactArgs(1),
+	}
+	drain.RunE = c.action(func(ctx context.Context, args []string) error {
+		return c.adminStartJob(ctx, "/v1/admin/pairs/"+url.PathEscape(args[0])+"/drain")
+	})
+	rebalance := &cobra.Command{
+		Use:   "rebalance SIZE",
+		Short: "even the used bytes of a pool's pairs, moving the fewest dbs",
+		Args:  cobra.ExactArgs(1),
+	}
+	rebalance.RunE = c.action(func(ctx context.Context, args []string) error {
+		return c.adminStartJob(ctx, "/v1/admin/pools/"+url.PathEscape(args[0])+"/rebalance")
+	})
+	pairs.AddCommand(add, drain, rebalance)
 	return pairs
+}
+
+// adminStartJob POSTs an admin call that answers {"job": id} and says how
+// to follow the job.
+func (c *cli) adminStartJob(ctx context.Context, path string) error {
+	api, err := c.client(true)
+	if err != nil {
+		return err
+	}
+	var raw json.RawMessage
+	if err := api.Call(ctx, http.MethodPost, path, nil, &raw); err != nil {
+		return err
+	}
+	var ref jobRefInfo
+	if err := json.Unmarshal(raw, &ref); err != nil {
+		return err
+	}
+	return c.emit(raw, func(w io.Writer) error {
+		fmt.Fprintf(w, "job %s started; follow it with 'granary job watch --admin %s'\n", ref.Job, ref.Job)
+		return nil
+	})
 }
 
 func (c *cli) adminSparesCmd() *cobra.Command {

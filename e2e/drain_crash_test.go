@@ -1,0 +1,138 @@
+package e2e
+
+import (
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/granary-db/granary/internal/procgroup"
+	"github.com/granary-db/granary/internal/redistest"
+	"github.com/granary-db/granary/metadb"
+)
+
+// TestDrainCrash drains a pair of three dbs on separate `granary master` ×2
+// and `granary keeper` processes, SIGKILLing the keeper and then the
+// leading master once during each db's move (when that move's recorded
+// step is copy, hold or switch, whichever is seen first from the one
+// named), with replacements started. The drain must end done once, each
+// db moved by exactly one resize job whose steps are each recorded once,
+// every key on its new slot and none on the old, and no slot leaked.
+func TestDrainCrash(t *testing.T) {
+	meta, store := metaStore(t)
+	ctx := t.Context()
+	am, ar := redistest.StartPair(t, "maxmemory", "1gb", "databases", "4")
+	bm, br := redistest.StartPair(t, "maxmemory", "1gb", "databases", "4")
+	src, err := store.AddPair(ctx, "64M", am.Addr, ar.Addr, []int{0, 1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := store.AddPair(ctx, "64M", bm.Addr, br.Addr, []int{0, 1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.CreateTenant(ctx, "test", "acme", "tok", "pw"); err != nil {
+		t.Fatal(err)
+	}
+	masters := startMasters(t, meta.Addr)
+	keeperN, masterN := 0, 0
+	startKeeper := func() *procgroup.Proc {
+		keeperN++
+		return startGranary(t, "keeper", "--metadb-url", "redis://"+meta.Addr, "--id", fmt.Sprintf("k%d", keeperN),
+			"--lease", leaseTTL.String(), "--pairs-poll", "100ms")
+	}
+	keeper := startKeeper()
+
+	const keys = 20000
+	var dbs []*metadb.DB
+	for i := range 3 {
+		_, created, err := store.ClaimDB(ctx, "acme", src, metadb.WriteConfirmed, 64<<20, 8, "create-"+strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		redistest.WaitFor(t, 10*time.Second, "create done", func() bool { return job(t, store, created.ID).State == metadb.JobDone })
+		db, _ := store.DB(ctx, "acme", created.Index)
+		fillSlot(t, am.ClientDB(t, db.SlotDB), keys)
+		dbs = append(dbs, db)
+	}
+	if _, _, err := store.StartDrain(ctx, src.ID, "drain-1"); err != nil {
+		t.Fatal(err)
+	}
+	targets := []metadb.Step{metadb.StepCopy, metadb.StepHold, metadb.StepSwitch}
+	for round, target := range targets {
+		id := "drain-1-m" + strconv.Itoa(round)
+		_, ti, _ := metadb.StepOf(metadb.JobResize, target)
+		var at metadb.Step
+		redistest.WaitFor(t, 60*time.Second, id+" at "+string(target)+" or later", func() bool {
+			j, err := store.Job(ctx, id)
+			if err != nil {
+				return false
+			}
+			at = j.Step
+			_, i, _ := metadb.StepOf(metadb.JobResize, j.Step)
+			return j.State != metadb.JobRunning || i >= ti
+		})
+		keeper.Kill()
+		killLeader(t, store, masters)
+		t.Logf("round %d: killed the keeper and the leader with %s at %s (aimed at %s)", round, id, at, target)
+		for old, p := range masters {
+			select {
+			case <-p.Done():
+				delete(masters, old)
+				masterN++
+				nid := fmt.Sprintf("m%d", masterN)
+				masters[nid] = startGranary(t, "master", "--metadb-url", "redis://"+meta.Addr, "--id", nid,
+					"--lease", leaseTTL.String(), "--backend-timeout", "300ms")
+			default:
+			}
+		}
+		keeper = startKeeper()
+	}
+	redistest.WaitFor(t, 120*time.Second, "the drain to finish", func() bool { return job(t, store, "drain-1").State != metadb.JobRunning })
+	dj := job(t, store, "drain-1")
+	if moved, total := metadb.DrainProgress(dj); dj.State != metadb.JobDone || moved != 3 || total != 3 {
+		t.Fatalf("drain: %s (%s), %d/%d moved", dj.State, dj.Error, moved, total)
+	}
+	assertStepsOnce(t, dj)
+	jobs, err := store.Jobs(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resizes := map[int]int{}
+	for _, j := range jobs {
+		if j.Kind == metadb.JobResize {
+			resizes[j.Index]++
+			if j.State != metadb.JobDone {
+				t.Fatalf("move %s: %s (%s)", j.ID, j.State, j.Error)
+			}
+			assertStepsOnce(t, j)
+		}
+	}
+	for _, d := range dbs {
+		if resizes[d.Index] != 1 {
+			t.Fatalf("db %d moved by %d resize jobs, want 1", d.Index, resizes[d.Index])
+		}
+		after, _ := store.DB(ctx, "acme", d.Index)
+		if after.Pair != dst.ID || after.State != metadb.DBActive || after.HoldJob != "" {
+			t.Fatalf("db %d after the drain: %+v", d.Index, after)
+		}
+		if n := bm.ClientDB(t, after.SlotDB).DBSize(ctx).Val(); n != keys {
+			t.Fatalf("db %d: new slot holds %d keys, want %d", d.Index, n, keys)
+		}
+		checkFill(t, bm.ClientDB(t, after.SlotDB), keys)
+		if n := am.ClientDB(t, d.SlotDB).DBSize(ctx).Val(); n != 0 {
+			t.Fatalf("db %d: old slot holds %d keys, want 0", d.Index, n)
+		}
+	}
+	p, _ := store.Pair(ctx, src.ID)
+	free, _ := store.FreeSlots(ctx, src.ID)
+	owners, _ := store.SlotOwners(ctx, src.ID)
+	if p.State != metadb.PairDrained || len(free) != 4 || len(owners) != 0 {
+		t.Fatalf("drained pair: %+v, free %v, owners %v", p, free, owners)
+	}
+	dfree, _ := store.FreeSlots(ctx, dst.ID)
+	downers, _ := store.SlotOwners(ctx, dst.ID)
+	if len(dfree) != 1 || len(downers) != 3 {
+		t.Fatalf("target pair: free %v owners %v, want 1 free and 3 owned", dfree, downers)
+	}
+}

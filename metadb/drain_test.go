@@ -1,0 +1,58 @@
+package metadb
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/granary-db/granary/pools"
+)
+
+// TestStartDrain: the refusals (unknown pair, the last active pair, too
+// little room elsewhere) record nothing; a drain marks the pair draining
+// with its job, a second request gets that job back, and a failover's
+// replica replacement on the pair leaves it draining, not active.
+func TestStartDrain(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := testCtx(t)
+	p, _ := failoverFixture(t, s)
+	if _, _, err := s.StartDrain(ctx, "p404", "d0"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown pair: %v", err)
+	}
+	if _, _, err := s.StartDrain(ctx, p.ID, "d0"); !errors.Is(err, ErrBadState) {
+		t.Fatalf("last pair: %v", err)
+	}
+	full := addPair(t, s, "64M", 1)
+	mustActiveDB(t, s, "acme", full, "c2")
+	if _, _, err := s.StartDrain(ctx, p.ID, "d0"); !errors.Is(err, pools.ErrNoCapacity) {
+		t.Fatalf("no room: %v", err)
+	}
+	if _, err := s.Job(ctx, "d0"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a refused drain recorded a job: %v", err)
+	}
+	addPair(t, s, "64M", 2)
+	job, existing, err := s.StartDrain(ctx, p.ID, "d1")
+	if err != nil || existing || job.Kind != JobDrain || job.Step != StepPlan || job.Pair != p.ID {
+		t.Fatalf("drain: %+v %v %v", job, existing, err)
+	}
+	if again, existing, err := s.StartDrain(ctx, p.ID, "d2"); err != nil || !existing || again.ID != "d1" {
+		t.Fatalf("second drain: %+v %v %v", again, existing, err)
+	}
+
+	if err := s.Heartbeat(ctx, KindKeeper, Member{ID: "k1"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	_, rj, err := s.Promote(ctx, Promotion{Keeper: "k1", Pair: p.ID, OldMaster: p.Master, NewMaster: p.Replica, Reason: "test"})
+	if err != nil || rj == nil {
+		t.Fatalf("promote: %v %v", rj, err)
+	}
+	if _, err := s.TakeSpare(ctx, nil, rj.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishReplace(ctx, nil, rj.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Pair(ctx, p.ID); got.State != PairDraining || got.Job != "d1" {
+		t.Fatalf("pair after a replica replacement mid-drain: %+v", got)
+	}
+}
