@@ -36,19 +36,36 @@ type devCluster struct {
 }
 
 // startDev runs `granary dev` on free ports and waits for its cluster.json.
+// A port found free can be taken by another test's server before granary
+// dev binds it (the packages' tests run at once): then it exits at once,
+// and startDev tries again on other ports.
 func startDev(t *testing.T) (*procgroup.Proc, *devCluster, string) {
 	t.Helper()
-	dir := t.TempDir()
-	apiPort, _ := redisproc.FreePort()
-	proxyPort, _ := redisproc.FreePort()
-	p := startGranary(t, "dev", "--dir", dir,
-		"--api-addr", fmt.Sprintf("127.0.0.1:%d", apiPort), "--proxy-addr", fmt.Sprintf("127.0.0.1:%d", proxyPort))
-	var c devCluster
-	redistest.WaitFor(t, 60*time.Second, "cluster.json", func() bool {
-		b, err := os.ReadFile(filepath.Join(dir, "cluster.json"))
-		return err == nil && json.Unmarshal(b, &c) == nil
-	})
-	return p, &c, dir
+	for attempt := 1; ; attempt++ {
+		dir := t.TempDir()
+		apiPort, _ := redisproc.FreePort()
+		proxyPort, _ := redisproc.FreePort()
+		p, out := startGranaryOutput(t, "dev", "--dir", dir,
+			"--api-addr", fmt.Sprintf("127.0.0.1:%d", apiPort), "--proxy-addr", fmt.Sprintf("127.0.0.1:%d", proxyPort))
+		var c devCluster
+		ready := false
+		redistest.WaitFor(t, 60*time.Second, "cluster.json, or granary dev's exit", func() bool {
+			if p.Exited() != nil {
+				return true
+			}
+			b, err := os.ReadFile(filepath.Join(dir, "cluster.json"))
+			ready = err == nil && json.Unmarshal(b, &c) == nil
+			return ready
+		})
+		if ready {
+			return p, &c, dir
+		}
+		if attempt < 5 && strings.Contains(out.String(), "address already in use") {
+			t.Logf("granary dev found a port taken (attempt %d); trying other ports", attempt)
+			continue
+		}
+		t.Fatalf("granary dev exited before it was ready: %v\n%s", p.Exited(), out.String())
+	}
 }
 
 type apiReply struct {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/granary-db/granary/internal/failoverload"
-	"github.com/granary-db/granary/internal/redisproc"
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
 	"github.com/granary-db/granary/pools"
@@ -67,14 +66,9 @@ func startSizedCluster(t *testing.T, spares int, size pools.Size) *pairCluster {
 		t.Fatal(err)
 	}
 	url := "redis://" + meta.Addr
-	port, err := redisproc.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.proxy = fmt.Sprintf("127.0.0.1:%d", port)
 	startGranary(t, "master", "--metadb-url", url, "--id", "m1", "--lease", "1s", "--backend-timeout", "500ms")
 	startGranary(t, "keeper", "--metadb-url", url, "--id", "k1", "--lease", "1s", "--detect-time", pairDetect.String())
-	startGranary(t, "proxy", "--metadb-url", url, "--id", "px", "--addr", c.proxy)
+	_, c.proxy = startGranaryListening(t, "--addr", "proxy", "--metadb-url", url, "--id", "px")
 	_, job, err := store.ClaimDB(ctx, "acme", pair, metadb.WriteConfirmed, size.Bytes(), 8, "create-1")
 	if err != nil {
 		t.Fatal(err)

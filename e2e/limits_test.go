@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/granary-db/granary/internal/redisproc"
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/pools"
 )
@@ -25,12 +24,7 @@ func TestTenantLimits(t *testing.T) {
 	if _, err := c.store.CreateTenant(ctx, "test", "limited", "tok-limited", "pw-limited"); err != nil {
 		t.Fatal(err)
 	}
-	port, err := redisproc.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := fmt.Sprintf("127.0.0.1:%d", port)
-	startGranary(t, "api", "--metadb-url", "redis://"+c.store.Client().Options().Addr, "--addr", api, "--admin-token", "admin-e2e")
+	_, api := startGranaryListening(t, "--addr", "api", "--metadb-url", "redis://"+c.store.Client().Options().Addr, "--admin-token", "admin-e2e")
 	put := func(tenant, body string) {
 		t.Helper()
 		redistest.WaitFor(t, 10*time.Second, "PUT limits of "+tenant, func() bool {
