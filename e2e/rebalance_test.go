@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,12 +20,7 @@ import (
 func TestRebalanceUnderLoad(t *testing.T) {
 	_, c, _ := startDev(t)
 	ctx := t.Context()
-	type tenantDB struct {
-		index int
-		rc    *redis.Client
-		w     *resizeload.Writer
-	}
-	var dbs []*tenantDB
+	var dbs []*loadedDB
 	for _, mb := range []int64{2, 12, 2} {
 		r := call(t, "POST", c.API+"/v1/dbs", c.Demo.Token, map[string]string{"size": "64M"})
 		if r.status != 201 || r.body["state"] != "active" {
@@ -42,7 +38,7 @@ func TestRebalanceUnderLoad(t *testing.T) {
 			u, _ := call(t, "GET", fmt.Sprintf("%s/v1/dbs/%d", c.API, index), c.Demo.Token, nil).body["used_bytes"].(float64)
 			return int64(u) >= mb<<20
 		})
-		dbs = append(dbs, &tenantDB{index: index, rc: rc, w: &resizeload.Writer{Clients: 4, Rate: 100, Keys: 100, Timeout: 5 * time.Second}})
+		dbs = append(dbs, &loadedDB{index: index, rc: rc, w: &resizeload.Writer{Clients: 4, Rate: 100, Keys: 100, Timeout: 5 * time.Second}})
 	}
 	m, r := redistest.StartPair(t, "maxmemory", "1gb", "databases", "16")
 	added := call(t, "POST", c.API+"/v1/admin/pools/64M/pairs", c.AdminToken, map[string]string{"master": m.Addr, "replica": r.Addr, "dbs": "0-15"})
@@ -51,23 +47,7 @@ func TestRebalanceUnderLoad(t *testing.T) {
 	}
 	dst := added.body["id"].(string)
 
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{}, len(dbs))
-	for _, d := range dbs {
-		go func() { d.w.Run(wctx, d.rc); done <- struct{}{} }()
-	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			stop()
-			for range dbs {
-				<-done
-			}
-		}
-	}()
-	for _, d := range dbs {
-		redistest.WaitFor(t, 30*time.Second, "the load to run", func() bool { return d.w.Stats().Writes >= 100 })
-	}
+	stop := runLoads(t, dbs)
 	rb := call(t, "POST", c.API+"/v1/admin/pools/64M/rebalance", c.AdminToken, nil)
 	if rb.status != 202 {
 		t.Fatalf("rebalance: %d %s", rb.status, rb.raw)
@@ -83,10 +63,6 @@ func TestRebalanceUnderLoad(t *testing.T) {
 		redistest.WaitFor(t, 30*time.Second, "writes after the rebalance", func() bool { return d.w.Stats().Writes >= sofar+100 })
 	}
 	stop()
-	for range dbs {
-		<-done
-	}
-	stopped = true
 	if jv["state"] != metadb.JobDone || jv["dbs_total"] != float64(1) || jv["dbs_moved"] != float64(1) {
 		t.Fatalf("rebalance job: %v", jv)
 	}
@@ -107,4 +83,38 @@ func TestRebalanceUnderLoad(t *testing.T) {
 			t.Errorf("db %d is on %s after the rebalance; want only the 12 MB db on %s", d.index, pair, dst)
 		}
 	}
+}
+
+// loadedDB is a tenant db with the confirmed-write load the drain and
+// rebalance tests run on it.
+type loadedDB struct {
+	index int
+	rc    *redis.Client
+	w     *resizeload.Writer
+}
+
+// runLoads starts every db's load, waits until each has 100 writes
+// acknowledged, and returns what stops them all and waits for them; it is
+// also called at cleanup, once.
+func runLoads(t *testing.T, dbs []*loadedDB) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{}, len(dbs))
+	for _, d := range dbs {
+		go func() { d.w.Run(ctx, d.rc); done <- struct{}{} }()
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			for range dbs {
+				<-done
+			}
+		})
+	}
+	t.Cleanup(stop)
+	for _, d := range dbs {
+		redistest.WaitFor(t, 30*time.Second, "the load to run", func() bool { return d.w.Stats().Writes >= 100 })
+	}
+	return stop
 }

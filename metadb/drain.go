@@ -87,6 +87,40 @@ func (s *Store) StartDrain(ctx context.Context, pairID, jobID string) (job *Job,
 // drained and the job done, in one transaction. It returns ErrBadState
 // while the pair still owns a slot.
 func (s *Store) FinishDrain(ctx context.Context, f *Fence, jobID string) error {
+	return s.endDrain(ctx, f, jobID, func(tx *redis.Tx, job *Job, p *Pair) error {
+		owners, err := tx.HLen(ctx, keyPairOwners(job.Pair)).Result()
+		if err != nil {
+			return err
+		}
+		if owners > 0 {
+			return fmt.Errorf("pair %s still owns %d slots: %w", p.ID, owners, ErrBadState)
+		}
+		job.finish(StepMarkDrain, f.holder(), now())
+		if p.Job == jobID {
+			p.State = PairDrained
+		}
+		return nil
+	})
+}
+
+// AbortDrain fails a drain job and puts its pair back to active (dbs
+// already moved stay where they went), in one transaction.
+func (s *Store) AbortDrain(ctx context.Context, f *Fence, jobID, why string) error {
+	return s.endDrain(ctx, f, jobID, func(_ *redis.Tx, job *Job, p *Pair) error {
+		job.State, job.Error, job.Updated = JobFailed, why, now()
+		if p.Job == jobID && p.State == PairDraining {
+			p.State, p.Job = PairActive, ""
+		}
+		return nil
+	})
+}
+
+// endDrain ends a running drain job as end says, in one transaction with
+// its pair: end changes the job (to done or failed) and the pair, and may
+// refuse; both are then stored and the job leaves the active set. A job
+// that already ended is left alone. The pair's slot owners are watched, so
+// an end that read them cannot race a claim.
+func (s *Store) endDrain(ctx context.Context, f *Fence, jobID string, end func(tx *redis.Tx, job *Job, p *Pair) error) error {
 	j0, err := s.Job(ctx, jobID)
 	if err != nil {
 		return err
@@ -100,18 +134,10 @@ func (s *Store) FinishDrain(ctx context.Context, f *Fence, jobID string) error {
 		if err != nil {
 			return err
 		}
-		owners, err := tx.HLen(ctx, keyPairOwners(job.Pair)).Result()
-		if err != nil {
+		if err := end(tx, job, p); err != nil {
 			return err
 		}
-		if owners > 0 {
-			return fmt.Errorf("pair %s still owns %d slots: %w", p.ID, owners, ErrBadState)
-		}
-		job.finish(StepMarkDrain, f.holder(), now())
 		jobJSON, _ := json.Marshal(job)
-		if p.Job == jobID {
-			p.State = PairDrained
-		}
 		pairJSON, _ := json.Marshal(p)
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 			pl.Set(ctx, keyPair(p.ID), pairJSON, 0)
@@ -121,38 +147,6 @@ func (s *Store) FinishDrain(ctx context.Context, f *Fence, jobID string) error {
 		})
 		return err
 	}, keyJob(jobID), keyPair(j0.Pair), keyPairOwners(j0.Pair))
-}
-
-// AbortDrain fails a drain job and puts its pair back to active (dbs
-// already moved stay where they went), in one transaction.
-func (s *Store) AbortDrain(ctx context.Context, f *Fence, jobID, why string) error {
-	j0, err := s.Job(ctx, jobID)
-	if err != nil {
-		return err
-	}
-	return s.txn(ctx, f, func(tx *redis.Tx) error {
-		job, err := getJSON[Job](ctx, tx, keyJob(jobID))
-		if err != nil || job.State != JobRunning {
-			return err
-		}
-		p, err := getJSON[Pair](ctx, tx, keyPair(job.Pair))
-		if err != nil {
-			return err
-		}
-		job.State, job.Error, job.Updated = JobFailed, why, now()
-		jobJSON, _ := json.Marshal(job)
-		if p.Job == jobID && p.State == PairDraining {
-			p.State, p.Job = PairActive, ""
-		}
-		pairJSON, _ := json.Marshal(p)
-		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
-			pl.Set(ctx, keyPair(p.ID), pairJSON, 0)
-			pl.Set(ctx, keyJob(jobID), jobJSON, 0)
-			pl.SRem(ctx, keyJobsActive, jobID)
-			return nil
-		})
-		return err
-	}, keyJob(jobID), keyPair(j0.Pair))
 }
 
 // DrainProgress reads a drain job's counts.

@@ -3,7 +3,6 @@ package metadb
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -81,16 +80,5 @@ func (s *Store) RecordDBSize(ctx context.Context, m *DBSize) (*DB, error) {
 // none. The record may describe a slot the db has since left: compare Pair
 // and SlotDB with the db's.
 func (s *Store) DBSize(ctx context.Context, tenant string, index int) (*DBSize, error) {
-	b, err := s.rdb.HGet(ctx, keyTenantSizes(tenant), field(index)).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("size of db %s/%d: %w", tenant, index, ErrNotFound)
-	}
-	if err != nil {
-		return nil, err
-	}
-	var m DBSize
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("decode size of db %s/%d: %w", tenant, index, err)
-	}
-	return &m, nil
+	return hgetJSON[DBSize](ctx, s.rdb, keyTenantSizes(tenant), field(index), fmt.Sprintf("size of db %s/%d", tenant, index))
 }

@@ -102,6 +102,23 @@ func (s *Store) Tenants(ctx context.Context) ([]*Tenant, error) {
 	return mgetJSON[Tenant](ctx, s.rdb, keys)
 }
 
+// hgetJSON loads the JSON record in field fld of hash key; ErrNotFound,
+// saying what, when the field is absent.
+func hgetJSON[T any](ctx context.Context, c redis.Cmdable, key, fld, what string) (*T, error) {
+	b, err := c.HGet(ctx, key, fld).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var v T
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", what, err)
+	}
+	return &v, nil
+}
+
 func getJSON[T any](ctx context.Context, c redis.Cmdable, key string) (*T, error) {
 	b, err := c.Get(ctx, key).Bytes()
 	if errors.Is(err, redis.Nil) {

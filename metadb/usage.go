@@ -108,18 +108,7 @@ func (s *Store) SetAlertRule(ctx context.Context, tenant string, index int, r Al
 
 // AlertRule loads a db's rule; ErrNotFound when it has none.
 func (s *Store) AlertRule(ctx context.Context, tenant string, index int) (*AlertRule, error) {
-	b, err := s.rdb.HGet(ctx, keyTenantAlerts(tenant), field(index)).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("alert rule %s/%d: %w", tenant, index, ErrNotFound)
-	}
-	if err != nil {
-		return nil, err
-	}
-	var r AlertRule
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("decode alert rule %s/%d: %w", tenant, index, err)
-	}
-	return &r, nil
+	return hgetJSON[AlertRule](ctx, s.rdb, keyTenantAlerts(tenant), field(index), fmt.Sprintf("alert rule %s/%d", tenant, index))
 }
 
 // Alert delivery states.
