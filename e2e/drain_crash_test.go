@@ -21,16 +21,8 @@ import (
 func TestDrainCrash(t *testing.T) {
 	meta, store := metaStore(t)
 	ctx := t.Context()
-	am, ar := redistest.StartPair(t, "maxmemory", "1gb", "databases", "4")
-	bm, br := redistest.StartPair(t, "maxmemory", "1gb", "databases", "4")
-	src, err := store.AddPair(ctx, "64M", am.Addr, ar.Addr, []int{0, 1, 2, 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst, err := store.AddPair(ctx, "64M", bm.Addr, br.Addr, []int{0, 1, 2, 3})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, am := crashPair(t, store, "64M", "1gb")
+	dst, bm := crashPair(t, store, "64M", "1gb")
 	if _, err := store.CreateTenant(ctx, "test", "acme", "tok", "pw"); err != nil {
 		t.Fatal(err)
 	}
@@ -75,17 +67,7 @@ func TestDrainCrash(t *testing.T) {
 		keeper.Kill()
 		killLeader(t, store, masters)
 		t.Logf("round %d: killed the keeper and the leader with %s at %s (aimed at %s)", round, id, at, target)
-		for old, p := range masters {
-			select {
-			case <-p.Done():
-				delete(masters, old)
-				masterN++
-				nid := fmt.Sprintf("m%d", masterN)
-				masters[nid] = startGranary(t, "master", "--metadb-url", "redis://"+meta.Addr, "--id", nid,
-					"--lease", leaseTTL.String(), "--backend-timeout", "300ms")
-			default:
-			}
-		}
+		replaceDeadMasters(t, masters, meta.Addr, &masterN)
 		keeper = startKeeper()
 	}
 	redistest.WaitFor(t, 120*time.Second, "the drain to finish", func() bool { return job(t, store, "drain-1").State != metadb.JobRunning })

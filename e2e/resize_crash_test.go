@@ -13,6 +13,35 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// crashPair starts a pair of 4 dbs with maxmemory mem and adds it to pool
+// size; it returns the pair and its master.
+func crashPair(t *testing.T, store *metadb.Store, size, mem string) (*metadb.Pair, *redistest.Server) {
+	t.Helper()
+	m, r := redistest.StartPair(t, "maxmemory", mem, "databases", "4")
+	p, err := store.AddPair(t.Context(), size, m.Addr, r.Addr, []int{0, 1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, m
+}
+
+// replaceDeadMasters starts a master, named m<n> with n counting on from
+// *n, for each one of masters that has exited.
+func replaceDeadMasters(t *testing.T, masters map[string]*procgroup.Proc, metaAddr string, n *int) {
+	t.Helper()
+	for old, p := range masters {
+		select {
+		case <-p.Done():
+			delete(masters, old)
+			*n++
+			nid := fmt.Sprintf("m%d", *n)
+			masters[nid] = startGranary(t, "master", "--metadb-url", "redis://"+metaAddr, "--id", nid,
+				"--lease", leaseTTL.String(), "--backend-timeout", "300ms")
+		default:
+		}
+	}
+}
+
 // TestResizeCrashAtEachStep runs one resize per step of the job (growing
 // and shrinking in turn) on separate `granary master` ×2 and `granary
 // keeper` processes, and SIGKILLs the keeper, then the leading master, when
@@ -27,16 +56,8 @@ import (
 func TestResizeCrashAtEachStep(t *testing.T) {
 	meta, store := metaStore(t)
 	ctx := t.Context()
-	sm, sr := redistest.StartPair(t, "maxmemory", "1gb", "databases", "4")
-	bm, br := redistest.StartPair(t, "maxmemory", "2gb", "databases", "4")
-	small, err := store.AddPair(ctx, "64M", sm.Addr, sr.Addr, []int{0, 1, 2, 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	big, err := store.AddPair(ctx, "256M", bm.Addr, br.Addr, []int{0, 1, 2, 3})
-	if err != nil {
-		t.Fatal(err)
-	}
+	small, sm := crashPair(t, store, "64M", "1gb")
+	big, bm := crashPair(t, store, "256M", "2gb")
 	servers := map[string]*redistest.Server{small.ID: sm, big.ID: bm}
 	if _, err := store.CreateTenant(ctx, "test", "acme", "tok", "pw"); err != nil {
 		t.Fatal(err)
@@ -132,17 +153,7 @@ func TestResizeCrashAtEachStep(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		for old, p := range masters {
-			select {
-			case <-p.Done():
-				delete(masters, old)
-				masterN++
-				nid := fmt.Sprintf("m%d", masterN)
-				masters[nid] = startGranary(t, "master", "--metadb-url", "redis://"+meta.Addr, "--id", nid,
-					"--lease", leaseTTL.String(), "--backend-timeout", "300ms")
-			default:
-			}
-		}
+		replaceDeadMasters(t, masters, meta.Addr, &masterN)
 		keeper = startKeeper()
 		gate(1 << 40)
 		redistest.WaitFor(t, 60*time.Second, "the resize to finish", func() bool { return job(t, store, id).State != metadb.JobRunning })
