@@ -131,10 +131,19 @@ func (m *Master) drainMove(ctx context.Context, f *metadb.Fence, j *metadb.Job) 
 	var moving string
 	if start >= 0 && !m.moveRunning(ctx, j) {
 		moving = j.ID + "-m" + strconv.Itoa(start)
-		if _, err := m.store.StartMove(ctx, startDB.Tenant, startDB.Index, startDB.Size, startDB.QuotaBytes, moving, ""); err != nil {
-			return "", fmt.Errorf("move %s/%d: %w", startDB.Tenant, startDB.Index, err)
+		// A master that died between starting the move and recording it
+		// left the move running, or ended: adopt it (its end is then
+		// judged like a recorded move's) rather than start it twice.
+		_, err := m.store.Job(ctx, moving)
+		switch {
+		case errors.Is(err, metadb.ErrNotFound):
+			if _, err := m.store.StartMove(ctx, startDB.Tenant, startDB.Index, startDB.Size, startDB.QuotaBytes, moving, ""); err != nil {
+				return "", fmt.Errorf("move %s/%d: %w", startDB.Tenant, startDB.Index, err)
+			}
+			m.log.Info().Str("job", j.ID).Str("move", moving).Str("db", plan[start]).Msg("drain: moving db")
+		case err != nil:
+			return "", err
 		}
-		m.log.Info().Str("job", j.ID).Str("move", moving).Str("db", plan[start]).Msg("drain: moving db")
 	}
 	_, err = m.store.UpdateJob(ctx, f, j.ID, func(cur *metadb.Job) error {
 		if cur.State != metadb.JobRunning || cur.Step != metadb.StepMove {

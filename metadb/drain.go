@@ -108,8 +108,13 @@ func (s *Store) FinishDrain(ctx context.Context, f *Fence, jobID string) error {
 func (s *Store) AbortDrain(ctx context.Context, f *Fence, jobID, why string) error {
 	return s.endDrain(ctx, f, jobID, func(_ *redis.Tx, job *Job, p *Pair) error {
 		job.State, job.Error, job.Updated = JobFailed, why, now()
-		if p.Job == jobID && p.State == PairDraining {
-			p.State, p.Job = PairActive, ""
+		if p.Job == jobID {
+			// A degraded pair (a failover came during the drain) stays
+			// degraded; its replica's attach makes it active.
+			if p.State == PairDraining {
+				p.State = PairActive
+			}
+			p.Job = ""
 		}
 		return nil
 	})

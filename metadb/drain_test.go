@@ -56,3 +56,42 @@ func TestStartDrain(t *testing.T) {
 		t.Fatalf("pair after a replica replacement mid-drain: %+v", got)
 	}
 }
+
+// TestDrainAbortedDuringFailover: a failover comes during a drain (the pair
+// is degraded), its move fails and the drain is aborted; once the spare is
+// attached the pair is active again and free of the failed drain, so it
+// can be drained anew, instead of staying draining with nothing to drain.
+func TestDrainAbortedDuringFailover(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := testCtx(t)
+	p, _ := failoverFixture(t, s)
+	addPair(t, s, "64M", 2)
+	if _, _, err := s.StartDrain(ctx, p.ID, "d1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Heartbeat(ctx, KindKeeper, Member{ID: "k1"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	_, rj, err := s.Promote(ctx, Promotion{Keeper: "k1", Pair: p.ID, OldMaster: p.Master, NewMaster: p.Replica, Reason: "test"})
+	if err != nil || rj == nil {
+		t.Fatalf("promote: %v %v", rj, err)
+	}
+	if err := s.AbortDrain(ctx, nil, "d1", "the move failed"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Pair(ctx, p.ID); got.State != PairDegraded || got.Job != "" {
+		t.Fatalf("pair after the drain aborted during the failover: state %q job %q, want degraded and no job", got.State, got.Job)
+	}
+	if _, err := s.TakeSpare(ctx, nil, rj.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishReplace(ctx, nil, rj.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Pair(ctx, p.ID); got.State != PairActive || got.Job != "" {
+		t.Fatalf("pair after its replica was attached: state %q job %q, want active and no job", got.State, got.Job)
+	}
+	if job, existing, err := s.StartDrain(ctx, p.ID, "d2"); err != nil || existing || job.ID != "d2" {
+		t.Fatalf("a new drain: %+v %v %v", job, existing, err)
+	}
+}

@@ -153,6 +153,26 @@ func (s *Store) TakeSpare(ctx context.Context, f *Fence, jobID string) (string, 
 	return spare, err
 }
 
+// drainedState is the state of a pair whose drain job is id, once it is
+// healthy again: draining while the job runs, drained once it is done, and
+// active, no longer tied to the job, when it failed or is gone (so a
+// failover during a drain cannot leave the pair draining with nothing to
+// drain it).
+func drainedState(ctx context.Context, tx *redis.Tx, id string) (state, job string, err error) {
+	j, err := getJSON[Job](ctx, tx, keyJob(id))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return PairActive, "", nil
+	case err != nil:
+		return "", "", err
+	case j.State == JobRunning:
+		return PairDraining, id, nil
+	case j.State == JobDone:
+		return PairDrained, id, nil
+	}
+	return PairActive, "", nil
+}
+
 // FinishReplace ends a replace_replica job whose spare is attached and in
 // sync: in one transaction the pair gets the spare as its replica and is
 // active again, the version is bumped with a NewReplica message, and the
@@ -193,10 +213,9 @@ func (s *Store) FinishReplace(ctx context.Context, f *Fence, jobID string) error
 			j.State, j.Error = JobFailed, stale.Error()
 		} else {
 			p.Replica, p.State = spare, PairActive
-			if p.Job != "" { // a drain runs or ran on it: it takes no new db
-				p.State = PairDraining
-				if done, err := getJSON[Job](ctx, tx, keyJob(p.Job)); err == nil && done.State == JobDone {
-					p.State = PairDrained
+			if p.Job != "" { // a drain runs or ran on it
+				if p.State, p.Job, err = drainedState(ctx, tx, p.Job); err != nil {
+					return err
 				}
 			}
 			msg := &buspb.Envelope{Payload: &buspb.Envelope_NewReplica{NewReplica: &buspb.NewReplica{Pair: p.ID, Replica: spare}}}
