@@ -56,12 +56,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	var text string
 	redistest.WaitFor(t, 5*time.Second, "every metric", func() bool {
 		text = metricshttp.Scrape(k.MetricsAddr())
-		for _, w := range want {
-			if !metricshttp.HasSample(text, w) {
-				return false
-			}
-		}
-		return true
+		return metricshttp.HasAll(text, want...)
 	})
 	names := map[string]bool{}
 	for _, n := range MetricNames() {

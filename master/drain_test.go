@@ -54,15 +54,7 @@ func TestDrainJobSteps(t *testing.T) {
 		t.Fatalf("drain of the last pair: %v, want ErrBadState", err)
 	}
 	startMaster(t, c.store, "m1")
-	var dbs []*metadb.DB
-	for i := range 3 {
-		db, created, err := c.store.ClaimDB(ctx, "acme", c.pair, metadb.WriteConfirmed, 64<<20, 8, "create-"+string(rune('a'+i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		redistest.WaitFor(t, 5*time.Second, "create done", func() bool { return jobState(t, c.store, created.ID).State == metadb.JobDone })
-		dbs = append(dbs, db)
-	}
+	dbs := createDBs(t, c, 3)
 	m2, r2 := redistest.StartPair(t, "maxmemory", "1gb", "databases", "2")
 	other, err := c.store.AddPair(ctx, "64M", m2.Addr, r2.Addr, []int{0, 1})
 	if err != nil {
@@ -177,6 +169,22 @@ func TestRebalanceJobSteps(t *testing.T) {
 	}
 }
 
+// createDBs creates n dbs of tenant acme on the cluster's pair through a
+// running master and waits until each create job is done.
+func createDBs(t *testing.T, c *cluster, n int) []*metadb.DB {
+	t.Helper()
+	var dbs []*metadb.DB
+	for i := range n {
+		db, created, err := c.store.ClaimDB(t.Context(), "acme", c.pair, metadb.WriteConfirmed, 64<<20, 8, "create-"+string(rune('a'+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		redistest.WaitFor(t, 5*time.Second, "create done", func() bool { return jobState(t, c.store, created.ID).State == metadb.JobDone })
+		dbs = append(dbs, db)
+	}
+	return dbs
+}
+
 // TestDrainResumedByAnotherMaster: the leading master stops in the middle
 // of a drain (one db moved); the next leader resumes the recorded job and
 // finishes it: every db moved exactly once (one resize job each, the
@@ -185,15 +193,7 @@ func TestDrainResumedByAnotherMaster(t *testing.T) {
 	c := newCluster(t)
 	ctx := t.Context()
 	stop1 := startMaster(t, c.store, "m1")
-	var dbs []*metadb.DB
-	for i := range 3 {
-		db, created, err := c.store.ClaimDB(ctx, "acme", c.pair, metadb.WriteConfirmed, 64<<20, 8, "create-"+string(rune('a'+i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		redistest.WaitFor(t, 5*time.Second, "create done", func() bool { return jobState(t, c.store, created.ID).State == metadb.JobDone })
-		dbs = append(dbs, db)
-	}
+	dbs := createDBs(t, c, 3)
 	m2, r2 := redistest.StartPair(t, "maxmemory", "1gb", "databases", "4")
 	if _, err := c.store.AddPair(ctx, "64M", m2.Addr, r2.Addr, []int{0, 1, 2, 3}); err != nil {
 		t.Fatal(err)

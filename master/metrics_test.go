@@ -67,12 +67,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	var text string
 	redistest.WaitFor(t, 5*time.Second, "every metric", func() bool {
 		text = metricshttp.Scrape(m.MetricsAddr())
-		for _, w := range want {
-			if !metricshttp.HasSample(text, w) {
-				return false
-			}
-		}
-		return true
+		return metricshttp.HasAll(text, want...)
 	})
 	for _, w := range []string{"granary_master_jobs_running", "granary_master_lease_failures_total"} {
 		if !strings.Contains(text, "# TYPE "+w+" ") {

@@ -232,19 +232,13 @@ func pause(t *testing.T, s *redistest.Server) (resume func()) {
 		t.Fatal(err)
 	}
 	stat := fmt.Sprintf("/proc/%d/stat", s.Pid())
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	redistest.WaitFor(t, 10*time.Second, fmt.Sprintf("redis-server %d stopped", s.Pid()), func() bool {
 		// The state is the field after the command name, which is in
 		// parentheses: "pid (redis-server) T …".
 		b, err := os.ReadFile(stat)
-		if i := strings.LastIndexByte(string(b), ')'); err == nil && i >= 0 && i+2 < len(b) && b[i+2] == 'T' {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server %d not stopped: %q, %v", s.Pid(), b, err)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		i := strings.LastIndexByte(string(b), ')')
+		return err == nil && i >= 0 && i+2 < len(b) && b[i+2] == 'T'
+	})
 	stopped := true
 	resume = func() {
 		if stopped {

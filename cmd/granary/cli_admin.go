@@ -47,12 +47,8 @@ func (c *cli) adminCmd() *cobra.Command {
 // adminGet calls GET path with the admin token and shows the answer with
 // table, which decodes it.
 func (c *cli) adminGet(ctx context.Context, path string, table func(raw json.RawMessage, w io.Writer) error) error {
-	api, err := c.client(true)
+	raw, _, err := c.request(ctx, true, http.MethodGet, path, nil, nil)
 	if err != nil {
-		return err
-	}
-	var raw json.RawMessage
-	if err := api.Call(ctx, http.MethodGet, path, nil, &raw); err != nil {
 		return err
 	}
 	if c.output != "json" {
@@ -102,17 +98,10 @@ func (c *cli) adminPairsCmd() *cobra.Command {
 		_ = add.MarkFlagRequired(n)
 	}
 	add.RunE = c.action(func(ctx context.Context, args []string) error {
-		api, err := c.client(true)
-		if err != nil {
-			return err
-		}
-		var raw json.RawMessage
-		path := "/v1/admin/pools/" + url.PathEscape(size) + "/pairs"
-		if err := api.Call(ctx, http.MethodPost, path, map[string]string{"master": master, "replica": replica, "dbs": dbs}, &raw); err != nil {
-			return err
-		}
 		var p pairInfo
-		if err := json.Unmarshal(raw, &p); err != nil {
+		path := "/v1/admin/pools/" + url.PathEscape(size) + "/pairs"
+		raw, _, err := c.request(ctx, true, http.MethodPost, path, map[string]string{"master": master, "replica": replica, "dbs": dbs}, &p)
+		if err != nil {
 			return err
 		}
 		return c.emit(raw, func(w io.Writer) error {
@@ -127,7 +116,7 @@ func (c *cli) adminPairsCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 	}
 	drain.RunE = c.action(func(ctx context.Context, args []string) error {
-		return c.adminStartJob(ctx, "/v1/admin/pairs/"+url.PathEscape(args[0])+"/drain")
+		return c.startJob(ctx, true, http.MethodPost, "/v1/admin/pairs/"+url.PathEscape(args[0])+"/drain", nil, false)
 	})
 	rebalance := &cobra.Command{
 		Use:   "rebalance SIZE",
@@ -135,31 +124,10 @@ func (c *cli) adminPairsCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 	}
 	rebalance.RunE = c.action(func(ctx context.Context, args []string) error {
-		return c.adminStartJob(ctx, "/v1/admin/pools/"+url.PathEscape(args[0])+"/rebalance")
+		return c.startJob(ctx, true, http.MethodPost, "/v1/admin/pools/"+url.PathEscape(args[0])+"/rebalance", nil, false)
 	})
 	pairs.AddCommand(add, drain, rebalance)
 	return pairs
-}
-
-// adminStartJob POSTs an admin call that answers {"job": id} and says how
-// to follow the job.
-func (c *cli) adminStartJob(ctx context.Context, path string) error {
-	api, err := c.client(true)
-	if err != nil {
-		return err
-	}
-	var raw json.RawMessage
-	if err := api.Call(ctx, http.MethodPost, path, nil, &raw); err != nil {
-		return err
-	}
-	var ref jobRefInfo
-	if err := json.Unmarshal(raw, &ref); err != nil {
-		return err
-	}
-	return c.emit(raw, func(w io.Writer) error {
-		fmt.Fprintf(w, "job %s started; follow it with 'granary job watch --admin %s'\n", ref.Job, ref.Job)
-		return nil
-	})
 }
 
 func (c *cli) adminSparesCmd() *cobra.Command {
@@ -181,19 +149,14 @@ func (c *cli) adminSparesCmd() *cobra.Command {
 	})
 	add := &cobra.Command{Use: "add ADDR", Short: "add an empty Redis master to the spare pool", Args: cobra.ExactArgs(1)}
 	add.RunE = c.action(func(ctx context.Context, args []string) error {
-		api, err := c.client(true)
+		var s struct {
+			Addr string `json:"addr"`
+		}
+		raw, _, err := c.request(ctx, true, http.MethodPost, "/v1/admin/spares", map[string]string{"addr": args[0]}, &s)
 		if err != nil {
 			return err
 		}
-		var raw json.RawMessage
-		if err := api.Call(ctx, http.MethodPost, "/v1/admin/spares", map[string]string{"addr": args[0]}, &raw); err != nil {
-			return err
-		}
 		return c.emit(raw, func(w io.Writer) error {
-			var s struct {
-				Addr string `json:"addr"`
-			}
-			_ = json.Unmarshal(raw, &s)
 			fmt.Fprintf(w, "spare %s added\n", s.Addr)
 			return nil
 		})

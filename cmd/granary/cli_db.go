@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 
+	"github.com/granary-db/granary/internal/apiclient"
 	"github.com/granary-db/granary/metadb"
 	"github.com/spf13/cobra"
 )
@@ -154,16 +155,9 @@ func (c *cli) dbCreateCmd() *cobra.Command {
 func (c *cli) dbListCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "list", Short: "list your dbs", Args: cobra.NoArgs}
 	cmd.RunE = c.action(func(ctx context.Context, args []string) error {
-		api, err := c.client(false)
-		if err != nil {
-			return err
-		}
-		var raw json.RawMessage
-		if err := api.Call(ctx, http.MethodGet, "/v1/dbs", nil, &raw); err != nil {
-			return err
-		}
 		var dbs []dbInfo
-		if err := json.Unmarshal(raw, &dbs); err != nil {
+		raw, _, err := c.request(ctx, false, http.MethodGet, "/v1/dbs", nil, &dbs)
+		if err != nil {
 			return err
 		}
 		return c.emit(raw, func(w io.Writer) error {
@@ -209,18 +203,31 @@ func (c *cli) dbSetModeCmd() *cobra.Command {
 	return cmd
 }
 
-// dbCall makes a call that answers one db and shows it.
-func (c *cli) dbCall(ctx context.Context, method, path string, body any) error {
-	api, err := c.client(false)
+// request makes one call with the admin's token (admin) or the tenant's,
+// and decodes the answer into v unless v is nil. It returns the answer as
+// it came, for -o json, and the client, for a watch that follows the call.
+func (c *cli) request(ctx context.Context, admin bool, method, path string, body, v any) (json.RawMessage, *apiclient.Client, error) {
+	api, err := c.client(admin)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	var raw json.RawMessage
 	if err := api.Call(ctx, method, path, body, &raw); err != nil {
-		return err
+		return nil, nil, err
 	}
+	if v != nil {
+		if err := json.Unmarshal(raw, v); err != nil {
+			return nil, nil, err
+		}
+	}
+	return raw, api, nil
+}
+
+// dbCall makes a call that answers one db and shows it.
+func (c *cli) dbCall(ctx context.Context, method, path string, body any) error {
 	var d dbInfo
-	if err := json.Unmarshal(raw, &d); err != nil {
+	raw, _, err := c.request(ctx, false, method, path, body, &d)
+	if err != nil {
 		return err
 	}
 	slot := ""
@@ -252,7 +259,7 @@ func (c *cli) dbResizeCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return c.startJob(ctx, http.MethodPatch, "/v1/dbs/"+index, map[string]string{"size": size}, watch)
+		return c.startJob(ctx, false, http.MethodPatch, "/v1/dbs/"+index, map[string]string{"size": size}, watch)
 	})
 	return cmd
 }
@@ -270,31 +277,29 @@ func (c *cli) dbDropCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return c.startJob(ctx, http.MethodDelete, "/v1/dbs/"+index, nil, watch)
+		return c.startJob(ctx, false, http.MethodDelete, "/v1/dbs/"+index, nil, watch)
 	})
 	return cmd
 }
 
-// startJob makes a call that answers {"job": id}, then either says how to
-// follow the job or, with watch, follows it.
-func (c *cli) startJob(ctx context.Context, method, path string, body any, watch bool) error {
-	api, err := c.client(false)
+// startJob makes a call (as the admin, or the tenant) that answers
+// {"job": id}, then either says how to follow the job or, with watch,
+// follows it.
+func (c *cli) startJob(ctx context.Context, admin bool, method, path string, body any, watch bool) error {
+	var ref jobRefInfo
+	raw, api, err := c.request(ctx, admin, method, path, body, &ref)
 	if err != nil {
 		return err
 	}
-	var raw json.RawMessage
-	if err := api.Call(ctx, method, path, body, &raw); err != nil {
-		return err
-	}
-	var ref jobRefInfo
-	if err := json.Unmarshal(raw, &ref); err != nil {
-		return err
-	}
 	if watch {
-		return c.watch(ctx, api, ref.Job)
+		return c.watchAt(ctx, api, ref.Job, admin)
+	}
+	how := "granary job watch " + ref.Job
+	if admin {
+		how = "granary job watch --admin " + ref.Job
 	}
 	return c.emit(raw, func(w io.Writer) error {
-		fmt.Fprintf(w, "job %s started; follow it with 'granary job watch %s'\n", ref.Job, ref.Job)
+		fmt.Fprintf(w, "job %s started; follow it with '%s'\n", ref.Job, how)
 		return nil
 	})
 }
@@ -325,20 +330,8 @@ Ctrl-C, which stops the watching only: the job goes on.`,
 	return job
 }
 
-// auditEntry is one entry of GET /v1/admin/audit and GET /v1/audit.
-type auditEntry struct {
-	ID        string `json:"id"`
-	Time      string `json:"time"`
-	Actor     string `json:"actor"`
-	Action    string `json:"action"`
-	Target    string `json:"target"`
-	Tenant    string `json:"tenant"`
-	Result    string `json:"result"`
-	RequestID string `json:"request_id"`
-}
-
 type auditPage struct {
-	Entries []auditEntry `json:"entries"`
+	Entries []metadb.AuditEntry `json:"entries"` // the API answers the records as metadb keeps them
 	Next    string       `json:"next"`
 }
 
@@ -362,10 +355,6 @@ func (c *cli) auditCommand(admin bool, use, short string) *cobra.Command {
 		if limit < 0 {
 			return usagef("bad --limit %d: use a positive number", limit)
 		}
-		api, err := c.client(admin)
-		if err != nil {
-			return err
-		}
 		q := url.Values{}
 		for k, v := range map[string]string{"tenant": tenant, "action": action, "cursor": cursor} {
 			if v != "" {
@@ -382,12 +371,9 @@ func (c *cli) auditCommand(admin bool, use, short string) *cobra.Command {
 		if len(q) > 0 {
 			path += "?" + q.Encode()
 		}
-		var raw json.RawMessage
-		if err := api.Call(ctx, http.MethodGet, path, nil, &raw); err != nil {
-			return err
-		}
 		var page auditPage
-		if err := json.Unmarshal(raw, &page); err != nil {
+		raw, _, err := c.request(ctx, admin, http.MethodGet, path, nil, &page)
+		if err != nil {
 			return err
 		}
 		return c.emit(raw, func(w io.Writer) error {

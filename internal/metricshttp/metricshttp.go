@@ -104,3 +104,14 @@ func HasSample(text, prefix string) bool {
 	}
 	return false
 }
+
+// HasAll says whether text has a non-zero sample for every prefix (see
+// HasSample).
+func HasAll(text string, prefixes ...string) bool {
+	for _, p := range prefixes {
+		if !HasSample(text, p) {
+			return false
+		}
+	}
+	return true
+}
