@@ -332,7 +332,7 @@ Ctrl-C, which stops the watching only: the job goes on.`,
 
 type auditPage struct {
 	Entries []metadb.AuditEntry `json:"entries"` // the API answers the records as metadb keeps them
-	Next    string       `json:"next"`
+	Next    string              `json:"next"`
 }
 
 func (c *cli) auditCmd() *cobra.Command {
