@@ -6,10 +6,14 @@ import (
 	"time"
 
 	"github.com/granary-db/granary/internal/defaults"
+	"github.com/granary-db/granary/internal/objstore"
 )
 
 // Config of a keeper. Zero values take the defaults of DefaultConfig.
 type Config struct {
+	// Store keeps db exports and the RDB files restores read (see
+	// internal/objstore); nil disables export and restore jobs.
+	Store objstore.Store
 	// ID names the keeper in its lease and in Pair.Keeper; default
 	// hostname-pid. Two keepers must not share an id.
 	ID string

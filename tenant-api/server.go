@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/granary-db/granary/internal/objstore"
 	"github.com/granary-db/granary/metadb"
 	"github.com/granary-db/granary/pools"
 	"github.com/granary-db/granary/proto/buspb"
@@ -24,6 +25,9 @@ import (
 
 // Config of an API server.
 type Config struct {
+	// Store keeps db exports and uploaded RDB files (see internal/objstore);
+	// nil disables the export and restore routes (503).
+	Store objstore.Store
 	// Addr to listen on, host:port. Default 127.0.0.1:8080.
 	Addr string
 	// AdminToken grants the /v1/admin calls. Required; only its hash is kept.

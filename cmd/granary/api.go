@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 
+	"github.com/granary-db/granary/internal/objstore"
 	"github.com/granary-db/granary/metadb"
 	tenantapi "github.com/granary-db/granary/tenant-api"
 	"github.com/rs/zerolog"
@@ -29,11 +30,19 @@ func runAPI(ctx context.Context, log zerolog.Logger, args []string) error {
 	fs.IntVar(&cfg.MaxDBsPerTenant, "max-dbs-per-tenant", cfg.MaxDBsPerTenant, "most dbs one tenant may hold")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest request body accepted")
 	fs.StringVar(&cfg.ID, "id", cfg.ID, "this server's id on the bus, sender api/<id>")
+	storeSpec := fs.String("store", "", "where exports and uploaded RDB files are kept, dir:/path (default: exports and restores disabled)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if cfg.AdminToken == "" {
 		return errors.New("api: --admin-token or GRANARY_ADMIN_TOKEN is required")
+	}
+	if *storeSpec != "" {
+		objs, err := objstore.Open(*storeSpec)
+		if err != nil {
+			return err
+		}
+		cfg.Store = objs
 	}
 	store, err := metadb.Open(mcfg)
 	if err != nil {

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
+	"github.com/granary-db/granary/internal/objstore"
 	"github.com/granary-db/granary/keeper"
 	"github.com/granary-db/granary/master"
 	"github.com/granary-db/granary/metadb"
@@ -25,6 +27,10 @@ type devParts struct {
 // devComponents builds the in-process components of `granary dev`: one
 // master, one API, one proxy and one keeper, each with /metrics.
 func devComponents(c devConfig, store *metadb.Store, log zerolog.Logger) (*devParts, error) {
+	objs, err := objstore.NewLocal(filepath.Join(c.Dir, "store"))
+	if err != nil {
+		return nil, err
+	}
 	mcfg := master.DefaultConfig()
 	mcfg.ID = "dev"
 	mcfg.MetricsAddr = devMetricsAddr
@@ -36,6 +42,7 @@ func devComponents(c devConfig, store *metadb.Store, log zerolog.Logger) (*devPa
 	acfg.Addr = c.APIAddr
 	acfg.AdminToken = c.AdminToken
 	acfg.ID = "dev"
+	acfg.Store = objs
 	api, err := tenantapi.New(acfg, store, log.With().Str("component", "api").Logger())
 	if err != nil {
 		return nil, err
@@ -50,6 +57,7 @@ func devComponents(c devConfig, store *metadb.Store, log zerolog.Logger) (*devPa
 	}
 	kcfg := keeper.DefaultConfig()
 	kcfg.ID = "dev"
+	kcfg.Store = objs
 	kcfg.MetricsAddr = devMetricsAddr
 	k, err := keeper.New(kcfg, store, log.With().Str("component", "keeper").Logger())
 	if err != nil {

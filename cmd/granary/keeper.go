@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 
+	"github.com/granary-db/granary/internal/objstore"
 	"github.com/granary-db/granary/keeper"
 	"github.com/granary-db/granary/metadb"
 	"github.com/rs/zerolog"
@@ -38,8 +39,16 @@ func runKeeper(ctx context.Context, log zerolog.Logger, args []string) error {
 	fs.IntVar(&cfg.ScanBatch, "scan-batch", cfg.ScanBatch, "SCAN COUNT, keys per round trip when measuring")
 	fs.IntVar(&cfg.BigKeys, "big-keys", cfg.BigKeys, "largest keys of a db measured every time instead of sampled")
 	fs.Float64Var(&cfg.BigKeyFactor, "big-key-factor", cfg.BigKeyFactor, "times the mean key size a key must be to count as big")
+	storeSpec := fs.String("store", "", "where exports and uploaded RDB files are kept, dir:/path (default: export and restore jobs disabled)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *storeSpec != "" {
+		objs, err := objstore.Open(*storeSpec)
+		if err != nil {
+			return err
+		}
+		cfg.Store = objs
 	}
 	return runOn(ctx, mc, func(s *metadb.Store) (*keeper.Keeper, error) { return keeper.New(cfg, s, log) })
 }
