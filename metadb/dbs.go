@@ -286,7 +286,7 @@ func RouteOf(db *DB, pair *Pair) *buspb.Route {
 	}
 	return &buspb.Route{Tenant: db.Tenant, Index: uint32(db.Index), Pair: pair.ID, Master: pair.Master,
 		Replica: pair.Replica, Db: uint32(db.SlotDB), QuotaBytes: db.QuotaBytes, WriteMode: mode,
-		Banned: db.Banned, Size: db.Size, HoldJob: db.HoldJob, HoldDeadlineUnixNanos: db.HoldUntil}
+		Banned: db.Banned, Size: db.Size, HoldJob: db.HoldJob, HoldDeadlineUnixNanos: db.HoldUntil, ReadOnly: db.ReadOnly}
 }
 
 // Routes is the snapshot a proxy loads: the topology version, then the route
@@ -318,4 +318,27 @@ func (s *Store) Routes(ctx context.Context) (uint64, []*buspb.Route, error) {
 		out = append(out, RouteOf(db, p))
 	}
 	return v, out, nil
+}
+
+// SetReadOnly sets (reason non-empty) or clears (reason "") db's read-only
+// state and, when proxies serve the db, publishes its route in the same
+// transaction, so every proxy refuses the db's writes once the call
+// returns and the proxies have applied the version (wait for their acks
+// before relying on it). f fences a job's owner; nil for none.
+func (s *Store) SetReadOnly(ctx context.Context, f *Fence, sender, tenant string, index int, reason string) (*DB, error) {
+	return s.UpdateDB(ctx, f, sender, tenant, index, func(db *DB) ([]*buspb.Envelope, error) {
+		if db.ReadOnly == reason {
+			return nil, nil
+		}
+		db.ReadOnly = reason
+		if db.State != DBActive && db.State != DBResizing {
+			return nil, nil // not routed: the route published later carries it
+		}
+		pair, err := s.Pair(ctx, db.Pair)
+		if err != nil {
+			return nil, err
+		}
+		return []*buspb.Envelope{{Payload: &buspb.Envelope_RouteChanged{
+			RouteChanged: &buspb.RouteChanged{Route: RouteOf(db, pair)}}}}, nil
+	})
 }

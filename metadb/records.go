@@ -47,8 +47,12 @@ type DB struct {
 	Proxy      string `json:"proxy"`
 	ProxyAddr  string `json:"proxy_addr"`
 	Banned     bool   `json:"banned"`
-	Job        string `json:"job"`
-	Created    string `json:"created"`
+	// ReadOnly, when set, is why the db refuses writes for now: a job that
+	// replaces its content (restore, import) sets it and clears it when it
+	// ends. Proxies get it in the route.
+	ReadOnly string `json:"read_only,omitempty"`
+	Job      string `json:"job"`
+	Created  string `json:"created"`
 	// HoldJob and HoldUntil record a resize's write hold (unix nanos):
 	// proxies queue the db's writes until the hold is cleared or passes.
 	HoldJob   string `json:"hold_job,omitempty"`

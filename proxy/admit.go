@@ -139,6 +139,9 @@ func (c *client) admitWrite(db *dbRoute, denyoom bool) (*dbRoute, error) {
 		if c.clock() > c.p.fenceAt.Load() {
 			return nil, ErrFenced
 		}
+		if db.readOnly != "" {
+			return nil, fmt.Errorf("db %d is read-only while %s: %w", db.key.index, db.readOnly, ErrReadOnly)
+		}
 		if denyoom && db.banned {
 			return nil, fmt.Errorf("db %d is over its %s quota: %w", db.key.index, db.route.Size, ErrOverQuota)
 		}

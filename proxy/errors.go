@@ -38,6 +38,8 @@ var (
 	// ErrNoReplica: a confirmed-mode write while the db's pair has no
 	// replica (after a failover, before a new one is attached).
 	ErrNoReplica = errors.New("Not enough good replicas to write: the db is in confirmed write mode and its replica is being replaced; retry shortly, or switch it to async with PATCH /v1/dbs/{index}")
+	// ErrReadOnly: a write to a db whose content a job is replacing.
+	ErrReadOnly = errors.New("writes are refused until the job replacing its content ends (see GET /v1/dbs/{index}); nothing was written")
 	// ErrHoldTimeout: a write held for a resize whose hold passed its deadline.
 	ErrHoldTimeout = errors.New("the db is being resized and the write was held past the cut-over deadline; nothing was written, retry")
 	// ErrHoldFull: too many writes already held for a resize.

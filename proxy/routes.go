@@ -67,6 +67,7 @@ type dbRoute struct {
 	script    *group // script user on the master
 	pubsub    string // channel prefix of this db's namespace
 	banned    bool
+	readOnly  string // non-empty: why writes are refused (a restore, an import)
 	hold      *hold
 	confirmed bool
 	rate      *bucket // the tenant's ops/s limit on this db; nil: none
@@ -134,7 +135,7 @@ func (s *snapshot) tenantDBs(tenant string) []*dbRoute {
 func (p *Proxy) newRoute(r *buspb.Route, prev *dbRoute, ops int64) *dbRoute {
 	k := dbKey{r.Tenant, r.Index}
 	st := p.dbState(k)
-	d := &dbRoute{key: k, route: r, st: st, banned: r.Banned, rate: p.bucketFor(st, ops),
+	d := &dbRoute{key: k, route: r, st: st, banned: r.Banned, readOnly: r.ReadOnly, rate: p.bucketFor(st, ops),
 		confirmed: r.WriteMode != buspb.WriteMode_WRITE_MODE_ASYNC,
 		pubsub:    k.tenant + "/" + strconv.FormatUint(uint64(k.index), 10) + ":"}
 	if r.Master != "" {

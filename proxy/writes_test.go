@@ -331,3 +331,50 @@ func TestConfirmedGroupCommit(t *testing.T) {
 		t.Fatalf("%d WAITs for %d confirmed writes, want them grouped (at most 4)", n, writers+1)
 	}
 }
+
+// TestReadOnly: while a job replaces a db's content the route is read-only:
+// every write, scripted or in a transaction, is refused with nothing
+// written, reads work, and writes come back on the same connection once
+// it clears.
+func TestReadOnly(t *testing.T) {
+	e := newEnv(t)
+	pass := e.tenant("acme")
+	db := e.db("acme", metadb.WriteConfirmed)
+	r := e.raw()
+	r.do("AUTH", "acme", pass)
+	if got := r.do("SET", "a", "v"); got != "+OK" {
+		t.Fatalf("set: %s", got)
+	}
+	setRO := func(reason string) {
+		t.Helper()
+		if _, err := e.store.SetReadOnly(e.ctx, nil, "test", "acme", db.Index, reason); err != nil {
+			t.Fatal(err)
+		}
+		e.waitRoute("acme", db.Index, func(d *dbRoute) bool { return d != nil && d.readOnly == reason })
+	}
+	setRO("restoring")
+	for _, tc := range []struct {
+		cmd  []string
+		want string
+	}{
+		{[]string{"SET", "x", "y"}, "-ERR db 0 is read-only while restoring"},
+		{[]string{"DEL", "a"}, "-ERR db 0 is read-only"},
+		{[]string{"FLUSHDB"}, "-ERR db 0 is read-only"},
+		{[]string{"EVAL", "return redis.call('set', 'x', 'y')", "0"}, "-ERR db 0 is read-only"},
+		{[]string{"GET", "a"}, "$v"},
+		{[]string{"EVAL_RO", "return redis.call('get', 'a')", "0"}, "$v"},
+		{[]string{"MULTI"}, "+OK"},
+		{[]string{"SET", "x", "y"}, "+QUEUED"},
+		{[]string{"EXEC"}, "-ERR db 0 is read-only"},
+		{[]string{"EXISTS", "x"}, ":0"},
+		{[]string{"DBSIZE"}, ":1"},
+	} {
+		if got := r.do(tc.cmd...); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("read-only %v: got %q, want prefix %q", tc.cmd, got, tc.want)
+		}
+	}
+	setRO("")
+	if got := r.do("SET", "x", "y"); got != "+OK" {
+		t.Fatalf("after read-only cleared, on the same connection: %q", got)
+	}
+}

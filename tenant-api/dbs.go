@@ -22,6 +22,9 @@ type dbView struct {
 	UsedBytes  int64  `json:"used_bytes"`
 	QuotaBytes int64  `json:"quota_bytes"`
 	Banned     bool   `json:"banned"`
+	// ReadOnly is set while a job replaces the db's content (restore,
+	// import): what it is doing; proxies refuse the db's writes meanwhile.
+	ReadOnly string `json:"read_only,omitempty"`
 	// Warning is set once the db uses 80 % of its quota or more.
 	Warning  string   `json:"warning,omitempty"`
 	Endpoint string   `json:"endpoint"`
@@ -42,7 +45,7 @@ type slotView struct {
 func viewDB(db *metadb.DB) dbView {
 	v := dbView{
 		Index: db.Index, Size: db.Size, State: db.State, WriteMode: db.WriteMode,
-		UsedBytes: db.UsedBytes, QuotaBytes: db.QuotaBytes, Banned: db.Banned,
+		UsedBytes: db.UsedBytes, QuotaBytes: db.QuotaBytes, Banned: db.Banned, ReadOnly: db.ReadOnly,
 		Endpoint: db.ProxyAddr, Slot: slotView{Pair: db.Pair, DB: db.SlotDB},
 		Job: db.Job, Created: db.Created,
 	}

@@ -459,8 +459,12 @@ type Route struct {
 	// writes. A proxy that loads its snapshot during a hold honours it.
 	HoldJob               string `protobuf:"bytes,11,opt,name=hold_job,json=holdJob,proto3" json:"hold_job,omitempty"`
 	HoldDeadlineUnixNanos int64  `protobuf:"varint,12,opt,name=hold_deadline_unix_nanos,json=holdDeadlineUnixNanos,proto3" json:"hold_deadline_unix_nanos,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Non-empty while a job replaces the db's content (a restore, an
+	// import): what it is doing, e.g. "restoring". Proxies refuse the db's
+	// writes, so no acknowledged write can be overwritten by the job.
+	ReadOnly      string `protobuf:"bytes,13,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Route) Reset() {
@@ -575,6 +579,13 @@ func (x *Route) GetHoldDeadlineUnixNanos() int64 {
 		return x.HoldDeadlineUnixNanos
 	}
 	return 0
+}
+
+func (x *Route) GetReadOnly() string {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return ""
 }
 
 // RouteChanged announces a new route for a tenant db, or its removal.
@@ -1430,7 +1441,7 @@ const file_bus_proto_rawDesc = "" +
 	"\rkeeper_result\x18\x12 \x01(\v2\x1c.granary.bus.v1.KeeperResultH\x00R\fkeeperResult\x129\n" +
 	"\theartbeat\x18\x13 \x01(\v2\x19.granary.bus.v1.HeartbeatH\x00R\theartbeat\x12C\n" +
 	"\rtenant_limits\x18\x14 \x01(\v2\x1c.granary.bus.v1.TenantLimitsH\x00R\ftenantLimitsB\t\n" +
-	"\apayload\"\xe6\x02\n" +
+	"\apayload\"\x83\x03\n" +
 	"\x05Route\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
@@ -1446,7 +1457,8 @@ const file_bus_proto_rawDesc = "" +
 	"\x04size\x18\n" +
 	" \x01(\tR\x04size\x12\x19\n" +
 	"\bhold_job\x18\v \x01(\tR\aholdJob\x127\n" +
-	"\x18hold_deadline_unix_nanos\x18\f \x01(\x03R\x15holdDeadlineUnixNanos\"U\n" +
+	"\x18hold_deadline_unix_nanos\x18\f \x01(\x03R\x15holdDeadlineUnixNanos\x12\x1b\n" +
+	"\tread_only\x18\r \x01(\tR\breadOnly\"U\n" +
 	"\fRouteChanged\x12+\n" +
 	"\x05route\x18\x01 \x01(\v2\x15.granary.bus.v1.RouteR\x05route\x12\x18\n" +
 	"\aremoved\x18\x02 \x01(\bR\aremoved\"h\n" +
