@@ -20,13 +20,15 @@ import (
 // can never get the same slot, because SPOP hands each member out once.
 //
 // KEYS: 1 tenant record, 2 tenant dbs hash, 3 pair free set, 4 pair owners,
-// 5 job record, 6 jobs zset, 7 active jobs set.
+// 5 job record, 6 jobs zset, 7 active jobs set, 8 pair record.
 // ARGV: 1 db JSON, 2 job JSON, 3 job id, 4 now (unix ms), 5 tenant db limit.
 // Refusals (nothing written): GRANARY_NOTENANT, GRANARY_TENANTLIMIT,
 // GRANARY_NOFREE (see scriptCodes).
 var claimScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('GRANARY_NOTENANT no such tenant') end
 if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[5]) then return redis.error_reply('GRANARY_TENANTLIMIT tenant db limit reached') end
+local pair = redis.call('GET', KEYS[8])
+if not pair or cjson.decode(pair).state ~= 'active' then return redis.error_reply('GRANARY_NOFREE the pair takes no new db') end
 local slot = redis.call('SPOP', KEYS[3])
 if not slot then return redis.error_reply('GRANARY_NOFREE the pair has no free slot') end
 local idx = 0
@@ -47,8 +49,8 @@ return {idx, tonumber(slot)}
 
 // ClaimDB takes a free slot of the given pair for a new db of the tenant and
 // records a create job for the master to finish. It returns an error
-// wrapping pools.ErrNoCapacity when the pair has no free slot (the caller
-// re-picks a pair), ErrNotFound for an unknown tenant and ErrTenantLimit
+// wrapping pools.ErrNoCapacity when the pair has no free slot or is no
+// longer active (a drain began since the pick; the caller re-picks a pair), ErrNotFound for an unknown tenant and ErrTenantLimit
 // when the tenant has limit dbs.
 func (s *Store) ClaimDB(ctx context.Context, tenant string, pair *Pair, writeMode string, quota int64, limit int, jobID string) (*DB, *Job, error) {
 	ts := now()
@@ -57,7 +59,7 @@ func (s *Store) ClaimDB(ctx context.Context, tenant string, pair *Pair, writeMod
 		Log: []JobStep{{Step: StepClaim, At: ts}}}
 	dbJSON, _ := json.Marshal(db)
 	jobJSON, _ := json.Marshal(job)
-	keys := []string{keyTenant(tenant), keyTenantDBs(tenant), keyPairFree(pair.ID), keyPairOwners(pair.ID), keyJob(jobID), keyJobs, keyJobsActive}
+	keys := []string{keyTenant(tenant), keyTenantDBs(tenant), keyPairFree(pair.ID), keyPairOwners(pair.ID), keyJob(jobID), keyJobs, keyJobsActive, keyPair(pair.ID)}
 	res, err := s.runConfirmed(ctx, claimScript, keys, dbJSON, jobJSON, jobID, time.Now().UnixMilli(), limit)
 	switch {
 	case errors.Is(err, pools.ErrNoCapacity):

@@ -95,3 +95,41 @@ func TestDrainAbortedDuringFailover(t *testing.T) {
 		t.Fatalf("a new drain: %+v %v %v", job, existing, err)
 	}
 }
+
+// TestNoNewDBOnDrainingPair: a create or a resize that picked a pair just
+// before its drain began cannot claim a slot on it: the claim sees the
+// pair's state as it is when it claims and refuses with ErrNoCapacity (the
+// caller re-picks), so a drain never misses a db placed behind its back.
+func TestNoNewDBOnDrainingPair(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := testCtx(t)
+	_, db := failoverFixture(t, s)
+	other := addPair(t, s, "64M", 2)
+	if _, _, err := s.StartDrain(ctx, other.ID, "d1"); err != nil {
+		t.Fatal(err)
+	}
+	before, err := s.FreeSlots(ctx, other.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// other is the pick made before the drain: a stale copy.
+	if _, _, err := s.ClaimDB(ctx, db.Tenant, other, WriteConfirmed, 64<<20, 8, "c9"); !errors.Is(err, pools.ErrNoCapacity) {
+		t.Fatalf("create on a draining pair: %v, want ErrNoCapacity", err)
+	}
+	if _, err := s.StartResize(ctx, db.Tenant, db.Index, "128M", 128<<20, "r9"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReserveResizeSlot(ctx, nil, "r9", other); !errors.Is(err, pools.ErrNoCapacity) {
+		t.Fatalf("resize onto a draining pair: %v, want ErrNoCapacity", err)
+	}
+	after, err := s.FreeSlots(ctx, other.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		t.Fatalf("free slots of the draining pair: %d, then %d", len(before), len(after))
+	}
+	if _, err := s.Job(ctx, "c9"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a refused claim recorded a job: %v", err)
+	}
+}

@@ -85,8 +85,8 @@ func (s *Store) startResize(ctx context.Context, tenant string, index int, size 
 // ReserveResizeSlot takes a free slot of pair for the resize job and
 // records it in the job, atomically: the slot's owner becomes the db, so
 // no create can take it. A job that already has its target keeps it. It
-// returns an error wrapping pools.ErrNoCapacity when the pair has no free slot (the caller re-picks
-// a pair) and ErrNotLeader for a deposed master.
+// returns an error wrapping pools.ErrNoCapacity when the pair has no free
+// slot or is no longer active (the caller re-picks a pair) and ErrNotLeader for a deposed master.
 func (s *Store) ReserveResizeSlot(ctx context.Context, f *Fence, jobID string, pair *Pair) (*Job, error) {
 	var out *Job
 	err := s.txn(ctx, f, func(tx *redis.Tx) error {
@@ -100,6 +100,15 @@ func (s *Store) ReserveResizeSlot(ctx context.Context, f *Fence, jobID string, p
 		}
 		if job.Data == nil {
 			job.Data = map[string]string{}
+		}
+		// The pair as it is now, not as it was picked: a drain that began
+		// since the pick must not get a new db on its pair.
+		p, err := getJSON[Pair](ctx, tx, keyPair(pair.ID))
+		if errors.Is(err, ErrNotFound) || (err == nil && p.State != PairActive) {
+			return fmt.Errorf("pair %s takes no new db: %w", pair.ID, pools.ErrNoCapacity)
+		}
+		if err != nil {
+			return err
 		}
 		slot, err := tx.SRandMember(ctx, keyPairFree(pair.ID)).Result()
 		if errors.Is(err, redis.Nil) {
@@ -119,7 +128,7 @@ func (s *Store) ReserveResizeSlot(ctx context.Context, f *Fence, jobID string, p
 		})
 		out = job
 		return err
-	}, keyJob(jobID), keyPairFree(pair.ID), keyPairOwners(pair.ID))
+	}, keyJob(jobID), keyPair(pair.ID), keyPairFree(pair.ID), keyPairOwners(pair.ID))
 	return out, err
 }
 
