@@ -52,6 +52,8 @@ type Config struct {
 	// MetricsAddr serves /metrics on this address when not empty (port 0
 	// picks a free one; see Master.MetricsAddr). Default "" (off).
 	MetricsAddr string
+	// Usage tunes the usage history and alerts (usage.go).
+	Usage UsageConfig
 }
 
 // DefaultConfig returns the documented defaults.
@@ -84,7 +86,7 @@ func (c *Config) Validate() error {
 	defaults.Fill(&c.BackendTimeout, d.BackendTimeout)
 	defaults.Fill(&c.QuotaInterval, d.QuotaInterval)
 	defaults.Fill(&c.HoldTime, d.HoldTime)
-	return nil
+	return c.Usage.fill()
 }
 
 // Store is what the master needs of metadb.
@@ -117,6 +119,7 @@ type Store interface {
 	FinishReplace(ctx context.Context, f *metadb.Fence, jobID string) error
 	Demoted(ctx context.Context) ([]string, error)
 	ReclaimDemoted(ctx context.Context, f *metadb.Fence, addr string) error
+	usageStore
 }
 
 // Master is one controller process.
@@ -212,6 +215,10 @@ func (m *Master) lead(ctx context.Context, f *metadb.Fence) error {
 	g.Go(func() error { return m.jobLoop(gctx, f) })
 	g.Go(func() error { return m.every(gctx, f, m.cfg.LeaseTTL/3, "assign pairs failed", m.assignPairs) })
 	g.Go(func() error { return m.every(gctx, f, m.cfg.QuotaInterval, "quota pass failed", m.applyQuotas) })
+	g.Go(func() error { return m.every(gctx, f, m.cfg.Usage.Interval, "usage sample failed", m.usageSampler()) })
+	g.Go(func() error {
+		return m.every(gctx, f, m.cfg.Usage.AlertPoll, "alert delivery failed", m.alertDeliverer())
+	})
 	g.Go(func() error {
 		return m.every(gctx, f, reclaimInterval, "reclaim demoted masters failed", m.reclaimDemoted)
 	})

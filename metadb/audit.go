@@ -26,6 +26,8 @@ const (
 	AuditQuotaUnban      = "quota.unban"
 	AuditPairFailover    = "pair.failover"
 	AuditSpareAttach     = "spare.attach"
+	AuditAlertFire       = "alert.fire"
+	AuditDBAlerts        = "db.alerts"
 	AuditPairDrain       = "pair.drain"
 	AuditPoolRebalance   = "pool.rebalance"
 )
@@ -33,7 +35,7 @@ const (
 // AuditActions lists every action, for validating filters.
 var AuditActions = []string{
 	AuditTenantSignup, AuditDBCreate, AuditDBResize, AuditDBDrop, AuditDBMode, AuditPairAdd, AuditSpareAdd, AuditTenantLimits,
-	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach,
+	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach, AuditAlertFire, AuditDBAlerts,
 	AuditPairDrain, AuditPoolRebalance,
 }
 

@@ -34,6 +34,11 @@ import (
 //	granary:job:<id>               STR   JSON Job
 //	granary:seq:<name>             INT   id counters ("pair")
 //	granary:demoted                SET   old masters demoted by a failover: never routed to again; emptied, they rejoin the spares
+//	granary:usage:<tenant>/<index> ZSET  JSON UsagePoint -> sample time (unix ms): the db's usage history, capped to the newest points (usage.go)
+//	granary:tenant:<name>:alerts   HASH  db index -> JSON AlertRule (thresholds, webhook, which were crossed at the last sample)
+//	granary:alerts                 ZSET  alert id -> fire time (unix ms), capped (usage.go)
+//	granary:alerts:pending         SET   ids of alerts not yet delivered nor given up
+//	granary:alert:<id>             STR   JSON Alert: one fired alert and its delivery state
 //	granary:audit                  STREAM audit entries (actor, action, target, tenant, result, request_id), capped by length and age (audit.go)
 const (
 	keyVersion    = "granary:version"
@@ -75,3 +80,12 @@ const keyAudit = "granary:audit"
 // AuditKey is the audit stream's key, for tests that compare whole metadb
 // snapshots: an audited refusal changes nothing but the audit stream.
 func AuditKey() string { return keyAudit }
+
+func keyUsage(tenant string, index int) string { return "granary:usage:" + tenant + "/" + field(index) }
+func keyTenantAlerts(name string) string       { return "granary:tenant:" + name + ":alerts" }
+func keyAlert(id string) string                { return "granary:alert:" + id }
+
+const (
+	keyAlerts        = "granary:alerts"
+	keyAlertsPending = "granary:alerts:pending"
+)

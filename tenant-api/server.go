@@ -116,6 +116,7 @@ type Store interface {
 	Audit(ctx context.Context, e metadb.AuditEntry) error
 	AuditLog(ctx context.Context, q metadb.AuditQuery) ([]metadb.AuditEntry, string, error)
 	limitsStore
+	usageStore
 }
 
 var _ Store = (*metadb.Store)(nil)
@@ -232,6 +233,9 @@ func (s *Server) routes() http.Handler {
 			r.Get("/jobs/{id}", s.getJob)
 			r.Get("/audit", s.tenantAudit)
 			r.Get("/limits", s.myLimits)
+			r.Get("/dbs/{index}/usage", s.getUsage)
+			r.Get("/dbs/{index}/alerts", s.getAlerts)
+			r.With(s.audited(metadb.AuditDBAlerts, false)).Put("/dbs/{index}/alerts", s.putAlerts)
 		})
 		r.Route("/admin", func(r chi.Router) {
 			r.Use(s.adminAuth)
