@@ -16,6 +16,7 @@ import (
 
 	"github.com/granary-db/granary/internal/defaults"
 	"github.com/granary-db/granary/internal/metricshttp"
+	"github.com/granary-db/granary/internal/netguard"
 	"github.com/granary-db/granary/metadb"
 	"github.com/granary-db/granary/pools"
 	"github.com/granary-db/granary/proto/buspb"
@@ -131,6 +132,11 @@ type Master struct {
 	steps    map[metadb.JobKind]map[metadb.Step]stepFunc // see jobSteps
 	metrics  *metrics
 	maddr    atomic.Pointer[string]
+	// Alert delivery (alerts.go): the dial guard, the addresses already
+	// denied in it (touched by the delivery loop only), and its wake-up.
+	guard     *netguard.Guard
+	denied    map[string]bool
+	alertWake chan struct{}
 }
 
 // New returns a master; it does no I/O and starts nothing.
@@ -138,7 +144,12 @@ func New(cfg Config, store Store, log zerolog.Logger) (*Master, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m := &Master{cfg: cfg, store: store, log: log.With().Str("master", cfg.ID).Logger(), backends: newBackends(cfg.BackendTimeout)}
+	guard, err := netguard.New(cfg.Usage.WebhookAllow)
+	if err != nil {
+		return nil, err
+	}
+	m := &Master{cfg: cfg, store: store, log: log.With().Str("master", cfg.ID).Logger(), backends: newBackends(cfg.BackendTimeout),
+		guard: guard, denied: map[string]bool{}, alertWake: make(chan struct{}, 1)}
 	m.steps = m.jobSteps()
 	m.metrics = newMetrics(store)
 	return m, nil
@@ -216,9 +227,7 @@ func (m *Master) lead(ctx context.Context, f *metadb.Fence) error {
 	g.Go(func() error { return m.every(gctx, f, m.cfg.LeaseTTL/3, "assign pairs failed", m.assignPairs) })
 	g.Go(func() error { return m.every(gctx, f, m.cfg.QuotaInterval, "quota pass failed", m.applyQuotas) })
 	g.Go(func() error { return m.every(gctx, f, m.cfg.Usage.Interval, "usage sample failed", m.usageSampler()) })
-	g.Go(func() error {
-		return m.every(gctx, f, m.cfg.Usage.AlertPoll, "alert delivery failed", m.alertDeliverer())
-	})
+	g.Go(func() error { return m.deliverAlerts(gctx, f) })
 	g.Go(func() error {
 		return m.every(gctx, f, reclaimInterval, "reclaim demoted masters failed", m.reclaimDemoted)
 	})

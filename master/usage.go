@@ -1,12 +1,9 @@
 package master
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"strconv"
 	"time"
 
@@ -35,8 +32,24 @@ type UsageConfig struct {
 	RetryBase, RetryMax time.Duration
 	// Attempts bounds the deliveries of one alert. Default 6.
 	Attempts int
-	// Timeout bounds one delivery. Default 2s.
+	// Timeout bounds one delivery attempt (connect, TLS, answer). Default 2s.
 	Timeout time.Duration
+	// MaxAge bounds the age of a db's points. Default 24h.
+	MaxAge time.Duration
+	// Workers bounds the deliveries in flight; each tenant has at most one
+	// in flight, and tenants take turns. Default 4.
+	Workers int
+	// TenantPending caps a tenant's pending alerts (one per db and metric
+	// at most); a crossing beyond it is recorded as dropped. Default 32.
+	TenantPending int
+	// WebhookAllow lists CIDR prefixes webhooks may reach although they
+	// are not public unicast (an operator's trusted network; tests allow
+	// loopback). Default none.
+	WebhookAllow []string
+	// WebhookDeny lists further host:port addresses webhooks must never
+	// reach, whatever WebhookAllow says (the tenant APIs, say); metadb,
+	// every pair server, spare, proxy and keeper are denied anyway.
+	WebhookDeny []string
 }
 
 func (c *UsageConfig) fill() error {
@@ -47,7 +60,11 @@ func (c *UsageConfig) fill() error {
 	defaults.Fill(&c.RetryMax, time.Minute)
 	defaults.Fill(&c.Attempts, 6)
 	defaults.Fill(&c.Timeout, 2*time.Second)
-	if c.Interval < 0 || c.Keep < 0 || c.AlertPoll < 0 || c.RetryBase < 0 || c.RetryMax < 0 || c.Attempts < 0 || c.Timeout < 0 {
+	defaults.Fill(&c.MaxAge, 24*time.Hour)
+	defaults.Fill(&c.Workers, 4)
+	defaults.Fill(&c.TenantPending, 32)
+	if c.Interval < 0 || c.Keep < 0 || c.AlertPoll < 0 || c.RetryBase < 0 || c.RetryMax < 0 || c.Attempts < 0 ||
+		c.Timeout < 0 || c.MaxAge < 0 || c.Workers < 0 || c.TenantPending < 0 {
 		return errors.New("usage config: negative value")
 	}
 	return nil
@@ -55,55 +72,76 @@ func (c *UsageConfig) fill() error {
 
 // usageStore is what the usage pass needs of metadb.
 type usageStore interface {
-	AppendUsage(ctx context.Context, f *metadb.Fence, points []metadb.UsagePoint, keep int) error
+	AppendUsage(ctx context.Context, f *metadb.Fence, points []metadb.UsagePoint, keep int, maxAge time.Duration) error
 	TenantAlertRules(ctx context.Context, tenant string) (map[int]*metadb.AlertRule, error)
-	FireAlerts(ctx context.Context, f *metadb.Fence, sender, tenant string, index int, prev, next metadb.AlertRule, alerts []*metadb.Alert) (bool, error)
+	FireAlerts(ctx context.Context, f *metadb.Fence, tenant string, index int, prev, next metadb.AlertRule, alerts []*metadb.Alert, tenantCap int) (bool, error)
 	PendingAlerts(ctx context.Context) ([]*metadb.Alert, error)
 	RecordDelivery(ctx context.Context, f *metadb.Fence, a *metadb.Alert) error
+	AlertRule(ctx context.Context, tenant string, index int) (*metadb.AlertRule, error)
+	PairHealth(ctx context.Context, id string) (*metadb.PairHealth, error)
+	Spares(ctx context.Context) ([]string, error)
+	MetadbAddr() string
 }
 
-// The alert metrics.
-const (
-	metricUsedPct   = "used_pct"
-	metricOpsPerSec = "ops_per_sec"
-)
+// rearm is the hysteresis of every threshold: once above, a metric must
+// fall below rearm × threshold before it can fire again, so a value
+// hovering at the threshold fires once.
+const rearm = 0.9
 
-// crossing is the alert policy for one threshold: above is whether value
-// is at or over it (a threshold of 0 is off, never above); fire is true only
-// on the sample that goes above after one that was not.
+// crossing is the alert policy for one threshold: above is whether the
+// metric counts as above it (at or over it when it was below, at or over
+// rearm × threshold when it was above; a threshold of 0 is off, never
+// above); fire is true only on the sample that goes above after one that
+// was not.
 func crossing(wasAbove bool, value, threshold float64) (above, fire bool) {
 	if threshold <= 0 {
 		return false, false
 	}
+	if wasAbove {
+		return value >= rearm*threshold, false
+	}
 	above = value >= threshold
-	return above, above && !wasAbove
+	return above, above
 }
 
 // evaluate applies a rule to a point: the rule with its new crossing state,
 // the alerts it fires and whether anything changed. Without opsKnown (some
 // proxy has no rate yet, as after a change of leader) the ops threshold
-// keeps its state: a partial sum must neither re-arm nor fire it.
+// keeps its state: a partial sum must neither re-arm nor fire it; an
+// unknown replication lag (-1) keeps the lag threshold's state likewise.
 func evaluate(r metadb.AlertRule, pt metadb.UsagePoint, opsKnown bool) (metadb.AlertRule, []*metadb.Alert, bool) {
-	next := r
-	var out []*metadb.Alert
-	fire := func(metric string, value, threshold float64) {
-		out = append(out, &metadb.Alert{Tenant: pt.Tenant, Index: pt.Index, Metric: metric, Value: value,
-			Threshold: threshold, Time: pt.Time, Webhook: r.Webhook})
-	}
-	var f bool
 	usedPct := 0.0
 	if pt.QuotaBytes > 0 {
 		usedPct = 100 * float64(pt.UsedBytes) / float64(pt.QuotaBytes)
 	}
-	if next.UsedAbove, f = crossing(r.UsedAbove, usedPct, r.UsedPct); f {
-		fire(metricUsedPct, usedPct, r.UsedPct)
+	values := map[string]float64{
+		metadb.MetricUsedPct: usedPct, metadb.MetricOpsPerSec: pt.OpsPerSec, metadb.MetricReplLag: float64(pt.ReplLagBytes),
 	}
-	if opsKnown {
-		if next.OpsAbove, f = crossing(r.OpsAbove, pt.OpsPerSec, r.OpsPerSec); f {
-			fire(metricOpsPerSec, pt.OpsPerSec, r.OpsPerSec)
+	known := map[string]bool{metadb.MetricUsedPct: true, metadb.MetricOpsPerSec: opsKnown, metadb.MetricReplLag: pt.ReplLagBytes >= 0}
+	next := r
+	next.Above = map[string]bool{}
+	changed := false
+	var out []*metadb.Alert
+	for _, metric := range metadb.AlertMetrics {
+		was := r.Above[metric]
+		now := was
+		if known[metric] {
+			var fire bool
+			now, fire = crossing(was, values[metric], r.Threshold(metric))
+			if fire {
+				out = append(out, &metadb.Alert{Tenant: pt.Tenant, Index: pt.Index, Metric: metric, Value: values[metric],
+					Threshold: r.Threshold(metric), Time: pt.Time})
+			}
 		}
+		if now {
+			next.Above[metric] = true
+		}
+		changed = changed || now != was
 	}
-	return next, out, next != r
+	if len(next.Above) == 0 {
+		next.Above = nil
+	}
+	return next, out, changed
 }
 
 // proxySeen is the last report seen from one proxy and the rates it gave.
@@ -171,16 +209,25 @@ func (m *Master) usageSampler() func(context.Context, *metadb.Fence) error {
 			}
 		}
 		now := time.Now().UTC()
+		lag := map[string]int64{} // by pair; -1 unknown
 		var points []metadb.UsagePoint
 		for _, db := range dbs {
 			if db.State != metadb.DBActive && db.State != metadb.DBResizing {
 				continue
 			}
+			l, ok := lag[db.Pair]
+			if !ok {
+				l = -1
+				if h, err := m.store.PairHealth(ctx, db.Pair); err == nil {
+					l = h.LagBytes
+				}
+				lag[db.Pair] = l
+			}
 			points = append(points, metadb.UsagePoint{Tenant: db.Tenant, Index: db.Index, Time: now,
-				UsedBytes: db.UsedBytes, QuotaBytes: db.QuotaBytes, Banned: db.Banned,
+				UsedBytes: db.UsedBytes, QuotaBytes: db.QuotaBytes, Banned: db.Banned, ReplLagBytes: l,
 				OpsPerSec: ops[db.Tenant+"/"+strconv.Itoa(db.Index)], Connections: conns[db.Tenant]})
 		}
-		if err := m.store.AppendUsage(ctx, f, points, m.cfg.Usage.Keep); err != nil {
+		if err := m.store.AppendUsage(ctx, f, points, m.cfg.Usage.Keep, m.cfg.Usage.MaxAge); err != nil {
 			return fmt.Errorf("append usage: %w", err)
 		}
 		return m.checkAlerts(ctx, f, points, opsKnown)
@@ -207,7 +254,7 @@ func (m *Master) checkAlerts(ctx context.Context, f *metadb.Fence, points []meta
 		if !changed {
 			continue
 		}
-		recorded, err := m.store.FireAlerts(ctx, f, m.sender(), pt.Tenant, pt.Index, *r, next, alerts)
+		recorded, err := m.store.FireAlerts(ctx, f, pt.Tenant, pt.Index, *r, next, alerts, m.cfg.Usage.TenantPending)
 		if err != nil {
 			return fmt.Errorf("fire alerts of %s/%d: %w", pt.Tenant, pt.Index, err)
 		}
@@ -215,92 +262,12 @@ func (m *Master) checkAlerts(ctx context.Context, f *metadb.Fence, points []meta
 			continue // the rule changed meanwhile: the next sample evaluates it
 		}
 		for _, a := range alerts {
-			m.log.Info().Str("tenant", a.Tenant).Int("index", a.Index).Str("metric", a.Metric).
-				Float64("value", a.Value).Float64("threshold", a.Threshold).Msg("alert fired")
+			m.log.Info().Str("alert", a.ID).Str("tenant", a.Tenant).Int("index", a.Index).Str("metric", a.Metric).
+				Float64("value", a.Value).Float64("threshold", a.Threshold).Str("state", a.State).Msg("alert fired")
 		}
-	}
-	return nil
-}
-
-// webhookClient posts alerts: a short timeout, and redirects are not
-// followed (a 3xx is a failed delivery).
-func webhookClient(timeout time.Duration) *http.Client {
-	return &http.Client{Timeout: timeout, CheckRedirect: func(*http.Request, []*http.Request) error {
-		return http.ErrUseLastResponse
-	}}
-}
-
-// alertPayload is the JSON body POSTed to a webhook.
-type alertPayload struct {
-	ID        string    `json:"id"`
-	Tenant    string    `json:"tenant"`
-	Index     int       `json:"index"`
-	Metric    string    `json:"metric"`
-	Value     float64   `json:"value"`
-	Threshold float64   `json:"threshold"`
-	Time      time.Time `json:"time"`
-}
-
-// alertDeliverer is the delivery pass: each call tries every pending alert
-// whose next attempt is due once, and records the outcome.
-func (m *Master) alertDeliverer() func(context.Context, *metadb.Fence) error {
-	client := webhookClient(m.cfg.Usage.Timeout)
-	return func(ctx context.Context, f *metadb.Fence) error {
-		pending, err := m.store.PendingAlerts(ctx)
-		if err != nil {
-			return fmt.Errorf("pending alerts: %w", err)
+		if len(alerts) > 0 {
+			m.wakeDelivery()
 		}
-		for _, a := range pending {
-			if time.Now().Before(a.NextTry) {
-				continue
-			}
-			err := deliver(ctx, client, a)
-			a.Attempts++
-			switch {
-			case err == nil:
-				a.State, a.LastError, a.NextTry = metadb.AlertDelivered, "", time.Time{}
-			case a.Attempts >= m.cfg.Usage.Attempts:
-				a.State, a.LastError, a.NextTry = metadb.AlertFailed, err.Error(), time.Time{}
-			default:
-				a.LastError, a.NextTry = err.Error(), time.Now().Add(backoff(m.cfg.Usage.RetryBase, m.cfg.Usage.RetryMax, a.Attempts))
-			}
-			if err := m.store.RecordDelivery(ctx, f, a); err != nil {
-				return fmt.Errorf("record delivery of alert %s: %w", a.ID, err)
-			}
-			if a.State == metadb.AlertFailed {
-				m.log.Warn().Str("alert", a.ID).Str("error", a.LastError).Msg("alert not delivered; giving up")
-			}
-		}
-		return nil
-	}
-}
-
-// backoff is the wait after the attempts-th failure: base doubled per
-// further failure, at most max.
-func backoff(base, max time.Duration, attempts int) time.Duration {
-	d := base
-	for i := 1; i < attempts && d < max; i++ {
-		d *= 2
-	}
-	return min(d, max)
-}
-
-// deliver POSTs one alert; any status but 2xx is a failure.
-func deliver(ctx context.Context, c *http.Client, a *metadb.Alert) error {
-	body, _ := json.Marshal(alertPayload{ID: a.ID, Tenant: a.Tenant, Index: a.Index, Metric: a.Metric,
-		Value: a.Value, Threshold: a.Threshold, Time: a.Time})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.Webhook, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("webhook answered %s", resp.Status)
 	}
 	return nil
 }

@@ -26,7 +26,6 @@ const (
 	AuditQuotaUnban      = "quota.unban"
 	AuditPairFailover    = "pair.failover"
 	AuditSpareAttach     = "spare.attach"
-	AuditAlertFire       = "alert.fire"
 	AuditDBAlerts        = "db.alerts"
 	AuditPairDrain       = "pair.drain"
 	AuditPoolRebalance   = "pool.rebalance"
@@ -35,7 +34,7 @@ const (
 // AuditActions lists every action, for validating filters.
 var AuditActions = []string{
 	AuditTenantSignup, AuditDBCreate, AuditDBResize, AuditDBDrop, AuditDBMode, AuditPairAdd, AuditSpareAdd, AuditTenantLimits,
-	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach, AuditAlertFire, AuditDBAlerts,
+	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach, AuditDBAlerts,
 	AuditPairDrain, AuditPoolRebalance,
 }
 

@@ -268,6 +268,10 @@ func (s *Store) ReleaseSlot(ctx context.Context, f *Fence, jobID string) error {
 				// So are its usage history and alert rule (usage.go).
 				pl.Del(ctx, keyUsage(job.Tenant, job.Index))
 				pl.HDel(ctx, keyTenantAlerts(job.Tenant), field(job.Index))
+				pl.Del(ctx, keyAlertHistory(job.Tenant, job.Index))
+				for _, m := range AlertMetrics {
+					pl.HDel(ctx, keyAlertsPending(job.Tenant), pendingField(job.Index, m))
+				}
 			}
 			if cur == owner {
 				pl.HDel(ctx, keyPairOwners(job.Pair), field(job.SlotDB))

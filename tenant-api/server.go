@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/granary-db/granary/internal/netguard"
 	"github.com/granary-db/granary/internal/objstore"
 	"github.com/granary-db/granary/metadb"
 	"github.com/granary-db/granary/pools"
@@ -44,6 +45,10 @@ type Config struct {
 	// ShutdownTimeout bounds the drain of in-flight requests when Run's
 	// context ends. Default 10s.
 	ShutdownTimeout time.Duration
+	// WebhookAllow lists the CIDR prefixes an alert webhook given as an IP
+	// literal may name although it is not public unicast; it should match
+	// the master's (whose dial-time guard is the real check). Default none.
+	WebhookAllow []string
 }
 
 // DefaultConfig is a Config with every default filled in except AdminToken.
@@ -123,6 +128,7 @@ var _ Store = (*metadb.Store)(nil)
 
 // Server is the REST API. It is safe for concurrent use.
 type Server struct {
+	guard     *netguard.Guard // webhook IP literals, at PUT (usage.go)
 	cfg       Config
 	store     Store
 	log       zerolog.Logger
@@ -142,7 +148,12 @@ func New(cfg Config, store Store, log zerolog.Logger) (*Server, error) {
 	if store == nil {
 		return nil, errors.New("api: nil store")
 	}
+	guard, err := netguard.New(cfg.WebhookAllow)
+	if err != nil {
+		return nil, fmt.Errorf("api: webhook allow: %w", err)
+	}
 	s := &Server{
+		guard:     guard,
 		cfg:       cfg,
 		store:     store,
 		log:       log,

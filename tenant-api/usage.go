@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/granary-db/granary/metadb"
@@ -15,16 +18,17 @@ import (
 //
 //	GET /v1/dbs/{index}/usage?since=RFC3339  {"points":[usagePoint…]}, oldest first
 //	GET /v1/dbs/{index}/alerts               alertsView
-//	PUT /v1/dbs/{index}/alerts               {"webhook":"http(s)://…","used_pct":N,"ops_per_sec":N} -> alertsView
+//	PUT /v1/dbs/{index}/alerts               {"webhook":"http(s)://…","secret":"…","used_pct":N,"ops_per_sec":N,"repl_lag_bytes":N} -> alertsView
 //
 // A threshold of 0 is off. A PUT replaces the rule and re-arms it: a db
-// already above a threshold fires at the next sample.
+// already above a threshold fires at the next sample. The secret is never
+// shown back (secret_set), nor the webhook's query.
 
 // usageStore is what the usage calls need of metadb.
 type usageStore interface {
 	Usage(ctx context.Context, tenant string, index int, since time.Time) ([]metadb.UsagePoint, error)
 	AlertRule(ctx context.Context, tenant string, index int) (*metadb.AlertRule, error)
-	SetAlertRule(ctx context.Context, tenant string, index int, r metadb.AlertRule) error
+	SetAlertRule(ctx context.Context, tenant string, index int, r metadb.AlertRule, keepSecret bool) error
 	Alerts(ctx context.Context, tenant string, index int) ([]*metadb.Alert, error)
 }
 
@@ -55,11 +59,13 @@ func (s *Server) getUsage(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, usageView{Points: pts})
 }
 
-// alertsBody is a PUT's body.
+// alertsBody is a PUT's body. Secret absent keeps the stored one, "" removes it.
 type alertsBody struct {
-	Webhook   string  `json:"webhook"`
-	UsedPct   float64 `json:"used_pct"`
-	OpsPerSec float64 `json:"ops_per_sec"`
+	Webhook      string  `json:"webhook"`
+	Secret       *string `json:"secret"`
+	UsedPct      float64 `json:"used_pct"`
+	OpsPerSec    float64 `json:"ops_per_sec"`
+	ReplLagBytes float64 `json:"repl_lag_bytes"`
 }
 
 // alertView is one fired alert as the tenant sees it.
@@ -75,28 +81,74 @@ type alertView struct {
 }
 
 // alertsView is a db's rule (empty when it has none) and its recorded
-// alerts, oldest first.
+// alerts, oldest first. The webhook is shown with its query redacted, and
+// of the secret only whether one is set.
 type alertsView struct {
-	alertsBody
-	Alerts []alertView `json:"alerts"`
+	Webhook      string      `json:"webhook"`
+	SecretSet    bool        `json:"secret_set"`
+	UsedPct      float64     `json:"used_pct"`
+	OpsPerSec    float64     `json:"ops_per_sec"`
+	ReplLagBytes float64     `json:"repl_lag_bytes"`
+	Alerts       []alertView `json:"alerts"`
 }
 
-// maxWebhook bounds a webhook URL's length.
-const maxWebhook = 2048
+// maxWebhook bounds a webhook URL's length; maxSecret a signing secret's.
+const (
+	maxWebhook = 2048
+	maxSecret  = 256
+)
 
-func (b alertsBody) validate() error {
+// redactWebhook is the webhook as shown back: its query (where tokens tend
+// to live) and fragment replaced.
+func redactWebhook(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	u.User, u.Fragment, u.RawFragment = nil, "", ""
+	if u.RawQuery != "" || u.ForceQuery {
+		u.RawQuery, u.ForceQuery = "redacted", false
+	}
+	return u.String()
+}
+
+// validate checks a PUT body. Error texts quote nothing of the URL beyond
+// its scheme: it may carry a token.
+func (s *Server) validateAlerts(b alertsBody) error {
+	if len(b.Webhook) > maxWebhook {
+		return errorf(errBadRequest, "bad webhook: longer than %d bytes", maxWebhook)
+	}
 	u, err := url.Parse(b.Webhook)
 	switch {
-	case len(b.Webhook) > maxWebhook:
-		return errorf(errBadRequest, "bad webhook: longer than %d bytes", maxWebhook)
-	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		return errorf(errBadRequest, "bad webhook %q: use an http:// or https:// URL", clip(b.Webhook))
+	case err != nil || u.Host == "" || u.Opaque != "":
+		return errorf(errBadRequest, "bad webhook: use an absolute http:// or https:// URL")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return errorf(errBadRequest, "bad webhook: scheme %q is not accepted; use http:// or https://", clip(u.Scheme))
 	case u.User != nil:
-		return errorf(errBadRequest, "bad webhook: credentials in the URL are not accepted")
+		return errorf(errBadRequest, "bad webhook: credentials in the URL are not accepted; use a secret to sign deliveries")
+	case b.Secret != nil && len(*b.Secret) > maxSecret:
+		return errorf(errBadRequest, "bad secret: longer than %d bytes", maxSecret)
 	case b.UsedPct < 0 || b.UsedPct > 100:
 		return errorf(errBadRequest, "bad used_pct %v: use 0 (off) to 100", b.UsedPct)
 	case b.OpsPerSec < 0 || b.OpsPerSec > 1e9:
 		return errorf(errBadRequest, "bad ops_per_sec %v: use 0 (off) to 1000000000", b.OpsPerSec)
+	case b.ReplLagBytes < 0 || b.ReplLagBytes > 1<<40:
+		return errorf(errBadRequest, "bad repl_lag_bytes %v: use 0 (off) to %d", b.ReplLagBytes, int64(1)<<40)
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		return errorf(errBadRequest, "bad webhook: bad port")
+	}
+	// A name is checked where it matters, at each dial by the master; an
+	// IP literal can be refused now.
+	if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil {
+		if err := s.guard.Check(netip.AddrPortFrom(ip, uint16(p))); err != nil {
+			return errorf(errBadRequest, "bad webhook: %v", err)
+		}
 	}
 	return nil
 }
@@ -109,7 +161,8 @@ func (s *Server) alertsOf(r *http.Request, db *metadb.DB) (alertsView, error) {
 	case err != nil:
 		return v, err
 	default:
-		v.alertsBody = alertsBody{Webhook: rule.Webhook, UsedPct: rule.UsedPct, OpsPerSec: rule.OpsPerSec}
+		v.Webhook, v.SecretSet = redactWebhook(rule.Webhook), rule.Secret != ""
+		v.UsedPct, v.OpsPerSec, v.ReplLagBytes = rule.UsedPct, rule.OpsPerSec, rule.ReplLagBytes
 	}
 	as, err := s.store.Alerts(r.Context(), db.Tenant, db.Index)
 	if err != nil {
@@ -147,11 +200,15 @@ func (s *Server) putAlerts(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if err := b.validate(); err != nil {
+	if err := s.validateAlerts(b); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	err = s.store.SetAlertRule(r.Context(), db.Tenant, db.Index, metadb.AlertRule{Webhook: b.Webhook, UsedPct: b.UsedPct, OpsPerSec: b.OpsPerSec})
+	rule := metadb.AlertRule{Webhook: b.Webhook, UsedPct: b.UsedPct, OpsPerSec: b.OpsPerSec, ReplLagBytes: b.ReplLagBytes}
+	if b.Secret != nil {
+		rule.Secret = *b.Secret
+	}
+	err = s.store.SetAlertRule(r.Context(), db.Tenant, db.Index, rule, b.Secret == nil)
 	if errors.Is(err, metadb.ErrNotFound) {
 		err = errorf(metadb.ErrNotFound, "no db %d", db.Index)
 	}
