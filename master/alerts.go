@@ -227,9 +227,13 @@ func (m *Master) deliverAlerts(ctx context.Context, f *metadb.Fence) error {
 	cfg := m.cfg.Usage
 	client := webhookClient(m.guard, cfg.Timeout)
 	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		busy     = map[string]bool{} // tenants with a delivery in flight
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		busy = map[string]bool{} // tenants with a delivery in flight
+		// recorded holds the attempts recorded per alert id, so that a
+		// pass that read the pending alerts before a worker recorded one
+		// does not start that alert again from the stale copy.
+		recorded = map[string]int{}
 		last     string
 		deposed  atomic.Bool
 		deniedAt time.Time
@@ -263,7 +267,13 @@ func (m *Master) deliverAlerts(ctx context.Context, f *metadb.Fence) error {
 			return // shutting down: the attempt does not count
 		}
 		settle(a, err, cfg, time.Now())
-		if err := m.store.RecordDelivery(ctx, f, a); err != nil {
+		err = m.store.RecordDelivery(ctx, f, a)
+		if err == nil {
+			mu.Lock()
+			recorded[a.ID] = a.Attempts
+			mu.Unlock()
+		}
+		if err != nil {
 			if errors.Is(err, metadb.ErrNotLeader) {
 				deposed.Store(true)
 			} else if ctx.Err() == nil {
@@ -292,7 +302,20 @@ func (m *Master) deliverAlerts(ctx context.Context, f *metadb.Fence) error {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		for _, a := range pickDue(pending, busy, last, cfg.Workers-len(busy), time.Now()) {
+		fresh := pending[:0]
+		seen := map[string]bool{}
+		for _, a := range pending {
+			seen[a.ID] = true
+			if n, ok := recorded[a.ID]; !ok || a.Attempts >= n {
+				fresh = append(fresh, a)
+			}
+		}
+		for id := range recorded {
+			if !seen[id] {
+				delete(recorded, id) // settled, and this read is after the record
+			}
+		}
+		for _, a := range pickDue(fresh, busy, last, cfg.Workers-len(busy), time.Now()) {
 			busy[a.Tenant], last = true, a.Tenant
 			wg.Add(1)
 			go work(a)

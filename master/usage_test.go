@@ -1,26 +1,17 @@
 package master
 
 import (
-	"context"
-	"encoding/json"
-	"io"
-	"net/http"
-	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
-	"github.com/granary-db/granary/proto/buspb"
-	"github.com/rs/zerolog"
 )
 
 func TestCrossing(t *testing.T) {
 	// A threshold of 80 seen by a run of samples: it fires once per
-	// crossing and re-arms only when a sample falls below.
-	values := []float64{10, 79.9, 80, 95, 85, 79, 81, 100, 0, 80}
-	fires := []bool{false, false, true, false, false, false, true, false, false, true}
+	// crossing and re-arms only when a sample falls below 72 (rearm).
+	values := []float64{10, 79.9, 80, 95, 85, 79, 81, 72, 81, 71.9, 80, 100, 0, 80}
+	fires := []bool{false, false, true, false, false, false, false, false, false, false, true, false, false, true}
 	above := false
 	for i, v := range values {
 		var fire bool
@@ -39,7 +30,8 @@ func TestCrossing(t *testing.T) {
 		{"at the threshold fires", false, 80, 80, true, true},
 		{"above after below fires", false, 90, 80, true, true},
 		{"still above does not fire again", true, 90, 80, true, false},
-		{"falls below re-arms", true, 10, 80, false, false},
+		{"just below stays above (hysteresis)", true, 75, 80, true, false},
+		{"falls below the re-arm level re-arms", true, 71, 80, false, false},
 		{"threshold 0 is off", false, 1e9, 0, false, false},
 		{"threshold 0 disarms", true, 1e9, 0, false, false},
 	}
@@ -54,22 +46,32 @@ func TestCrossing(t *testing.T) {
 }
 
 func TestEvaluate(t *testing.T) {
-	pt := metadb.UsagePoint{Tenant: "t", Index: 2, UsedBytes: 90, QuotaBytes: 100, OpsPerSec: 500}
-	r := metadb.AlertRule{Webhook: "http://x", UsedPct: 80, OpsPerSec: 1000}
+	pt := metadb.UsagePoint{Tenant: "t", Index: 2, UsedBytes: 90, QuotaBytes: 100, OpsPerSec: 500, ReplLagBytes: -1}
+	r := metadb.AlertRule{Webhook: "http://x", UsedPct: 80, OpsPerSec: 1000, ReplLagBytes: 4096}
 	next, alerts, changed := evaluate(r, pt, true)
-	if !changed || !next.UsedAbove || next.OpsAbove || len(alerts) != 1 || alerts[0].Metric != metricUsedPct || alerts[0].Value != 90 {
+	if !changed || !next.Above[metadb.MetricUsedPct] || next.Above[metadb.MetricOpsPerSec] || len(alerts) != 1 ||
+		alerts[0].Metric != metadb.MetricUsedPct || alerts[0].Value != 90 || alerts[0].Threshold != 80 {
 		t.Fatalf("first sample: %+v %+v %v", next, alerts, changed)
 	}
 	if _, alerts, changed := evaluate(next, pt, true); changed || len(alerts) != 0 {
 		t.Fatalf("same sample again: %+v %v", alerts, changed)
 	}
 	pt.OpsPerSec, pt.QuotaBytes = 2000, 0 // no quota: used_pct is 0, below
-	if n, alerts, _ := evaluate(next, pt, false); n.OpsAbove || len(alerts) != 0 {
+	if n, alerts, _ := evaluate(next, pt, false); n.Above[metadb.MetricOpsPerSec] || len(alerts) != 0 {
 		t.Fatalf("ops unknown: %+v %+v, want no ops decision", n, alerts)
 	}
 	next, alerts, changed = evaluate(next, pt, true)
-	if !changed || next.UsedAbove || !next.OpsAbove || len(alerts) != 1 || alerts[0].Metric != metricOpsPerSec {
+	if !changed || next.Above[metadb.MetricUsedPct] || !next.Above[metadb.MetricOpsPerSec] || len(alerts) != 1 || alerts[0].Metric != metadb.MetricOpsPerSec {
 		t.Fatalf("ops sample: %+v %+v %v", next, alerts, changed)
+	}
+	pt.ReplLagBytes = 5000
+	next, alerts, _ = evaluate(next, pt, true)
+	if !next.Above[metadb.MetricReplLag] || len(alerts) != 1 || alerts[0].Metric != metadb.MetricReplLag || alerts[0].Value != 5000 {
+		t.Fatalf("lag sample: %+v %+v", next, alerts)
+	}
+	pt.ReplLagBytes = -1 // unknown: keeps the state
+	if n, alerts, changed := evaluate(next, pt, true); !n.Above[metadb.MetricReplLag] || len(alerts) != 0 || changed {
+		t.Fatalf("lag unknown: %+v %+v %v", n, alerts, changed)
 	}
 }
 
@@ -123,171 +125,65 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-// receiver is a webhook that fails its first request with a 500.
-type receiver struct {
-	mu   sync.Mutex
-	got  []alertPayload
-	seen int
-}
-
-func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var p alertPayload
-	b, _ := io.ReadAll(r.Body)
-	_ = json.Unmarshal(b, &p)
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	rc.got = append(rc.got, p)
-	rc.seen++
-	if rc.seen == 1 {
-		http.Error(w, "not yet", http.StatusInternalServerError)
+func TestPickDue(t *testing.T) {
+	now := time.Unix(1000, 0)
+	a := func(id, tenant string, next time.Duration) *metadb.Alert {
+		return &metadb.Alert{ID: id, Tenant: tenant, NextTry: now.Add(next)}
 	}
-}
-
-func (rc *receiver) requests() []alertPayload {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return append([]alertPayload(nil), rc.got...)
-}
-
-func TestUsageSamplesAndAlerts(t *testing.T) {
-	c := newCluster(t)
-	ctx := t.Context()
-	m, err := New(Config{ID: "m1", LeaseTTL: 600 * time.Millisecond, JobPoll: 10 * time.Millisecond,
-		Usage: UsageConfig{Interval: 30 * time.Millisecond, Keep: 50, AlertPoll: 10 * time.Millisecond, RetryBase: 50 * time.Millisecond}},
-		c.store, zerolog.New(io.Discard))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = m.Run(mctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	rc := &receiver{}
-	hook := httptest.NewServer(rc)
-	t.Cleanup(hook.Close)
-
-	db, job, err := c.store.ClaimDB(ctx, "acme", c.pair, metadb.WriteConfirmed, 1000, 8, "create")
-	if err != nil {
-		t.Fatal(err)
-	}
-	redistest.WaitFor(t, 5*time.Second, "create done", func() bool { return jobState(t, c.store, job.ID).State == metadb.JobDone })
-	// A proxy reporting two of the tenant's connections.
-	if err := c.store.Heartbeat(ctx, metadb.KindProxy, metadb.Member{ID: "px", TenantConns: map[string]int{"acme": 2}}, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.store.SetAlertRule(ctx, "acme", db.Index, metadb.AlertRule{Webhook: hook.URL, UsedPct: 80}); err != nil {
-		t.Fatal(err)
-	}
-	setUsed := func(n int64) {
-		t.Helper()
-		_, err := c.store.UpdateDB(ctx, nil, "test", "acme", db.Index, func(d *metadb.DB) ([]*buspb.Envelope, error) {
-			d.UsedBytes = n
-			return nil, nil
-		})
-		if err != nil {
-			t.Fatal(err)
+	pending := []*metadb.Alert{a("10", "flood", 0), a("9", "flood", 0), a("11", "b", 0), a("12", "c", time.Second), a("13", "d", 0), a("14", "e", 0)}
+	ids := func(as []*metadb.Alert) (out []string) {
+		for _, x := range as {
+			out = append(out, x.ID)
 		}
+		return out
 	}
-	points := func() []metadb.UsagePoint {
-		pts, err := c.store.Usage(ctx, "acme", db.Index, time.Time{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pts
-	}
-	// waitSamples waits until the series holds a point with used bytes n,
-	// then for three more samples.
-	waitSamples := func(n int64) {
-		t.Helper()
-		var at time.Time
-		redistest.WaitFor(t, 5*time.Second, "a sample of the new size", func() bool {
-			pts := points()
-			if len(pts) > 0 && pts[len(pts)-1].UsedBytes == n {
-				at = pts[len(pts)-1].Time
-				return true
+	for _, tc := range []struct {
+		name string
+		busy map[string]bool
+		last string
+		free int
+		want []string
+	}{
+		{"one per tenant, oldest first, tenants in turn", nil, "", 4, []string{"11", "13", "14", "9"}},
+		{"the turn goes on after the last served", nil, "d", 4, []string{"14", "9", "11", "13"}},
+		{"a busy tenant waits", map[string]bool{"flood": true}, "", 4, []string{"11", "13", "14"}},
+		{"free workers bound it", nil, "b", 2, []string{"13", "14"}},
+		{"no free worker", nil, "", 0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ids(pickDue(pending, tc.busy, tc.last, tc.free, now))
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
 			}
-			return false
-		})
-		redistest.WaitFor(t, 5*time.Second, "three more samples", func() bool {
-			pts := points()
-			later := 0
-			for _, p := range pts {
-				if p.Time.After(at) {
-					later++
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Fatalf("got %v, want %v", got, tc.want)
 				}
 			}
-			return later >= 3
 		})
-	}
-	alerts := func() []*metadb.Alert {
-		as, err := c.store.Alerts(ctx, "acme", db.Index)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return as
-	}
-
-	setUsed(900)
-	waitSamples(900)
-	redistest.WaitFor(t, 5*time.Second, "the alert delivered after a retry", func() bool {
-		as := alerts()
-		return len(as) == 1 && as[0].State == metadb.AlertDelivered
-	})
-	a := alerts()[0]
-	if a.Attempts != 2 || a.Metric != metricUsedPct || a.Value != 90 || a.Threshold != 80 {
-		t.Fatalf("alert %+v: want used_pct 90 over 80, delivered at the second attempt", a)
-	}
-	reqs := rc.requests()
-	if len(reqs) != 2 || reqs[0].ID != a.ID || reqs[1].ID != a.ID || reqs[1].Tenant != "acme" || reqs[1].Index != db.Index {
-		t.Fatalf("webhook got %+v, want alert %s twice", reqs, a.ID)
-	}
-	pt := points()[len(points())-1]
-	if pt.QuotaBytes != 1000 || pt.Connections != 2 || pt.Banned {
-		t.Fatalf("last point %+v", pt)
-	}
-
-	// Staying above fires nothing more; falling below re-arms; crossing
-	// again fires a second alert, delivered at once.
-	setUsed(950)
-	waitSamples(950)
-	setUsed(100)
-	waitSamples(100)
-	if n := len(alerts()); n != 1 {
-		t.Fatalf("%d alerts before the second crossing, want 1", n)
-	}
-	setUsed(850)
-	waitSamples(850)
-	redistest.WaitFor(t, 5*time.Second, "the second alert delivered", func() bool {
-		as := alerts()
-		return len(as) == 2 && as[1].State == metadb.AlertDelivered
-	})
-	if reqs := rc.requests(); len(reqs) != 3 || reqs[2].ID == a.ID {
-		t.Fatalf("webhook got %+v, want a third request for a new alert", reqs)
-	}
-	if n := len(points()); n > 50 {
-		t.Fatalf("series holds %d points, cap 50", n)
-	}
-	got, _, err := c.store.AuditLog(ctx, metadb.AuditQuery{Action: metadb.AuditAlertFire})
-	if err != nil || len(got) != 2 {
-		t.Fatalf("alert.fire audit entries %+v, %v; want 2", got, err)
 	}
 }
 
-func TestDeliverDoesNotFollowRedirects(t *testing.T) {
-	var hits int
-	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits++ }))
-	t.Cleanup(target.Close)
-	redirect := httptest.NewServer(http.RedirectHandler(target.URL, http.StatusFound))
-	t.Cleanup(redirect.Close)
-	c := webhookClient(time.Second)
-	if err := deliver(t.Context(), c, &metadb.Alert{ID: "1", Webhook: redirect.URL}); err == nil {
-		t.Fatal("a redirect counted as delivered")
+func TestSettle(t *testing.T) {
+	cfg := UsageConfig{RetryBase: time.Second, RetryMax: time.Minute, Attempts: 3}
+	now := time.Unix(1000, 0)
+	a := &metadb.Alert{State: metadb.AlertPending}
+	settle(a, deliveryError("delivery failed: HTTP 500"), cfg, now)
+	if a.State != metadb.AlertPending || a.Attempts != 1 || !a.NextTry.Equal(now.Add(time.Second)) || a.LastError != "delivery failed: HTTP 500" {
+		t.Fatalf("after a 500: %+v", a)
 	}
-	if hits != 0 {
-		t.Fatalf("the redirect was followed (%d hits)", hits)
+	settle(a, nil, cfg, now)
+	if a.State != metadb.AlertDelivered || a.LastError != "" || !a.NextTry.IsZero() {
+		t.Fatalf("after a success: %+v", a)
 	}
-	if err := deliver(t.Context(), c, &metadb.Alert{ID: "1", Webhook: target.URL}); err != nil || hits != 1 {
-		t.Fatalf("direct delivery: %v, %d hits", err, hits)
+	b := &metadb.Alert{State: metadb.AlertPending, Attempts: 2}
+	settle(b, errConnRefused, cfg, now)
+	if b.State != metadb.AlertFailed || b.LastError != "connection refused" {
+		t.Fatalf("after the last attempt: %+v", b)
+	}
+	c := &metadb.Alert{State: metadb.AlertPending}
+	settle(c, errRuleRemoved, cfg, now)
+	if c.State != metadb.AlertCancelled {
+		t.Fatalf("rule removed: %+v", c)
 	}
 }
