@@ -45,6 +45,16 @@ func TestUsageSeriesIsCapped(t *testing.T) {
 		t.Fatalf("since: %+v %v", got, err)
 	}
 
+	// The age bound: a point 40 minutes newer drops every point more than
+	// maxAge older than it.
+	late := UsagePoint{Tenant: "acme", Index: 0, Time: t0.Add(40 * time.Minute), UsedBytes: 99}
+	if err := s.AppendUsage(ctx, f, []UsagePoint{late}, 5, 30*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Usage(ctx, "acme", 0, time.Time{}); err != nil || len(got) != 1 || got[0].UsedBytes != 99 {
+		t.Fatalf("after the age bound: %+v %v, want only the new point", got, err)
+	}
+
 	// A master that lost the lease appends nothing.
 	if err := s.ReleaseLeader(ctx, f); err != nil {
 		t.Fatal(err)
@@ -56,7 +66,7 @@ func TestUsageSeriesIsCapped(t *testing.T) {
 	if !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("stale fence: %v, want ErrNotLeader", err)
 	}
-	if got, _ := s.Usage(ctx, "acme", 0, t0.Add(12*time.Second)); len(got) != 0 {
+	if got, _ := s.Usage(ctx, "acme", 0, t0.Add(41*time.Minute)); len(got) != 0 {
 		t.Fatalf("stale master appended %+v", got)
 	}
 }
