@@ -14,8 +14,9 @@ import (
 // Usage history and alerts: the leader samples every serving db each
 // Interval (used bytes and ban from the db record, ops/s and connections
 // from the proxies' reports), appends the points to metadb under its fence,
-// fires an alert on each crossing of a db's thresholds, and delivers the
-// alerts to their webhooks with retries.
+// fires an alert on each crossing of a db's thresholds (with hysteresis),
+// and delivers the alerts to their webhooks (alerts.go). Nothing of it goes
+// to the audit stream: alerts live in each db's bounded alert history.
 
 // UsageConfig tunes the usage history and alert delivery. Zero fields take
 // the defaults.
