@@ -16,6 +16,7 @@ import (
 
 	"github.com/granary-db/granary/internal/defaults"
 	"github.com/granary-db/granary/internal/metricshttp"
+	"github.com/granary-db/granary/internal/netguard"
 	"github.com/granary-db/granary/metadb"
 	"github.com/granary-db/granary/pools"
 	"github.com/granary-db/granary/proto/buspb"
@@ -52,6 +53,8 @@ type Config struct {
 	// MetricsAddr serves /metrics on this address when not empty (port 0
 	// picks a free one; see Master.MetricsAddr). Default "" (off).
 	MetricsAddr string
+	// Usage tunes the usage history and alerts (usage.go).
+	Usage UsageConfig
 }
 
 // DefaultConfig returns the documented defaults.
@@ -84,7 +87,7 @@ func (c *Config) Validate() error {
 	defaults.Fill(&c.BackendTimeout, d.BackendTimeout)
 	defaults.Fill(&c.QuotaInterval, d.QuotaInterval)
 	defaults.Fill(&c.HoldTime, d.HoldTime)
-	return nil
+	return c.Usage.fill()
 }
 
 // Store is what the master needs of metadb.
@@ -117,6 +120,7 @@ type Store interface {
 	FinishReplace(ctx context.Context, f *metadb.Fence, jobID string) error
 	Demoted(ctx context.Context) ([]string, error)
 	ReclaimDemoted(ctx context.Context, f *metadb.Fence, addr string) error
+	usageStore
 }
 
 // Master is one controller process.
@@ -128,6 +132,11 @@ type Master struct {
 	steps    map[metadb.JobKind]map[metadb.Step]stepFunc // see jobSteps
 	metrics  *metrics
 	maddr    atomic.Pointer[string]
+	// Alert delivery (alerts.go): the dial guard, the addresses already
+	// denied in it (touched by the delivery loop only), and its wake-up.
+	guard     *netguard.Guard
+	denied    map[string]bool
+	alertWake chan struct{}
 }
 
 // New returns a master; it does no I/O and starts nothing.
@@ -135,7 +144,12 @@ func New(cfg Config, store Store, log zerolog.Logger) (*Master, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m := &Master{cfg: cfg, store: store, log: log.With().Str("master", cfg.ID).Logger(), backends: newBackends(cfg.BackendTimeout)}
+	guard, err := netguard.New(cfg.Usage.WebhookAllow)
+	if err != nil {
+		return nil, err
+	}
+	m := &Master{cfg: cfg, store: store, log: log.With().Str("master", cfg.ID).Logger(), backends: newBackends(cfg.BackendTimeout),
+		guard: guard, denied: map[string]bool{}, alertWake: make(chan struct{}, 1)}
 	m.steps = m.jobSteps()
 	m.metrics = newMetrics(store)
 	return m, nil
@@ -212,6 +226,8 @@ func (m *Master) lead(ctx context.Context, f *metadb.Fence) error {
 	g.Go(func() error { return m.jobLoop(gctx, f) })
 	g.Go(func() error { return m.every(gctx, f, m.cfg.LeaseTTL/3, "assign pairs failed", m.assignPairs) })
 	g.Go(func() error { return m.every(gctx, f, m.cfg.QuotaInterval, "quota pass failed", m.applyQuotas) })
+	g.Go(func() error { return m.every(gctx, f, m.cfg.Usage.Interval, "usage sample failed", m.usageSampler()) })
+	g.Go(func() error { return m.deliverAlerts(gctx, f) })
 	g.Go(func() error {
 		return m.every(gctx, f, reclaimInterval, "reclaim demoted masters failed", m.reclaimDemoted)
 	})

@@ -26,6 +26,7 @@ const (
 	AuditQuotaUnban      = "quota.unban"
 	AuditPairFailover    = "pair.failover"
 	AuditSpareAttach     = "spare.attach"
+	AuditDBAlerts        = "db.alerts"
 	AuditPairDrain       = "pair.drain"
 	AuditPoolRebalance   = "pool.rebalance"
 )
@@ -33,7 +34,7 @@ const (
 // AuditActions lists every action, for validating filters.
 var AuditActions = []string{
 	AuditTenantSignup, AuditDBCreate, AuditDBResize, AuditDBDrop, AuditDBMode, AuditPairAdd, AuditSpareAdd, AuditTenantLimits,
-	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach,
+	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach, AuditDBAlerts,
 	AuditPairDrain, AuditPoolRebalance,
 }
 

@@ -267,6 +267,13 @@ func (s *Store) ReleaseSlot(ctx context.Context, f *Fence, jobID string) error {
 				// The measurement belongs to the dropped db, not to a
 				// later db that may reuse the index.
 				pl.HDel(ctx, keyTenantSizes(job.Tenant), field(job.Index))
+				// So are its usage history and alert rule (usage.go).
+				pl.Del(ctx, keyUsage(job.Tenant, job.Index))
+				pl.HDel(ctx, keyTenantAlerts(job.Tenant), field(job.Index))
+				pl.Del(ctx, keyAlertHistory(job.Tenant, job.Index))
+				for _, m := range AlertMetrics {
+					pl.HDel(ctx, keyAlertsPending(job.Tenant), pendingField(job.Index, m))
+				}
 			}
 			if cur == owner {
 				pl.HDel(ctx, keyPairOwners(job.Pair), field(job.SlotDB))

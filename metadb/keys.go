@@ -34,6 +34,11 @@ import (
 //	granary:job:<id>               STR   JSON Job
 //	granary:seq:<name>             INT   id counters ("pair")
 //	granary:demoted                SET   old masters demoted by a failover: never routed to again; emptied, they rejoin the spares
+//	granary:usage:<tenant>/<index> ZSET  JSON UsagePoint -> sample time (unix ms): the db's usage history, capped in points and age (usage.go)
+//	granary:tenant:<name>:alerts   HASH  db index -> JSON AlertRule (thresholds, webhook, signing secret, which were crossed at the last sample)
+//	granary:alerts:<tenant>/<index> HASH alert id -> JSON Alert: the db's alert history and delivery states, capped (AlertHistoryKeep)
+//	granary:alerts:pending:<tenant> HASH "<index>/<metric>" -> alert id: the tenant's undelivered alerts, at most one per db and metric
+//	granary:alerts:tenants         SET   tenants with pending alerts
 //	granary:audit                  STREAM audit entries (actor, action, target, tenant, result, request_id), capped by length and age (audit.go)
 const (
 	keyVersion    = "granary:version"
@@ -75,3 +80,12 @@ const keyAudit = "granary:audit"
 // AuditKey is the audit stream's key, for tests that compare whole metadb
 // snapshots: an audited refusal changes nothing but the audit stream.
 func AuditKey() string { return keyAudit }
+
+func keyUsage(tenant string, index int) string { return "granary:usage:" + tenant + "/" + field(index) }
+func keyTenantAlerts(name string) string       { return "granary:tenant:" + name + ":alerts" }
+func keyAlertHistory(tenant string, index int) string {
+	return "granary:alerts:" + tenant + "/" + field(index)
+}
+func keyAlertsPending(tenant string) string { return "granary:alerts:pending:" + tenant }
+
+const keyAlertTenants = "granary:alerts:tenants"

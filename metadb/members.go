@@ -36,6 +36,7 @@ func (s *Store) Heartbeat(ctx context.Context, kind Kind, m Member, ttl time.Dur
 	}
 	exp := time.Now().Add(ttl)
 	m.LeaseExpires = exp.UTC()
+	m.Reported = time.Now().UTC()
 	m.Live = false // derived on read
 	b, err := json.Marshal(m)
 	if err != nil {

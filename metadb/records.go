@@ -104,6 +104,13 @@ type Member struct {
 	// finishing what it has: it still acknowledges versions, but no new db
 	// is placed on it.
 	Draining bool `json:"draining,omitempty"`
+	// Reported is when metadb stored this report (set by Heartbeat).
+	Reported time.Time `json:"reported,omitzero"`
+	// DBOps is, for a proxy, the commands it served per db
+	// ("<tenant>/<index>") since it started; TenantConns its tenants'
+	// connections now. The master turns them into usage points.
+	DBOps       map[string]uint64 `json:"db_ops,omitempty"`
+	TenantConns map[string]int    `json:"tenant_conns,omitempty"`
 }
 
 // JobStep is one recorded step of a job.

@@ -197,10 +197,12 @@ func (p *Proxy) renew(ctx context.Context, s *snapshot) error {
 	start := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, p.cfg.LeaseTTL-p.cfg.LeaseMargin)
 	defer cancel()
+	dbOps, tenantConns := p.usageReport()
 	err := p.store.Heartbeat(cctx, metadb.KindProxy, metadb.Member{
 		ID: p.cfg.ID, Addr: p.cfg.Advertise, AppliedVersion: s.version,
 		Conns: int(p.nclients.Load()), DBs: len(s.dbs), Started: p.started,
 		BackendOK: p.backendOK(), Draining: p.draining.Load(),
+		DBOps: dbOps, TenantConns: tenantConns,
 	}, p.cfg.LeaseTTL)
 	if err != nil {
 		return err
@@ -208,6 +210,31 @@ func (p *Proxy) renew(ctx context.Context, s *snapshot) error {
 	p.fenceAt.Store(start.Add(p.cfg.LeaseTTL - p.cfg.LeaseMargin).UnixNano())
 	p.applied.Store(s.version)
 	return nil
+}
+
+// usageReport reads the per-db command counters (those /metrics shows) and
+// the per-tenant connection counts at report time, for the master's usage
+// history; the hot path is untouched.
+func (p *Proxy) usageReport() (map[string]uint64, map[string]int) {
+	p.statesMu.Lock()
+	defer p.statesMu.Unlock()
+	ops := map[string]uint64{}
+	for _, st := range p.states {
+		var n uint64
+		for i := range st.ops {
+			n += st.ops[i].Load()
+		}
+		if n > 0 {
+			ops[st.label] = n
+		}
+	}
+	conns := map[string]int{}
+	for _, ts := range p.tenantStates {
+		if c := ts.conns.Load(); c > 0 {
+			conns[ts.name] = int(c)
+		}
+	}
+	return ops, conns
 }
 
 // drainTouched waits until the writes in flight to the dbs touched by recent

@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/granary-db/granary/internal/netguard"
 	"github.com/granary-db/granary/internal/objstore"
 	"github.com/granary-db/granary/metadb"
 	"github.com/granary-db/granary/pools"
@@ -44,6 +45,10 @@ type Config struct {
 	// ShutdownTimeout bounds the drain of in-flight requests when Run's
 	// context ends. Default 10s.
 	ShutdownTimeout time.Duration
+	// WebhookAllow lists the CIDR prefixes an alert webhook given as an IP
+	// literal may name although it is not public unicast; it should match
+	// the master's (whose dial-time guard is the real check). Default none.
+	WebhookAllow []string
 }
 
 // DefaultConfig is a Config with every default filled in except AdminToken.
@@ -116,12 +121,14 @@ type Store interface {
 	Audit(ctx context.Context, e metadb.AuditEntry) error
 	AuditLog(ctx context.Context, q metadb.AuditQuery) ([]metadb.AuditEntry, string, error)
 	limitsStore
+	usageStore
 }
 
 var _ Store = (*metadb.Store)(nil)
 
 // Server is the REST API. It is safe for concurrent use.
 type Server struct {
+	guard     *netguard.Guard // webhook IP literals, at PUT (usage.go)
 	cfg       Config
 	store     Store
 	log       zerolog.Logger
@@ -141,7 +148,12 @@ func New(cfg Config, store Store, log zerolog.Logger) (*Server, error) {
 	if store == nil {
 		return nil, errors.New("api: nil store")
 	}
+	guard, err := netguard.New(cfg.WebhookAllow)
+	if err != nil {
+		return nil, fmt.Errorf("api: webhook allow: %w", err)
+	}
 	s := &Server{
+		guard:     guard,
 		cfg:       cfg,
 		store:     store,
 		log:       log,
@@ -232,6 +244,9 @@ func (s *Server) routes() http.Handler {
 			r.Get("/jobs/{id}", s.getJob)
 			r.Get("/audit", s.tenantAudit)
 			r.Get("/limits", s.myLimits)
+			r.Get("/dbs/{index}/usage", s.getUsage)
+			r.Get("/dbs/{index}/alerts", s.getAlerts)
+			r.With(s.audited(metadb.AuditDBAlerts, false)).Put("/dbs/{index}/alerts", s.putAlerts)
 		})
 		r.Route("/admin", func(r chi.Router) {
 			r.Use(s.adminAuth)

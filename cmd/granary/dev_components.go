@@ -34,6 +34,7 @@ func devComponents(c devConfig, store *metadb.Store, log zerolog.Logger) (*devPa
 	mcfg := master.DefaultConfig()
 	mcfg.ID = "dev"
 	mcfg.MetricsAddr = devMetricsAddr
+	mcfg.Usage.WebhookDeny = []string{c.APIAddr, c.ProxyAddr}
 	m, err := master.New(mcfg, store, log.With().Str("component", "master").Logger())
 	if err != nil {
 		return nil, err

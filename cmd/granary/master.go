@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"strings"
 
 	"github.com/granary-db/granary/master"
 	"github.com/granary-db/granary/metadb"
@@ -20,6 +21,18 @@ func metadbFlags(fs *flag.FlagSet) *metadb.Config {
 	return &c
 }
 
+// listFlag is a flag that appends its comma-separated values to dst.
+func listFlag(fs *flag.FlagSet, name, usage string, dst *[]string) {
+	fs.Func(name, usage, func(v string) error {
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				*dst = append(*dst, s)
+			}
+		}
+		return nil
+	})
+}
+
 func runMaster(ctx context.Context, log zerolog.Logger, args []string) error {
 	fs := flag.NewFlagSet("master", flag.ContinueOnError)
 	mc := metadbFlags(fs)
@@ -28,6 +41,8 @@ func runMaster(ctx context.Context, log zerolog.Logger, args []string) error {
 	fs.DurationVar(&cfg.LeaseTTL, "lease", cfg.LeaseTTL, "leader lease time; a standby takes over within it")
 	fs.DurationVar(&cfg.BackendTimeout, "backend-timeout", cfg.BackendTimeout, "timeout of each command sent to a pair's Redis")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (default off)")
+	listFlag(fs, "webhook-allow", "CIDR prefixes alert webhooks may reach although not public unicast, comma-separated, repeatable (e.g. 10.20.0.0/16)", &cfg.Usage.WebhookAllow)
+	listFlag(fs, "webhook-deny", "host:port addresses alert webhooks must never reach (say the APIs), comma-separated, repeatable; metadb, pairs, spares, proxies and keepers are always denied", &cfg.Usage.WebhookDeny)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
