@@ -28,6 +28,11 @@ type Guard struct {
 
 	mu   sync.RWMutex
 	deny map[netip.AddrPort]struct{}
+	// localPorts are denied ports of servers on this host: such a server
+	// may listen on every address of the host (0.0.0.0), so the port is
+	// refused on every loopback address and every address of this host's
+	// interfaces, not only on the spelling given.
+	localPorts map[uint16]struct{}
 }
 
 // New builds a guard that lets through public unicast addresses and those
@@ -35,7 +40,7 @@ type Guard struct {
 // operator sets for a private network it trusts (and tests set for
 // loopback).
 func New(allow []string) (*Guard, error) {
-	g := &Guard{deny: map[netip.AddrPort]struct{}{}}
+	g := &Guard{deny: map[netip.AddrPort]struct{}{}, localPorts: map[uint16]struct{}{}}
 	for _, a := range allow {
 		p, err := netip.ParsePrefix(a)
 		if err != nil {
@@ -66,12 +71,10 @@ func (g *Guard) Deny(addrs ...string) error {
 			if err != nil {
 				return fmt.Errorf("netguard: deny %q: %w", a, err)
 			}
-			g.deny[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = struct{}{}
-			if ap.Addr().IsLoopback() || ap.Addr().IsUnspecified() {
-				// Every loopback/unspecified spelling reaches the same server.
-				for _, alias := range []string{"127.0.0.1", "::1", "0.0.0.0", "::"} {
-					g.deny[netip.AddrPortFrom(netip.MustParseAddr(alias), ap.Port())] = struct{}{}
-				}
+			ip := ap.Addr().Unmap()
+			g.deny[netip.AddrPortFrom(ip, ap.Port())] = struct{}{}
+			if isLocal(ip) {
+				g.localPorts[ap.Port()] = struct{}{}
 			}
 		}
 	}
@@ -83,8 +86,9 @@ func (g *Guard) Check(ap netip.AddrPort) error {
 	ip := ap.Addr().Unmap()
 	g.mu.RLock()
 	_, denied := g.deny[netip.AddrPortFrom(ip, ap.Port())]
+	_, localPort := g.localPorts[ap.Port()]
 	g.mu.RUnlock()
-	if denied {
+	if denied || (localPort && isLocal(ip)) {
 		return fmt.Errorf("%w: it is one of this cluster's own servers", ErrRefused)
 	}
 	for _, p := range g.allow {
@@ -136,6 +140,26 @@ func classOf(ip netip.Addr) string {
 		}
 	}
 	return ""
+}
+
+// isLocal reports whether ip reaches this host: loopback, unspecified, or
+// an address of one of its interfaces.
+func isLocal(ip netip.Addr) bool {
+	if ip.IsLoopback() || ip.IsUnspecified() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if own, ok := netip.AddrFromSlice(n.IP); ok && own.Unmap() == ip {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Control is a net.Dialer.Control that refuses what Check refuses; it sees

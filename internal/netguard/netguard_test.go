@@ -59,9 +59,20 @@ func TestDenyBeatsAllow(t *testing.T) {
 	if err := g.Deny("localhost:7000"); err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range []string{"127.0.0.1:7000", "[::1]:7000", "0.0.0.0:7000", "[::ffff:127.0.0.1]:7000"} {
+	for _, a := range []string{"127.0.0.1:7000", "127.0.0.2:7000", "127.255.0.9:7000", "[::1]:7000", "0.0.0.0:7000", "[::ffff:127.0.0.1]:7000"} {
 		if err := g.Check(netip.MustParseAddrPort(a)); err == nil {
 			t.Errorf("%s: allowed, want refused", a)
+		}
+	}
+	// A server bound to 0.0.0.0 answers on every address of the host.
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		ip, _ := netip.AddrFromSlice(a.(*net.IPNet).IP)
+		if err := g.Check(netip.AddrPortFrom(ip.Unmap(), 7000)); err == nil {
+			t.Errorf("this host's address %s on the denied port: allowed", ip)
 		}
 	}
 	if err := g.Check(netip.MustParseAddrPort("127.0.0.1:7001")); err != nil {
