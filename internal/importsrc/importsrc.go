@@ -139,11 +139,11 @@ func Classify(err error) error {
 	var re redis.Error
 	switch {
 	case errors.Is(err, ErrRefused):
-		msg := err.Error()
+		msg, why := err.Error(), ""
 		if i := strings.Index(msg, ErrRefused.Error()); i >= 0 {
-			msg = msg[i:]
+			why = msg[i+len(ErrRefused.Error()):]
 		}
-		return fmt.Errorf("the source address is not allowed (%s): %w", msg, ErrRefused)
+		return fmt.Errorf("the source %w%s", ErrRefused, why)
 	case errors.As(err, &re):
 		msg := re.Error()
 		switch {
