@@ -143,7 +143,7 @@ func Classify(err error) error {
 		if i := strings.Index(msg, ErrRefused.Error()); i >= 0 {
 			why = msg[i+len(ErrRefused.Error()):]
 		}
-		return fmt.Errorf("the source %w%s", ErrRefused, why)
+		return &refusal{"the source address is not allowed" + why}
 	case errors.As(err, &re):
 		msg := re.Error()
 		switch {
@@ -161,6 +161,12 @@ func Classify(err error) error {
 	}
 	return ErrUnreachable
 }
+
+// refusal is a guard's refusal in the words a tenant reads.
+type refusal struct{ msg string }
+
+func (r *refusal) Error() string { return r.msg }
+func (r *refusal) Unwrap() error { return ErrRefused }
 
 func clip(s string) string {
 	if len(s) > 120 {
