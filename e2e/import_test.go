@@ -408,6 +408,38 @@ func TestImport(t *testing.T) {
 	}
 
 	t.Run("bad input", func(t *testing.T) { importBadInput(t, c, src, sc) })
+	t.Run("cancel", func(t *testing.T) { importCancel(t, c, source) })
+}
+
+// importCancel starts an import again and cancels it during sync: the job
+// ends failed once, the db takes writes again and keeps what was copied.
+func importCancel(t *testing.T, c *importCluster, source string) {
+	ctx := t.Context()
+	r := c.post(fmt.Sprintf("/v1/dbs/%d/imports", c.db.Index), map[string]any{"source": source})
+	if r.status != http.StatusAccepted {
+		t.Fatalf("POST import: %d %s", r.status, r.raw)
+	}
+	id, _ := r.body["job"].(string)
+	redistest.WaitFor(t, 30*time.Second, "the import at sync", func() bool { return job(t, c.store, id).Step == metadb.StepSync })
+	if r := call(t, http.MethodDelete, fmt.Sprintf("%s/v1/dbs/%d/imports/%s", c.api, c.db.Index, id), "tok", nil); r.status != http.StatusAccepted {
+		t.Fatalf("DELETE import: %d %s", r.status, r.raw)
+	}
+	redistest.WaitFor(t, 30*time.Second, "the import ended", func() bool { return job(t, c.store, id).State != metadb.JobRunning })
+	j := job(t, c.store, id)
+	if j.State != metadb.JobFailed || !strings.Contains(j.Error, "cancelled") {
+		t.Fatalf("cancelled import: %s %q", j.State, j.Error)
+	}
+	assertStepsOnce(t, j)
+	if _, ok := j.Data[metadb.ImportPassword]; ok {
+		t.Fatal("the cancelled job still holds the password")
+	}
+	c.noReadOnlyLeft()
+	cl := c.client()
+	redistest.WaitFor(t, 10*time.Second, "a write through the proxy", func() bool { return cl.Set(ctx, "after-cancel", "1", 0).Err() == nil })
+	if r := c.post(fmt.Sprintf("/v1/dbs/%d/imports/%s/cutover", c.db.Index, id), nil); r.status != http.StatusConflict {
+		t.Fatalf("cutover of a cancelled import: %d %s, want 409", r.status, r.raw)
+	}
+	c.noSecret(id)
 }
 
 func importBadInput(t *testing.T, c *importCluster, src *redistest.Server, sc *redis.Client) {
