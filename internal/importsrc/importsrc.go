@@ -122,7 +122,7 @@ const DialTimeout = 3 * time.Second
 func (s Source) Client(g *netguard.Guard, pool int) *redis.Client {
 	d := g.Dialer(DialTimeout)
 	return redis.NewClient(&redis.Options{Addr: s.Addr, Username: s.User, Password: s.Password, DB: s.DB,
-		Protocol: 2, PoolSize: pool, MaxRetries: -1, DisableIdentity: true,
+		Protocol: 2, PoolSize: pool, MaxRetries: -1, DialerRetries: 1, DisableIdentity: true,
 		DialTimeout: DialTimeout, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
 		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return d.DialContext(ctx, network, addr)
