@@ -89,6 +89,9 @@ func (k *Keeper) importEnds(ctx context.Context, j *metadb.Job) (src, dst *redis
 // cut-over already. Its errors never hold the source's password (the
 // clients' errors name addresses, not credentials).
 func (k *Keeper) runImport(ctx context.Context, j *metadb.Job, cutover bool) (metadb.Step, error) {
+	if j.Data[metadb.ImportCancelAt] != "" {
+		return k.cancelImport(ctx, j.ID, j.Step)
+	}
 	src, dst, srcDB, err := k.importEnds(ctx, j)
 	if err != nil {
 		return "", err
@@ -114,14 +117,19 @@ func (k *Keeper) runImport(ctx context.Context, j *metadb.Job, cutover bool) (me
 	start := time.Now()
 	total, _ := src.DBSize(ctx).Result()
 	var last time.Time
-	report := func(copied int64, force bool) {
-		if !force && time.Since(last) < importReport {
-			return
+	report := func(copied int64) error {
+		if time.Since(last) < importReport {
+			return nil
 		}
 		last = time.Now()
-		k.recordImport(ctx, j.ID, copied, total, s.pending(), false)
+		if cur := k.recordImport(ctx, j.ID, copied, total, s.pending(), false); cur != nil && cur.Data[metadb.ImportCancelAt] != "" {
+			return errImportCancelled
+		}
+		return nil
 	}
-	if err := s.fullPass(ctx, func(n int64) { report(n, false) }); err != nil {
+	if err := s.fullPass(ctx, report); errors.Is(err, errImportCancelled) {
+		return k.cancelImport(ctx, j.ID, j.Step)
+	} else if err != nil {
 		return "", err
 	}
 	if _, err := s.drain(ctx); err != nil {
@@ -129,7 +137,7 @@ func (k *Keeper) runImport(ctx context.Context, j *metadb.Job, cutover bool) (me
 	}
 	copied, _ := dst.DBSize(ctx).Result()
 	total = max(total, copied)
-	k.recordImport(ctx, j.ID, copied, total, s.pending(), true)
+	_ = k.recordImport(ctx, j.ID, copied, total, s.pending(), true)
 	k.log.Info().Str("job", j.ID).Int64("keys", copied).Dur("took", time.Since(start)).Msg("import full pass done")
 	if !cutover {
 		next, err := k.followImport(ctx, s, j.ID)
@@ -166,11 +174,7 @@ func (k *Keeper) followImport(ctx context.Context, s *importSession, id string) 
 			case cur.State != metadb.JobRunning || cur.Step != metadb.StepSync:
 				return "", nil
 			case cur.Data[metadb.ImportCancelAt] != "":
-				if _, err := k.advance(ctx, id, metadb.StepSync, metadb.StepRelease, nil); err != nil {
-					return "", err
-				}
-				k.log.Info().Str("job", id).Msg("import cancelled")
-				return metadb.StepRelease, nil
+				return k.cancelImport(ctx, id, metadb.StepSync)
 			case cur.Data[metadb.ImportCutoverAt] != "":
 				ok, err := k.advance(ctx, id, metadb.StepSync, metadb.StepCutover, nil)
 				if err != nil || !ok {
@@ -220,10 +224,23 @@ func (k *Keeper) finishImport(ctx context.Context, s *importSession, id string) 
 	return metadb.StepRelease, nil
 }
 
+// errImportCancelled: the tenant cancelled the import during a full pass.
+var errImportCancelled = errors.New("import cancelled")
+
+// cancelImport hands a cancelled import (at sync or cutover) to the
+// master's release, which ends it.
+func (k *Keeper) cancelImport(ctx context.Context, id string, at metadb.Step) (metadb.Step, error) {
+	ok, err := k.advance(ctx, id, at, metadb.StepRelease, nil)
+	if err == nil && ok {
+		k.log.Info().Str("job", id).Msg("import cancelled")
+	}
+	return metadb.StepRelease, err
+}
+
 // recordImport records a session's progress while the job is at sync or
-// cutover.
-func (k *Keeper) recordImport(ctx context.Context, id string, copied, total int64, dirty int, inStep bool) {
-	_, err := k.store.UpdateJob(ctx, nil, id, func(cur *metadb.Job) error {
+// cutover, and returns the job as recorded (nil on failure).
+func (k *Keeper) recordImport(ctx context.Context, id string, copied, total int64, dirty int, inStep bool) *metadb.Job {
+	cur, err := k.store.UpdateJob(ctx, nil, id, func(cur *metadb.Job) error {
 		if cur.State != metadb.JobRunning || (cur.Step != metadb.StepSync && cur.Step != metadb.StepCutover) {
 			return nil
 		}
@@ -236,6 +253,7 @@ func (k *Keeper) recordImport(ctx context.Context, id string, copied, total int6
 	if err != nil && ctx.Err() == nil {
 		k.log.Warn().Err(err).Str("job", id).Msg("record import progress failed")
 	}
+	return cur
 }
 
 // setImportProgress writes an import's progress fields; negative copied

@@ -195,8 +195,9 @@ func (s *importSession) copyKeys(ctx context.Context, keys []string) error {
 }
 
 // fullPass empties the target and copies every key of the source,
-// calling progress with the keys copied so far after each batch.
-func (s *importSession) fullPass(ctx context.Context, progress func(copied int64)) error {
+// calling progress with the keys copied so far after each batch; an
+// error of progress stops the pass.
+func (s *importSession) fullPass(ctx context.Context, progress func(copied int64) error) error {
 	if err := s.owner(); err != nil {
 		return err
 	}
@@ -214,7 +215,9 @@ func (s *importSession) fullPass(ctx context.Context, progress func(copied int64
 			return err
 		}
 		copied += int64(len(keys))
-		progress(copied)
+		if err := progress(copied); err != nil {
+			return err
+		}
 		if err := s.err(); err != nil {
 			return err
 		}

@@ -106,9 +106,10 @@ func (s *Store) RequestImportCutover(ctx context.Context, tenant string, index i
 
 // CancelImport records the tenant's cancellation of import jobID of db
 // index: the copy stops, the db takes writes again and keeps the keys
-// copied so far. Cancelling again changes nothing. It returns ErrNotFound
-// when the job is not that db's import, and ErrBadState once the cut-over
-// has begun or the job has ended.
+// copied so far. A cut-over in flight may still finish first; the job
+// ends failed, cancelled, either way. Cancelling again changes nothing. It
+// returns ErrNotFound when the job is not that db's import, and
+// ErrBadState once it has cut over (release) or ended.
 func (s *Store) CancelImport(ctx context.Context, tenant string, index int, jobID string) (*Job, error) {
 	return s.UpdateJob(ctx, nil, jobID, func(j *Job) error {
 		if err := importJob(j, tenant, index); err != nil {
@@ -119,8 +120,8 @@ func (s *Store) CancelImport(ctx context.Context, tenant string, index int, jobI
 			return fmt.Errorf("import %s has already ended (%s): %w", jobID, j.State, ErrBadState)
 		case j.Data[ImportCancelAt] != "":
 			return nil
-		case j.Step != StepReadOnly && j.Step != StepSync:
-			return fmt.Errorf("import %s is at %s, past the point where it can be cancelled: %w", jobID, j.Step, ErrBadState)
+		case j.Step == StepRelease:
+			return fmt.Errorf("import %s has cut over already: %w", jobID, ErrBadState)
 		}
 		j.Data[ImportCancelAt] = now()
 		return nil

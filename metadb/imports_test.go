@@ -49,15 +49,12 @@ func TestImportLifecycle(t *testing.T) {
 	if j2.Data[ImportCutoverAt] != j1.Data[ImportCutoverAt] {
 		t.Fatal("a second cut-over request changed the first's time")
 	}
-	// Cancelling is still possible at sync; past it, not.
-	if _, err := s.UpdateJob(ctx, nil, "imp-1", func(j *Job) error { j.Step = StepCutover; return nil }); err != nil {
+	// Cancelling is possible until the cut-over is done (release), not after.
+	if _, err := s.UpdateJob(ctx, nil, "imp-1", func(j *Job) error { j.Step = StepRelease; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.CancelImport(ctx, "acme", db.Index, "imp-1"); !errors.Is(err, ErrBadState) {
-		t.Fatalf("cancel at cutover: %v, want ErrBadState", err)
-	}
-	if _, err := s.UpdateJob(ctx, nil, "imp-1", func(j *Job) error { j.Step = StepRelease; return nil }); err != nil {
-		t.Fatal(err)
+		t.Fatalf("cancel at release: %v, want ErrBadState", err)
 	}
 	for range 2 {
 		if _, err := s.EndImport(ctx, nil, "imp-1", ""); err != nil {

@@ -43,7 +43,7 @@ password out of the process list.`,
 		return c.startJob(ctx, false, http.MethodPost, "/v1/dbs/"+index+"/imports", map[string]any{"source": source, "db": db}, watch)
 	})
 	cmd.AddCommand(c.dbImportCallCmd("cutover", "cut an import over (stop writing to the source first)", http.MethodPost, "/cutover"),
-		c.dbImportCallCmd("cancel", "cancel an import; the db keeps the keys copied so far", http.MethodDelete, ""))
+		c.dbImportCallCmd("cancel", "cancel an import until it has cut over; the db keeps the keys copied so far", http.MethodDelete, ""))
 	return cmd
 }
 
