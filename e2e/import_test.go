@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -503,10 +504,12 @@ func importBadInput(t *testing.T, c *importCluster, src *redistest.Server, sc *r
 	c.noSecret("")
 }
 
-// TestImportCrash SIGKILLs the keeper during sync, then the leading
-// master during sync and again during the cut-over, with replacements
-// started: the import ends done once (each step once in its log), every
-// key equals the source's and no read-only is left behind.
+// TestImportCrash SIGKILLs the keeper during sync's full pass, the
+// leading master during sync, then both during the cut-over (held there
+// by freezing the source with SIGSTOP, so the keeper's barrier waits),
+// with replacements started: the import ends done once (each step once in
+// its log), every key equals the source's and no read-only is left
+// behind. A keeper that takes over at cutover copies everything again.
 func TestImportCrash(t *testing.T) {
 	c := startImportCluster(t)
 	ctx := t.Context()
@@ -519,9 +522,12 @@ func TestImportCrash(t *testing.T) {
 		t.Fatalf("POST import: %d %s", r.status, r.raw)
 	}
 	id, _ := r.body["job"].(string)
-	redistest.WaitFor(t, 30*time.Second, "the import at sync", func() bool { return job(t, c.store, id).Step == metadb.StepSync })
+	redistest.WaitFor(t, 30*time.Second, "the import's full pass begun", func() bool {
+		j := job(t, c.store, id)
+		return j.Step == metadb.StepSync && j.Data[metadb.ResizeKeysCopied] != ""
+	})
 	c.keeper.Kill()
-	t.Logf("killed keeper k%d at sync", c.keeperN)
+	t.Logf("killed keeper k%d at sync with %s keys copied", c.keeperN, job(t, c.store, id).Data[metadb.ResizeKeysCopied])
 	c.startKeeper()
 	redistest.WaitFor(t, 60*time.Second, "the import in step", func() bool {
 		return importOf(c.jobView(id))["in_step"] == true
@@ -529,18 +535,36 @@ func TestImportCrash(t *testing.T) {
 	killLeader(t, c.store, c.masters)
 	replaceDeadMasters(t, c.masters, c.meta.Addr, &c.masterN)
 	stop()
+	// Freeze the source only once the keeper has applied the writer's last
+	// changes: it must not be reading the source when it stops.
+	stopped := time.Now().Add(200 * time.Millisecond).UnixMilli()
+	redistest.WaitFor(t, 30*time.Second, "the last changes applied", func() bool {
+		j := job(t, c.store, id)
+		at, _ := strconv.ParseInt(j.Data[metadb.ImportLastApply], 10, 64)
+		return at > stopped && j.Data[metadb.ImportDirty] == "0"
+	})
+	if err := src.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	frozen := true
+	defer func() {
+		if frozen {
+			_ = src.Signal(syscall.SIGCONT)
+		}
+	}()
 	if r := c.post(fmt.Sprintf("/v1/dbs/%d/imports/%s/cutover", c.db.Index, id), nil); r.status != http.StatusAccepted {
 		t.Fatalf("cutover: %d %s", r.status, r.raw)
 	}
-	var at metadb.Step
-	redistest.WaitFor(t, 30*time.Second, "the import past sync", func() bool {
-		j := job(t, c.store, id)
-		at = j.Step
-		return j.Step != metadb.StepSync || j.State != metadb.JobRunning
-	})
+	redistest.WaitFor(t, 30*time.Second, "the import at cutover", func() bool { return job(t, c.store, id).Step == metadb.StepCutover })
+	c.keeper.Kill()
 	killLeader(t, c.store, c.masters)
-	t.Logf("killed the leader with the import at %s", at)
+	t.Logf("killed keeper k%d and the leader with the import at cutover", c.keeperN)
+	if err := src.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	frozen = false
 	replaceDeadMasters(t, c.masters, c.meta.Addr, &c.masterN)
+	c.startKeeper()
 	redistest.WaitFor(t, 60*time.Second, "the import done", func() bool { return job(t, c.store, id).State != metadb.JobRunning })
 	j := job(t, c.store, id)
 	if j.State != metadb.JobDone {
