@@ -67,7 +67,14 @@ func (k *Keeper) importEnds(ctx context.Context, j *metadb.Job) (src, dst *redis
 	if err != nil {
 		return nil, nil, 0, err
 	}
+	proxies, err := k.store.LiveMembers(ctx, metadb.KindProxy)
+	if err != nil {
+		return nil, nil, 0, err
+	}
 	deny := append([]string{is.Addr()}, spares...)
+	for _, m := range proxies {
+		deny = append(deny, m.Addr)
+	}
 	target := ""
 	for _, p := range pairs {
 		deny = append(deny, p.Master, p.Replica)
@@ -88,10 +95,18 @@ func (k *Keeper) importEnds(ctx context.Context, j *metadb.Job) (src, dst *redis
 // runImport is one session; cutover says the tenant asked for the
 // cut-over already. Its errors never hold the source's password (the
 // clients' errors name addresses, not credentials).
-func (k *Keeper) runImport(ctx context.Context, j *metadb.Job, cutover bool) (metadb.Step, error) {
+func (k *Keeper) runImport(ctx context.Context, j *metadb.Job, cutover bool) (next metadb.Step, err error) {
 	if j.Data[metadb.ImportCancelAt] != "" {
 		return k.cancelImport(ctx, j.ID, j.Step)
 	}
+	defer func() {
+		// The job's error is the tenant's to read: the slot's server
+		// stays unnamed there, and its error goes to the log.
+		var te *targetError
+		if errors.As(err, &te) {
+			k.log.Warn().Err(te.cause).Str("job", j.ID).Msg("import write to the slot failed")
+		}
+	}()
 	src, dst, srcDB, err := k.importEnds(ctx, j)
 	if err != nil {
 		return "", err

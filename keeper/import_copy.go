@@ -189,10 +189,19 @@ func (s *importSession) copyKeys(ctx context.Context, keys []string) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("write target keys: %w", err)
+		return &targetError{err}
 	}
 	return nil
 }
+
+// targetError is a failed write to the import's slot. Its text, which the
+// job records for the tenant to read, does not name the slot's server.
+type targetError struct{ cause error }
+
+func (e *targetError) Error() string {
+	return "the db's server did not take the copy (the import retries)"
+}
+func (e *targetError) Unwrap() error { return e.cause }
 
 // fullPass empties the target and copies every key of the source,
 // calling progress with the keys copied so far after each batch; an
@@ -202,7 +211,7 @@ func (s *importSession) fullPass(ctx context.Context, progress func(copied int64
 		return err
 	}
 	if err := s.dst.FlushDB(ctx).Err(); err != nil {
-		return fmt.Errorf("empty the target db: %w", err)
+		return &targetError{err}
 	}
 	var cursor uint64
 	var copied int64
@@ -283,7 +292,7 @@ func (s *importSession) verify(ctx context.Context, sample int) error {
 	}
 	n2, err := s.dst.DBSize(ctx).Result()
 	if err != nil {
-		return fmt.Errorf("target DBSIZE: %w", err)
+		return &targetError{err}
 	}
 	if n1 != n2 {
 		return fmt.Errorf("%w: %d keys on the source, %d on the target", errImportMismatch, n1, n2)
@@ -303,7 +312,7 @@ func (s *importSession) verify(ctx context.Context, sample int) error {
 	}
 	b, err := dumps(ctx, s.dst, keys)
 	if err != nil {
-		return err
+		return &targetError{err}
 	}
 	differ := 0
 	for i := range keys {
@@ -372,11 +381,11 @@ func waitTargetReplica(ctx context.Context, dst *redis.Client, timeout time.Dura
 	conn := dst.Conn()
 	defer conn.Close()
 	if err := conn.Publish(ctx, "__granary:import-barrier", "1").Err(); err != nil {
-		return fmt.Errorf("replication barrier: %w", err)
+		return &targetError{err}
 	}
 	n, err := conn.Wait(ctx, 1, timeout).Result()
 	if err != nil {
-		return fmt.Errorf("wait for the target replica: %w", err)
+		return &targetError{err}
 	}
 	if n < 1 {
 		return fmt.Errorf("the target replica did not confirm the copy within %v", timeout)

@@ -32,7 +32,8 @@ type importView struct {
 }
 
 // importGuard is the guard a source is dialled through: the operator's
-// allow-list, and every server of the cluster denied.
+// allow-list, and every server of the cluster denied (metadb, pair
+// servers, spares, the proxies seen in the last day).
 func (s *Server) importGuard(ctx context.Context) (*netguard.Guard, error) {
 	pairs, err := s.store.Pairs(ctx, "")
 	if err != nil {
@@ -42,9 +43,16 @@ func (s *Server) importGuard(ctx context.Context) (*netguard.Guard, error) {
 	if err != nil {
 		return nil, err
 	}
+	proxies, err := s.store.Members(ctx, metadb.KindProxy, 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
 	deny := append([]string{s.store.Addr()}, spares...)
 	for _, p := range pairs {
 		deny = append(deny, p.Master, p.Replica)
+	}
+	for _, m := range proxies {
+		deny = append(deny, m.Addr)
 	}
 	return importsrc.NewGuard(importsrc.SplitAllow(s.cfg.ImportAllow), deny)
 }
