@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -103,8 +104,14 @@ func (k *Keeper) runImport(ctx context.Context, j *metadb.Job, cutover bool) (ne
 		// The job's error is the tenant's to read: the slot's server
 		// stays unnamed there, and its error goes to the log.
 		var te *targetError
-		if errors.As(err, &te) {
+		var ne net.Error
+		switch {
+		case errors.As(err, &te):
 			k.log.Warn().Err(te.cause).Str("job", j.ID).Msg("import write to the slot failed")
+		case errors.As(err, &ne):
+			// A network error names this keeper's own address too.
+			k.log.Warn().Err(err).Str("job", j.ID).Msg("import lost the source")
+			err = fmt.Errorf("%w: the connection broke (the import retries)", importsrc.ErrUnreachable)
 		}
 	}()
 	src, dst, srcDB, err := k.importEnds(ctx, j)
