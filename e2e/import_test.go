@@ -202,9 +202,9 @@ func importSource(t *testing.T, keys int) (*redistest.Server, *redis.Client) {
 }
 
 // sourceWriter writes about rate commands a second to keys k0…k<keys>:
-// SET, INCR, HSET, LPUSH, EXPIRE and DEL. stop ends it and returns when
-// its last write is acknowledged.
-func sourceWriter(ctx context.Context, c *redis.Client, keys, rate int) (stop func() int64) {
+// SET, INCR, HSET, LPUSH, EXPIRE and DEL. count is how many it sent so
+// far; stop ends it and returns when its last write is acknowledged.
+func sourceWriter(ctx context.Context, c *redis.Client, keys, rate int) (count, stop func() int64) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var n atomic.Int64
@@ -244,7 +244,7 @@ func sourceWriter(ctx context.Context, c *redis.Client, keys, rate int) (stop fu
 			n.Add(per)
 		}
 	}()
-	return func() int64 { cancel(); wg.Wait(); return n.Load() }
+	return n.Load, func() int64 { cancel(); wg.Wait(); return n.Load() }
 }
 
 // sameKeys fails unless dst holds exactly src's keys, each with the same
@@ -344,7 +344,8 @@ func TestImport(t *testing.T) {
 	const keys = 20000
 	src, sc := importSource(t, keys)
 	cl := c.client()
-	stop := sourceWriter(ctx, sc, keys, 800)
+	count, stop := sourceWriter(ctx, sc, keys, 800)
+	writerStart := time.Now()
 	source := fmt.Sprintf("redis://:%s@%s", importSecret, src.Addr)
 	r := c.post(fmt.Sprintf("/v1/dbs/%d/imports", c.db.Index), map[string]any{"source": source})
 	if r.status != http.StatusAccepted {
@@ -374,7 +375,14 @@ func TestImport(t *testing.T) {
 	if err := cl.Set(ctx, "x", "1", 0).Err(); err == nil || !strings.Contains(err.Error(), "read-only") {
 		t.Fatalf("write during the import: %v, want read-only", err)
 	}
+	// Keep writing while in step for 2,000 more writes (about 2.5 s).
+	inStepAt := count()
+	redistest.WaitFor(t, 30*time.Second, "2,000 writes while in step", func() bool { return count() >= inStepAt+2000 })
+	if v := c.jobView(id); importOf(v)["in_step"] != true {
+		t.Fatalf("the import fell out of step under the writes: %s", v.raw)
+	}
 	writes := stop()
+	rate := float64(writes) / time.Since(writerStart).Seconds()
 	stopped := time.Now()
 	if r := c.post(fmt.Sprintf("/v1/dbs/%d/imports/%s/cutover", c.db.Index, id), nil); r.status != http.StatusAccepted {
 		t.Fatalf("cutover: %d %s", r.status, r.raw)
@@ -386,8 +394,8 @@ func TestImport(t *testing.T) {
 		t.Fatalf("import ended %s: %s", j.State, j.Error)
 	}
 	assertStepsOnce(t, j)
-	fmt.Printf("import: %d source writes during the import; pause from the writer's stop to the cut-over done: %v (target < 2 s)\n",
-		writes, pause.Round(time.Millisecond))
+	fmt.Printf("import: %d source writes (%.0f/s) during the import; pause from the writer's stop to the cut-over done: %v (target < 2 s)\n",
+		writes, rate, pause.Round(time.Millisecond))
 	if pause > 15*time.Second {
 		t.Fatalf("cut-over took %v, more than the 15 s failure bound", pause)
 	}
@@ -400,12 +408,12 @@ func TestImport(t *testing.T) {
 	}
 	c.noSecret(id)
 	entries, _, _ := c.store.AuditLog(ctx, metadb.AuditQuery{Tenant: "acme", Limit: 100})
-	count := map[string]int{}
+	actions := map[string]int{}
 	for _, e := range entries {
-		count[e.Action]++
+		actions[e.Action]++
 	}
-	if count[metadb.AuditDBImport] != 2 || count[metadb.AuditDBImportCutover] != 1 { // the accepted POST and the 409
-		t.Fatalf("audit: %v, want 2 db.import and 1 db.import_cutover", count)
+	if actions[metadb.AuditDBImport] != 2 || actions[metadb.AuditDBImportCutover] != 1 { // the accepted POST and the 409
+		t.Fatalf("audit: %v, want 2 db.import and 1 db.import_cutover", actions)
 	}
 
 	t.Run("bad input", func(t *testing.T) { importBadInput(t, c, src, sc) })
@@ -515,7 +523,7 @@ func TestImportCrash(t *testing.T) {
 	ctx := t.Context()
 	const keys = 20000
 	src, sc := importSource(t, keys)
-	stop := sourceWriter(ctx, sc, keys, 500)
+	_, stop := sourceWriter(ctx, sc, keys, 500)
 	source := fmt.Sprintf("redis://:%s@%s", importSecret, src.Addr)
 	r := c.post(fmt.Sprintf("/v1/dbs/%d/imports", c.db.Index), map[string]any{"source": source})
 	if r.status != http.StatusAccepted {
