@@ -91,14 +91,18 @@ func (s Source) Redacted() string { return "redis://" + s.Addr }
 
 // NewGuard is the guard sources are dialled through: allow as
 // netguard.New takes it, and deny (Granary's own servers, host:port)
-// refused whatever allow says.
+// refused whatever allow says. A denied name that does not resolve now is
+// skipped rather than failing every import (an IP literal always
+// resolves); it returns an error only for a bad allow-list.
 func NewGuard(allow, deny []string) (*netguard.Guard, error) {
 	g, err := netguard.New(allow)
 	if err != nil {
 		return nil, err
 	}
-	if err := g.Deny(deny...); err != nil {
-		return nil, err
+	for _, a := range deny {
+		if a != "" {
+			_ = g.Deny(a)
+		}
 	}
 	return g, nil
 }

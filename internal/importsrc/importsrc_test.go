@@ -81,3 +81,19 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestNewGuard(t *testing.T) {
+	g, err := NewGuard([]string{"127.0.0.0/8"}, []string{"127.0.0.1:7000", "no-such-host.invalid:1", "bad", ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, allowed := range map[string]bool{"127.0.0.1:7000": false, "127.0.0.2:7000": true, "10.0.0.1:6379": false, "8.8.8.8:6379": true} {
+		err := g.Control("tcp", addr, nil)
+		if (err == nil) != allowed || (err != nil && !errors.Is(err, ErrRefused)) {
+			t.Errorf("%s: got %v, want allowed %v", addr, err, allowed)
+		}
+	}
+	if _, err := NewGuard([]string{"not-a-cidr"}, nil); err == nil {
+		t.Error("a bad allow-list was accepted")
+	}
+}
