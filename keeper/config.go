@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/granary-db/granary/internal/defaults"
+	"github.com/granary-db/granary/internal/importsrc"
+	"github.com/granary-db/granary/internal/netguard"
 	"github.com/granary-db/granary/internal/objstore"
 )
 
@@ -14,6 +16,11 @@ type Config struct {
 	// Store keeps db exports and the RDB files restores read (see
 	// internal/objstore); nil disables export and restore jobs.
 	Store objstore.Store
+	// ImportAllow lists, comma-separated, the prefixes (CIDR) of private
+	// addresses an import source may be on (see internal/netguard); public
+	// unicast addresses are always allowed, the cluster's own servers
+	// never. Default "" (none).
+	ImportAllow string
 	// ID names the keeper in its lease and in Pair.Keeper; default
 	// hostname-pid. Two keepers must not share an id.
 	ID string
@@ -163,6 +170,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("scan batch %d < 1", c.ScanBatch)
 	case c.BigKeys < 0 || c.BigKeyFactor < 1:
 		return fmt.Errorf("big keys %d / factor %v: want >= 0 / >= 1", c.BigKeys, c.BigKeyFactor)
+	}
+	if _, err := netguard.New(importsrc.SplitAllow(c.ImportAllow)); err != nil {
+		return fmt.Errorf("import allow: %w", err)
 	}
 	return nil
 }

@@ -32,6 +32,10 @@ func (k *Keeper) jobSteps() map[metadb.JobKind]map[metadb.Step]jobStep {
 		metadb.JobReplace: {
 			metadb.StepAttach: k.attachStep,
 		},
+		metadb.JobImport: {
+			metadb.StepSync:    k.importSync,
+			metadb.StepCutover: k.importCutover,
+		},
 	}
 }
 

@@ -59,6 +59,10 @@ func (m *Master) jobSteps() map[metadb.JobKind]map[metadb.Step]stepFunc {
 			metadb.StepPlan: m.rebalancePlan,
 			metadb.StepMove: m.rebalanceMove,
 		},
+		metadb.JobImport: {
+			metadb.StepReadOnly: m.importReadOnly,
+			metadb.StepRelease:  m.importRelease,
+		},
 	}
 }
 

@@ -29,13 +29,16 @@ const (
 	AuditDBAlerts        = "db.alerts"
 	AuditPairDrain       = "pair.drain"
 	AuditPoolRebalance   = "pool.rebalance"
+	AuditDBImport        = "db.import"
+	AuditDBImportCutover = "db.import_cutover"
+	AuditDBImportCancel  = "db.import_cancel"
 )
 
 // AuditActions lists every action, for validating filters.
 var AuditActions = []string{
 	AuditTenantSignup, AuditDBCreate, AuditDBResize, AuditDBDrop, AuditDBMode, AuditPairAdd, AuditSpareAdd, AuditTenantLimits,
 	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach, AuditDBAlerts,
-	AuditPairDrain, AuditPoolRebalance,
+	AuditPairDrain, AuditPoolRebalance, AuditDBImport, AuditDBImportCutover, AuditDBImportCancel,
 }
 
 // AuditOK is the result of an action that was carried out; a refused or

@@ -18,11 +18,13 @@ import (
 //	replace_replica  take_spare (master) → attach (keeper) → record (master)
 //	drain            plan (master) → move (master) → mark_drained (master)
 //	rebalance        plan (master) → move (master)
+//	import           readonly (master) → sync (keeper) → cutover (keeper) → release (master)
 //
 // A finished job is at step done. A step's handler returns the next step,
 // which is usually the following one in the list; a few go back or skip
 // (a resize whose hold lapsed goes back to hold; a drop already unrouted
-// skips to flush).
+// skips to flush; a cancelled import skips from readonly or sync to
+// release).
 
 // JobKind names what a job does; it is stored in Job.Kind.
 type JobKind string
@@ -35,6 +37,7 @@ const (
 	JobReplace   JobKind = "replace_replica" // attach a spare as a pair's new replica
 	JobDrain     JobKind = "drain"           // move every db off a pair, one resize at a time
 	JobRebalance JobKind = "rebalance"       // even a pool's used bytes, one resize at a time
+	JobImport    JobKind = "import"          // copy a live outside Redis db into a tenant db, then cut over
 )
 
 // Job states.
@@ -67,6 +70,10 @@ const (
 	StepPlan      Step = "plan"         // drain: list the pair's dbs
 	StepMove      Step = "move"         // drain: move each db to another pair with a same-size resize
 	StepMarkDrain Step = "mark_drained" // drain: the pair is empty and drained
+	StepReadOnly  Step = "readonly"     // import: the db refuses writes, every proxy acknowledged
+	StepSync      Step = "sync"         // import: copy the source and keep the copy in step
+	StepCutover   Step = "cutover"      // import: last changes applied, copy verified, replica has it
+	StepRelease   Step = "release"      // import: the db takes writes again; the source password is forgotten
 
 	// StepDone is the step of a finished job.
 	StepDone Step = "done"
@@ -110,6 +117,7 @@ var jobSteps = map[JobKind][]StepSpec{
 	JobReplace:   {{StepTakeSpare, ByMaster}, {StepAttach, ByKeeper}, {StepRecord, ByMaster}},
 	JobDrain:     {{StepPlan, ByMaster}, {StepMove, ByMaster}, {StepMarkDrain, ByMaster}},
 	JobRebalance: {{StepPlan, ByMaster}, {StepMove, ByMaster}},
+	JobImport:    {{StepReadOnly, ByMaster}, {StepSync, ByKeeper}, {StepCutover, ByKeeper}, {StepRelease, ByMaster}},
 }
 
 // JobKinds lists every job kind, sorted.
@@ -203,4 +211,15 @@ const (
 	DrainMoving = "moving"    // the resize job moving a db now
 	// rebalance
 	RebalanceSize = "size" // the pool
+
+	// import (its progress also uses ResizeKeysCopied and ResizeKeysTotal)
+	ImportSource    = "source"     // the source as redis://host:port, never with credentials
+	ImportUser      = "user"       // the source's ACL user, "" for the default user
+	ImportPassword  = "password"   // the source's password: kept for the job's life, deleted when it ends, never shown
+	ImportSourceDB  = "source_db"  // the source's db number
+	ImportDirty     = "dirty"      // keys changed on the source and not yet applied
+	ImportLastApply = "last_apply" // unix ms of the last change applied (for the lag)
+	ImportInStep    = "in_step"    // "true" once a full pass is done and the dirty keys are few
+	ImportCutoverAt = "cutover_at" // when the tenant asked for the cut-over (a record time)
+	ImportCancelAt  = "cancel_at"  // when the tenant cancelled (a record time)
 )

@@ -58,6 +58,9 @@ func (s *Store) startResize(ctx context.Context, tenant string, index int, size 
 		if db.State != DBActive {
 			return fmt.Errorf("db %d is %s: %w", index, db.State, ErrBadState)
 		}
+		if db.ReadOnly != "" { // an import or a restore is filling it
+			return fmt.Errorf("db %d is read-only while %s: %w", index, db.ReadOnly, ErrBadState)
+		}
 		if db.Size == size && !move {
 			return fmt.Errorf("db %d is already %s: %w", index, size, ErrBadState)
 		}

@@ -23,6 +23,7 @@ var (
 	errNotImplemented = errors.New("not implemented")
 	errCreateFailed   = errors.New("create failed")
 	errUnavailable    = errors.New("unavailable")
+	errSourceCheck    = errors.New("import source check failed")
 )
 
 // kindError is an error whose message is exactly what the client reads,
@@ -74,7 +75,7 @@ func statusFor(err error) int {
 	case errors.Is(err, metadb.ErrExists), errors.Is(err, pools.ErrNoCapacity),
 		errors.Is(err, metadb.ErrTenantLimit), errors.Is(err, metadb.ErrBadState), errors.Is(err, metadb.ErrConflict):
 		return http.StatusConflict
-	case errors.Is(err, pools.ErrPairCheck), errors.Is(err, metadb.ErrNoFit):
+	case errors.Is(err, pools.ErrPairCheck), errors.Is(err, metadb.ErrNoFit), errors.Is(err, errSourceCheck):
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, errNotImplemented):
 		return http.StatusNotImplemented

@@ -43,6 +43,7 @@ func TestStatusFor(t *testing.T) {
 		{"conflict", metadb.ErrConflict, 409},
 		{"pair check", wrap(pools.ErrPairCheck), 422},
 		{"shrink does not fit", wrap(metadb.ErrNoFit), 422},
+		{"import source refused", errorf(errSourceCheck, "x"), 422},
 		{"not implemented", errorf(errNotImplemented, "x"), 501},
 		{"create failed", errorf(errCreateFailed, "x"), 503},
 		{"unavailable", errorf(errUnavailable, "x"), 503},

@@ -30,6 +30,8 @@ type jobView struct {
 	Pair     string `json:"pair,omitempty"`
 	DBsMoved int    `json:"dbs_moved,omitempty"`
 	DBsTotal int    `json:"dbs_total,omitempty"`
+	// Import follows an import (its source without credentials).
+	Import *importFields `json:"import,omitempty"`
 }
 
 func viewJob(j *metadb.Job) jobView {
@@ -44,6 +46,9 @@ func viewJob(j *metadb.Job) jobView {
 	if j.Kind == metadb.JobDrain || j.Kind == metadb.JobRebalance {
 		v.Pair = j.Pair
 		v.DBsMoved, v.DBsTotal = metadb.DrainProgress(j)
+	}
+	if j.Kind == metadb.JobImport {
+		v.Import = viewImport(j)
 	}
 	return v
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/granary-db/granary/internal/importsrc"
 	"github.com/granary-db/granary/internal/netguard"
 	"github.com/granary-db/granary/internal/objstore"
 	"github.com/granary-db/granary/metadb"
@@ -29,6 +30,11 @@ type Config struct {
 	// Store keeps db exports and uploaded RDB files (see internal/objstore);
 	// nil disables the export and restore routes (503).
 	Store objstore.Store
+	// ImportAllow lists, comma-separated, the prefixes (CIDR) of private
+	// addresses an import source may be on (see internal/netguard); public
+	// unicast addresses are always allowed, the cluster's own servers
+	// never. Default "" (none).
+	ImportAllow string
 	// Addr to listen on, host:port. Default 127.0.0.1:8080.
 	Addr string
 	// AdminToken grants the /v1/admin calls. Required; only its hash is kept.
@@ -84,6 +90,9 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		return fmt.Errorf("api: addr %q: %w", c.Addr, err)
 	}
+	if _, err := netguard.New(importsrc.SplitAllow(c.ImportAllow)); err != nil {
+		return fmt.Errorf("api: import allow: %w", err)
+	}
 	return nil
 }
 
@@ -105,6 +114,10 @@ type Store interface {
 	StartRebalance(ctx context.Context, size, jobID string) (job *metadb.Job, existing bool, err error)
 	UpdateDB(ctx context.Context, f *metadb.Fence, sender, tenant string, index int, fn func(*metadb.DB) ([]*buspb.Envelope, error)) (*metadb.DB, error)
 	Job(ctx context.Context, id string) (*metadb.Job, error)
+	StartImport(ctx context.Context, tenant string, index int, jobID string, data map[string]string) (*metadb.Job, error)
+	RequestImportCutover(ctx context.Context, tenant string, index int, jobID string) (*metadb.Job, error)
+	CancelImport(ctx context.Context, tenant string, index int, jobID string) (*metadb.Job, error)
+	Addr() string // the metadb's, which an import source may never be
 
 	// Capacity and operators' views.
 	Pair(ctx context.Context, id string) (*metadb.Pair, error)
@@ -241,6 +254,9 @@ func (s *Server) routes() http.Handler {
 			r.Get("/dbs/{index}", s.getDB)
 			r.With(s.audited("", false)).Patch("/dbs/{index}", s.patchDB) // the body says which action
 			r.With(s.audited(metadb.AuditDBDrop, false)).Delete("/dbs/{index}", s.dropDB)
+			r.With(s.audited(metadb.AuditDBImport, false)).Post("/dbs/{index}/imports", s.startImport)
+			r.With(s.audited(metadb.AuditDBImportCutover, false)).Post("/dbs/{index}/imports/{id}/cutover", s.cutoverImport)
+			r.With(s.audited(metadb.AuditDBImportCancel, false)).Delete("/dbs/{index}/imports/{id}", s.cancelImport)
 			r.Get("/jobs/{id}", s.getJob)
 			r.Get("/audit", s.tenantAudit)
 			r.Get("/limits", s.myLimits)

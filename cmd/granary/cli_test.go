@@ -516,7 +516,7 @@ func TestRequests(t *testing.T) {
 		body.ReadFrom(r.Body)
 		got = strings.TrimSpace(r.Header.Get("Authorization") + " " + r.Method + " " + r.URL.Path + " " + strings.TrimSpace(body.String()))
 		switch {
-		case r.Method == "DELETE" || (r.Method == "PATCH" && strings.Contains(body.String(), "size")):
+		case r.Method == "DELETE" || (r.Method == "PATCH" && strings.Contains(body.String(), "size")) || strings.Contains(r.URL.Path, "/imports"):
 			w.WriteHeader(202)
 			w.Write([]byte(`{"job":"j1"}`))
 		case strings.HasPrefix(r.URL.Path, "/v1/admin/spares"):
@@ -539,6 +539,9 @@ func TestRequests(t *testing.T) {
 		{[]string{"db", "set-mode", "3", "async"}, `Bearer t PATCH /v1/dbs/3 {"write_mode":"async"}`, ""},
 		{[]string{"db", "resize", "3", "--size", "256M"}, `Bearer t PATCH /v1/dbs/3 {"size":"256M"}`, "granary job watch j1"},
 		{[]string{"db", "drop", "3"}, `Bearer t DELETE /v1/dbs/3`, "granary job watch j1"},
+		{[]string{"db", "import", "3", "--source", "redis://h:1", "--db", "2"}, `Bearer t POST /v1/dbs/3/imports {"db":2,"source":"redis://h:1"}`, "granary job watch j1"},
+		{[]string{"db", "import", "cutover", "3", "j1"}, `Bearer t POST /v1/dbs/3/imports/j1/cutover`, "granary job watch j1"},
+		{[]string{"db", "import", "cancel", "3", "j1"}, `Bearer t DELETE /v1/dbs/3/imports/j1`, "granary job watch j1"},
 		{[]string{"admin", "pairs", "add", "--size", "64M", "--master", "h1:1", "--replica", "h2:2", "--dbs", "0-15"},
 			`Bearer t POST /v1/admin/pools/64M/pairs {"dbs":"0-15","master":"h1:1","replica":"h2:2"}`, "dbs:"},
 		{[]string{"admin", "spares", "add", "127.0.0.1:7000"}, `Bearer t POST /v1/admin/spares {"addr":"127.0.0.1:7000"}`, "spare 127.0.0.1:7000 added"},

@@ -44,6 +44,7 @@ func devComponents(c devConfig, store *metadb.Store, log zerolog.Logger) (*devPa
 	acfg.AdminToken = c.AdminToken
 	acfg.ID = "dev"
 	acfg.Store = objs
+	acfg.ImportAllow = "127.0.0.0/8" // a dev cluster may import from a local Redis; its own servers stay denied
 	api, err := tenantapi.New(acfg, store, log.With().Str("component", "api").Logger())
 	if err != nil {
 		return nil, err
@@ -59,6 +60,7 @@ func devComponents(c devConfig, store *metadb.Store, log zerolog.Logger) (*devPa
 	kcfg := keeper.DefaultConfig()
 	kcfg.ID = "dev"
 	kcfg.Store = objs
+	kcfg.ImportAllow = acfg.ImportAllow
 	kcfg.MetricsAddr = devMetricsAddr
 	k, err := keeper.New(kcfg, store, log.With().Str("component", "keeper").Logger())
 	if err != nil {
