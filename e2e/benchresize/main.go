@@ -166,7 +166,12 @@ func run(bin string, fillMB, bigMB int64, rate, rounds int) error {
 	loadStart := time.Now()
 	go func() { w.Run(wctx, rc); close(done) }()
 	defer stopW()
+	// A quiet second first: the latency the machine gives with no copy.
 	time.Sleep(500 * time.Millisecond)
+	idleFrom := time.Now()
+	time.Sleep(time.Second)
+	ip99, imax, in := w.LatencyIn(idleFrom, time.Now())
+	fmt.Printf("concurrent writes with no copy running (1 s): %d, p99 %v, max %v\n", in, ip99.Round(10*time.Microsecond), imax.Round(10*time.Microsecond))
 
 	var ratios []float64
 	var cuts []time.Duration
@@ -190,11 +195,16 @@ func run(bin string, fillMB, bigMB int64, rate, rounds int) error {
 		mem := dbMemory(ctx, src)
 		// Scratch db 15 of the target pool's pair: free, since this
 		// tenant's only db is on the other pool.
+		baseFrom := time.Now()
 		base, err := baseline(ctx, src, poolMaster[to], 15)
 		src.Close()
 		if err != nil {
 			return err
 		}
+		bp99, bmax, bn := w.LatencyIn(baseFrom, time.Now())
+		fmt.Printf("round %d: concurrent writes during the baseline SCAN+MIGRATE loop on the source master: %d, p99 %v, max %v\n",
+			r+1, bn, bp99.Round(10*time.Microsecond), bmax.Round(10*time.Microsecond))
+		time.Sleep(300 * time.Millisecond)
 		baseRate := float64(fill) / base.Seconds()
 		start := time.Now()
 		var ref struct{ Job string }
@@ -271,6 +281,9 @@ func run(bin string, fillMB, bigMB int64, rate, rounds int) error {
 	fmt.Printf("writes acknowledged: %d in %v = %.0f/s (asked %d/s), each read back; errors: %d, stale reads: %d, lost writes: %d %s\n",
 		st.Writes, loadTook.Round(time.Millisecond), float64(st.Writes)/loadTook.Seconds(), rate, st.Errors, st.Stale, lost,
 		pass(st.Errors == 0 && st.Stale == 0 && lost == 0))
+	if st.FirstErr != nil {
+		fmt.Printf("first error: %v\n", st.FirstErr)
+	}
 	if n := rc.DBSize(ctx).Val(); n != int64(fill+w.Written()) {
 		return fmt.Errorf("db holds %d keys after the resizes, want %d", n, fill+w.Written())
 	}
