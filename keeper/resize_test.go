@@ -239,3 +239,31 @@ func sortedMap(m map[string]string) []string {
 	}
 	return sorted(out)
 }
+
+// TestCopySessionReadsMasterWithoutReplica: a replica address that is not
+// a replica of the source master (here a lone server) is not read from;
+// the copy reads the master and is exact.
+func TestCopySessionReadsMasterWithoutReplica(t *testing.T) {
+	ctx := t.Context()
+	sm, _ := redistest.StartPair(t, "databases", "4")
+	lone := redistest.Start(t, "databases", "4")
+	dm, _ := redistest.StartPair(t, "databases", "4")
+	src := sm.ClientDB(t, 1)
+	for i := 0; i < 100; i++ {
+		src.Set(ctx, "k"+strconv.Itoa(i), i, 0)
+	}
+	s, err := openCopy(ctx, sm.Addr, lone.Addr, 1, dm.Addr, 2, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	if s.fromReplica {
+		t.Fatal("the session reads from a server that does not replicate the source")
+	}
+	if err := s.fullCopy(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.verify(ctx, 1000); err != nil {
+		t.Fatal(err)
+	}
+}
