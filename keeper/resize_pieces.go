@@ -19,13 +19,13 @@ import (
 // keyInfo is what the copy knows of a key before moving it.
 type keyInfo struct {
 	name  string
-	typ   string // TYPE's answer; "none" when the key is gone
+	typ   string // TYPE's answer ("none": gone); "" for a small key
 	mem   int64  // MEMORY USAGE (sampled for aggregates)
 	elems int64  // STRLEN or the element count; only read for keys near the bounds
 }
 
 func (k keyInfo) big() bool {
-	return k.mem > bigKeyBytes || (k.typ != "string" && k.elems > bigKeyElems)
+	return k.typ != "none" && (k.mem > bigKeyBytes || (k.typ != "string" && k.elems > bigKeyElems))
 }
 
 // lengthOf is the O(1) command that sizes a key of typ.
@@ -47,15 +47,16 @@ func lengthOf(ctx context.Context, p redis.Pipeliner, typ, key string) *redis.In
 	return nil
 }
 
-// inspectKeys reads the type and size of keys on c: TYPE and MEMORY USAGE
-// (SAMPLES 5, O(1) per key), then the length of those near the bounds.
+// inspectKeys reads the size of keys on c: MEMORY USAGE (SAMPLES 5, O(1)
+// per key; no answer for a key that is gone), then the type and length of
+// those near the bounds. A small key's type is left empty: it goes by DUMP
+// whatever it is.
 func inspectKeys(ctx context.Context, c *redis.Client, keys []string) ([]keyInfo, error) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
 	cmds, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, k := range keys {
-			p.Type(ctx, k)
 			p.MemoryUsage(ctx, k)
 		}
 		return nil
@@ -66,17 +67,31 @@ func inspectKeys(ctx context.Context, c *redis.Client, keys []string) ([]keyInfo
 	out := make([]keyInfo, len(keys))
 	var near []int
 	for i, k := range keys {
-		out[i] = keyInfo{name: k, typ: cmds[2*i].(*redis.StatusCmd).Val(), mem: cmds[2*i+1].(*redis.IntCmd).Val()}
-		if out[i].typ != "none" && out[i].mem > bigKeyBytes/4 {
+		mem, err := cmds[i].(*redis.IntCmd).Result()
+		out[i] = keyInfo{name: k, mem: mem}
+		switch {
+		case errors.Is(err, redis.Nil):
+			out[i].typ = "none"
+		case mem > bigKeyBytes/4:
 			near = append(near, i)
 		}
 	}
 	if len(near) == 0 {
 		return out, nil
 	}
+	types, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, i := range near {
+			p.Type(ctx, out[i].name)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("inspect keys: %w", err)
+	}
 	lens := make([]*redis.IntCmd, len(near))
 	if _, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for j, i := range near {
+			out[i].typ = types[j].(*redis.StatusCmd).Val()
 			lens[j] = lengthOf(ctx, p, out[i].typ, out[i].name)
 		}
 		return nil
