@@ -22,8 +22,8 @@ import (
 //     MASTER and subscribed to before the copy starts, so every key written
 //     afterwards is marked dirty;
 //   - the data is read from the source pair's REPLICA (the master when the
-//     pair has no replica in sync): SCAN, then for each key its type and
-//     MEMORY USAGE; small keys go over in DUMP + PEXPIRETIME / RESTORE …
+//     pair has no replica in sync): SCAN, then each key's MEMORY USAGE
+//     (type and length only near the bounds); small keys go over in DUMP + PEXPIRETIME / RESTORE …
 //     ABSTTL REPLACE pipelines of at most copyBatchBytes; a big key (over
 //     bigKeyBytes or bigKeyElems) goes in pages (GETRANGE, HSCAN, SSCAN,
 //     ZSCAN, LRANGE) into a temporary key on the target that a MULTI
@@ -69,7 +69,6 @@ type copySession struct {
 	// when the pair has no replica in sync (fromReplica false).
 	read         *redis.Client
 	fromReplica  bool
-	dstDB        int
 	tmpPrefix    string // names the target's temporary keys of piecewise copies
 	ps           *redis.PubSub
 	prefix       string // keyspace channel prefix of the source db
@@ -111,7 +110,7 @@ func openCopy(ctx context.Context, srcAddr, replicaAddr string, srcDB int, dstAd
 		return nil, fmt.Errorf("target address %q: %w", dstAddr, err)
 	}
 	s := &copySession{src: newDBClient(srcAddr, srcDB), dst: newDBClient(dstAddr, dstDB),
-		dstDB: dstDB, srcAddr: srcAddr, prefix: fmt.Sprintf("__keyspace@%d__:", srcDB),
+		srcAddr: srcAddr, prefix: fmt.Sprintf("__keyspace@%d__:", srcDB),
 		tmpPrefix: fmt.Sprintf("\x00granary:copy:%x:", rand.Uint64()),
 		dirty:     map[string]struct{}{}, pongs: make(chan string, 4), done: make(chan struct{})}
 	s.read = s.src
