@@ -26,14 +26,7 @@ func TestDrainCrash(t *testing.T) {
 	if _, err := store.CreateTenant(ctx, "test", "acme", "tok", "pw"); err != nil {
 		t.Fatal(err)
 	}
-	masters := startMasters(t, meta.Addr)
-	keeperN, masterN := 0, 0
-	startKeeper := func() *procgroup.Proc {
-		keeperN++
-		return startGranary(t, "keeper", "--metadb-url", "redis://"+meta.Addr, "--id", fmt.Sprintf("k%d", keeperN),
-			"--lease", leaseTTL.String(), "--pairs-poll", "100ms")
-	}
-	keeper := startKeeper()
+	rig := newCrashRig(t, meta.Addr, store)
 
 	const keys = 20000
 	var dbs []*metadb.DB
@@ -50,25 +43,8 @@ func TestDrainCrash(t *testing.T) {
 	if _, _, err := store.StartDrain(ctx, src.ID, "drain-1"); err != nil {
 		t.Fatal(err)
 	}
-	targets := []metadb.Step{metadb.StepCopy, metadb.StepHold, metadb.StepSwitch}
-	for round, target := range targets {
-		id := "drain-1-m" + strconv.Itoa(round)
-		_, ti, _ := metadb.StepOf(metadb.JobResize, target)
-		var at metadb.Step
-		redistest.WaitFor(t, 60*time.Second, id+" at "+string(target)+" or later", func() bool {
-			j, err := store.Job(ctx, id)
-			if err != nil {
-				return false
-			}
-			at = j.Step
-			_, i, _ := metadb.StepOf(metadb.JobResize, j.Step)
-			return j.State != metadb.JobRunning || i >= ti
-		})
-		keeper.Kill()
-		killLeader(t, store, masters)
-		t.Logf("round %d: killed the keeper and the leader with %s at %s (aimed at %s)", round, id, at, target)
-		replaceDeadMasters(t, masters, meta.Addr, &masterN)
-		keeper = startKeeper()
+	for round, target := range []metadb.Step{metadb.StepCopy, metadb.StepHold, metadb.StepSwitch} {
+		rig.crashAt("drain-1-m"+strconv.Itoa(round), metadb.JobResize, target)
 	}
 	redistest.WaitFor(t, 120*time.Second, "the drain to finish", func() bool { return job(t, store, "drain-1").State != metadb.JobRunning })
 	dj := job(t, store, "drain-1")
@@ -76,20 +52,7 @@ func TestDrainCrash(t *testing.T) {
 		t.Fatalf("drain: %s (%s), %d/%d moved", dj.State, dj.Error, moved, total)
 	}
 	assertStepsOnce(t, dj)
-	jobs, err := store.Jobs(ctx, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resizes := map[int]int{}
-	for _, j := range jobs {
-		if j.Kind == metadb.JobResize {
-			resizes[j.Index]++
-			if j.State != metadb.JobDone {
-				t.Fatalf("move %s: %s (%s)", j.ID, j.State, j.Error)
-			}
-			assertStepsOnce(t, j)
-		}
-	}
+	resizes := resizesOnce(t, store)
 	for _, d := range dbs {
 		if resizes[d.Index] != 1 {
 			t.Fatalf("db %d moved by %d resize jobs, want 1", d.Index, resizes[d.Index])
@@ -117,4 +80,72 @@ func TestDrainCrash(t *testing.T) {
 	if len(dfree) != 1 || len(downers) != 3 {
 		t.Fatalf("target pair: free %v owners %v, want 1 free and 3 owned", dfree, downers)
 	}
+}
+
+// crashRig is the processes a crash test kills and replaces: two `granary
+// master`s and a `granary keeper`, on metadb at metaAddr. The keeper
+// measures every db each second (the rebalance's plan reads the sizes).
+type crashRig struct {
+	t                *testing.T
+	store            *metadb.Store
+	metaAddr         string
+	masters          map[string]*procgroup.Proc
+	keeper           *procgroup.Proc
+	keeperN, masterN int
+}
+
+func newCrashRig(t *testing.T, metaAddr string, store *metadb.Store) *crashRig {
+	r := &crashRig{t: t, store: store, metaAddr: metaAddr, masters: startMasters(t, metaAddr)}
+	r.startKeeper()
+	return r
+}
+
+func (r *crashRig) startKeeper() {
+	r.keeperN++
+	r.keeper = startGranary(r.t, "keeper", "--metadb-url", "redis://"+r.metaAddr, "--id", fmt.Sprintf("k%d", r.keeperN),
+		"--lease", leaseTTL.String(), "--pairs-poll", "100ms", "--sizing-sweep", "1s")
+}
+
+// crashAt waits until job id (of kind) has recorded target or a later step
+// (or ended), then SIGKILLs the keeper and then the leading master and
+// starts replacements. It logs the step the job was seen at.
+func (r *crashRig) crashAt(id string, kind metadb.JobKind, target metadb.Step) {
+	r.t.Helper()
+	_, ti, _ := metadb.StepOf(kind, target)
+	var at metadb.Step
+	redistest.WaitFor(r.t, 60*time.Second, id+" at "+string(target)+" or later", func() bool {
+		j, err := r.store.Job(r.t.Context(), id)
+		if err != nil {
+			return false
+		}
+		at = j.Step
+		_, i, _ := metadb.StepOf(kind, j.Step)
+		return j.State != metadb.JobRunning || i >= ti
+	})
+	r.keeper.Kill()
+	killLeader(r.t, r.store, r.masters)
+	r.t.Logf("killed the keeper and the leader with %s at %s (aimed at %s)", id, at, target)
+	replaceDeadMasters(r.t, r.masters, r.metaAddr, &r.masterN)
+	r.startKeeper()
+}
+
+// resizesOnce checks that every resize job ended done with each step
+// recorded once, and counts them per db index.
+func resizesOnce(t *testing.T, store *metadb.Store) map[int]int {
+	t.Helper()
+	jobs, err := store.Jobs(t.Context(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resizes := map[int]int{}
+	for _, j := range jobs {
+		if j.Kind == metadb.JobResize {
+			resizes[j.Index]++
+			if j.State != metadb.JobDone {
+				t.Fatalf("move %s: %s (%s)", j.ID, j.State, j.Error)
+			}
+			assertStepsOnce(t, j)
+		}
+	}
+	return resizes
 }

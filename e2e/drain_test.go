@@ -176,8 +176,13 @@ func TestDrainUnderLoad(t *testing.T) {
 		}
 		cut := d.w.MaxStallIn(at[metadb.StepCopy], at[metadb.StepSwitch])
 		worst = max(worst, cut)
-		t.Logf("db %d: %d writes, %d errors, %d stale, %d lost; cut-over %v, longest write stall %v in it, %v overall",
-			d.index, st.Writes, st.Errors, st.Stale, lost, at[metadb.StepSwitch].Sub(at[metadb.StepCopy]), cut, st.MaxStall)
+		// Where a cut-over's time goes: the proxies' acknowledgements of
+		// the hold (ends at hold), the keeper's last pass and verify (at
+		// catchup), the master's switch (at switch).
+		t.Logf("db %d: %d writes, %d errors, %d stale, %d lost; cut-over %v (hold acked %v, caught up %v, switched %v), longest write stall %v in it, %v overall",
+			d.index, st.Writes, st.Errors, st.Stale, lost, at[metadb.StepSwitch].Sub(at[metadb.StepCopy]),
+			at[metadb.StepHold].Sub(at[metadb.StepCopy]), at[metadb.StepCatchup].Sub(at[metadb.StepHold]),
+			at[metadb.StepSwitch].Sub(at[metadb.StepCatchup]), cut, st.MaxStall)
 		if st.Errors != 0 || st.Stale != 0 || lost != 0 {
 			t.Errorf("db %d: errors %d (first %v), stale %d, lost %d: want none", d.index, st.Errors, st.FirstErr, st.Stale, lost)
 		}

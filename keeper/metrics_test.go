@@ -89,7 +89,7 @@ func TestResizeCopyMetrics(t *testing.T) {
 	if _, err := p.Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
-	s, err := openCopy(ctx, sm.Addr, 1, dm.Addr, 2, false)
+	s, err := openCopy(ctx, sm.Addr, "", 1, dm.Addr, 2, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,6 +49,7 @@ func (k *Keeper) loadJob(ctx context.Context, id string) (*metadb.Job, error) {
 // resizeEnds are the source and target of a resize job.
 type resizeEnds struct {
 	srcAddr, dstAddr string
+	srcReplica       string // the source pair's replica, "" when it has none
 	srcDB, dstDB     int
 }
 
@@ -65,7 +66,7 @@ func (k *Keeper) resizeEnds(ctx context.Context, j *metadb.Job) (resizeEnds, err
 	for _, p := range pairs {
 		switch p.ID {
 		case j.Pair:
-			e.srcAddr = p.Master
+			e.srcAddr, e.srcReplica = p.Master, p.Replica
 		case tp:
 			e.dstAddr = p.Master
 		}
@@ -85,7 +86,7 @@ func (k *Keeper) resizeCopy(ctx context.Context, j *metadb.Job) (metadb.Step, er
 	if err != nil {
 		return "", err
 	}
-	s, err := openCopy(ctx, e.srcAddr, e.srcDB, e.dstAddr, e.dstDB, true)
+	s, err := openCopy(ctx, e.srcAddr, e.srcReplica, e.srcDB, e.dstAddr, e.dstDB, true)
 	if err != nil {
 		return "", err
 	}
@@ -119,9 +120,17 @@ func (k *Keeper) resizeCopy(ctx context.Context, j *metadb.Job) (metadb.Step, er
 		return "", err
 	}
 	scanTook := time.Since(scanStart)
-	redone, err := s.drain(ctx)
-	if err != nil {
-		return "", err
+	// Passes over the keys dirtied meanwhile, each shorter than the last
+	// while writes are light, so that little is left for the hold.
+	redone := 0
+	for pass := 0; pass < 8; pass++ {
+		n, err := s.drain(ctx)
+		if err != nil {
+			return "", err
+		}
+		if redone += n; n < 100 {
+			break
+		}
 	}
 	took := time.Since(start)
 	copied, _ := s.src.DBSize(ctx).Result()
@@ -208,7 +217,7 @@ func (k *Keeper) resizeCatchup(ctx context.Context, j *metadb.Job) (metadb.Step,
 	if err != nil {
 		return "", err
 	}
-	s, err := openCopy(ctx, e.srcAddr, e.srcDB, e.dstAddr, e.dstDB, false)
+	s, err := openCopy(ctx, e.srcAddr, e.srcReplica, e.srcDB, e.dstAddr, e.dstDB, false)
 	if err != nil {
 		return "", err
 	}
@@ -255,13 +264,13 @@ func (k *Keeper) ownsResize() error {
 // bytes-copied estimate.
 func (s *copySession) sizeOf(ctx context.Context) (keys, avg int64) {
 	keys, _ = s.src.DBSize(ctx).Result()
-	sample, err := randomKeys(ctx, s.src, 32)
+	sample, err := randomKeys(ctx, s.read, 32)
 	if err != nil || len(sample) == 0 {
 		return keys, 0
 	}
 	var sum int64
 	for _, key := range sample {
-		n, _ := s.src.MemoryUsage(ctx, key).Result()
+		n, _ := s.read.MemoryUsage(ctx, key).Result()
 		sum += n
 	}
 	return keys, sum / int64(len(sample))

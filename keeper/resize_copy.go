@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -13,28 +14,62 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// A resize copies one db from its slot on the source pair's master to the
-// reserved slot on the target pair's master while the db stays online:
+// A resize copies one db from its slot on the source pair to the reserved
+// slot on the target pair's master while the db stays online, without ever
+// asking the source master for more than O(small) work per command:
 //
-//   - keyspace notifications of the source db are turned on and subscribed
-//     to before the copy starts, so every key written afterwards is marked
-//     dirty;
-//   - SCAN + MIGRATE … COPY REPLACE KEYS copies every key (SCAN returns every
-//     key present for the whole scan; keys written during it are dirty);
-//   - dirty keys are copied again (or deleted on the target when gone from
-//     the source) until the master holds the db's writes; then a PING on the
-//     subscription is the barrier after which every earlier write's
-//     notification has arrived, and one last pass makes the copy exact.
+//   - keyspace notifications of the source db are turned on on the source
+//     MASTER and subscribed to before the copy starts, so every key written
+//     afterwards is marked dirty;
+//   - the data is read from the source pair's REPLICA (the master when the
+//     pair has no replica in sync): SCAN, then each key's MEMORY USAGE
+//     (type and length only near the bounds); small keys go over in DUMP + PEXPIRETIME / RESTORE …
+//     ABSTTL REPLACE pipelines of at most copyBatchBytes; a big key (over
+//     bigKeyBytes or bigKeyElems) goes in pages (GETRANGE, HSCAN, SSCAN,
+//     ZSCAN, LRANGE) into a temporary key on the target that a MULTI
+//     renames into place with its expiry (see resize_pieces.go);
+//   - dirty keys are copied again the same way (or unlinked on the target
+//     when gone from the source) until the master holds the db's writes;
+//     then a PING on the subscription is the barrier after which every
+//     earlier write's notification has arrived, and one last pass makes the
+//     copy exact.
+//
+// Why reading the replica keeps the copy exact. A write to key K runs on
+// the master, which adds it to its replication stream (master_repl_offset)
+// in the same event-loop turn, before the keyspace event it raised reaches
+// our subscription. So before any read of the replica (the first SCAN, and
+// every batch of dirty keys taken after their events arrived) syncReplica
+// reads the master's offset O and waits until the replica has processed O:
+// the replica then holds every write whose event we have seen, or a later
+// value, which raises a later event and makes K dirty again. A key never
+// written since the subscription began has had its final value on the
+// replica since that first wait. At catchup the proxies hold the db's
+// writes and have acknowledged it: no tenant write reaches the source
+// after the barrier, so barrier + syncReplica + one last pass leave the
+// target equal to the master. Expiries still happen on the master under the
+// hold; they raise events too (a dirty key gone is unlinked), and RESTORE's
+// ABSTTL gives the copy the same absolute expiry, so it expires on the
+// target at the same moment. verify checks the key counts against the
+// master and a sample of values against the synced replica.
 
-// copyBatch is the SCAN COUNT and the most keys per MIGRATE.
-const copyBatch = 1000
+// Bounds of the copy's commands: each one moves at most about this much.
+const (
+	copyBatchBytes = 1 << 20 // DUMP payload per RESTORE pipeline (MEMORY USAGE estimate)
+	bigKeyBytes    = 1 << 20 // above this a key is copied in pieces
+	bigKeyElems    = 10000   // an aggregate with more elements is copied in pieces
+	pieceBytes     = 256 << 10
+	pieceElems     = 1000
+	scanCount      = 1000 // SCAN COUNT, and the most dirty keys per pass
+)
 
 // copySession is one resize's copy in flight.
 type copySession struct {
-	src, dst     *redis.Client // clients with the source and target db selected
-	dstHost      string
-	dstPort      string
-	dstDB        int
+	src, dst *redis.Client // clients with the source master's and target db selected
+	// read is where the data is read: the source pair's replica, or src
+	// when the pair has no replica in sync (fromReplica false).
+	read         *redis.Client
+	fromReplica  bool
+	tmpPrefix    string // names the target's temporary keys of piecewise copies
 	ps           *redis.PubSub
 	prefix       string // keyspace channel prefix of the source db
 	srcAddr      string
@@ -43,7 +78,7 @@ type copySession struct {
 	// still owns the job (its lease): a keeper that lost its pair must
 	// not write to a target that may already serve the db.
 	owner func() error
-	// onCopy, when set, is told the number of keys each MIGRATE copied.
+	// onCopy, when set, is told the number of keys each batch copied.
 	onCopy func(n int)
 
 	mu     sync.Mutex
@@ -66,17 +101,27 @@ var notifyUsers = struct {
 	n map[string]int
 }{n: map[string]int{}}
 
-// openCopy connects to both slots. With track, it turns on keyspace
-// notifications on the source server and subscribes to the source db's
-// before returning, so that every later write is seen.
-func openCopy(ctx context.Context, srcAddr string, srcDB int, dstAddr string, dstDB int, track bool) (*copySession, error) {
-	host, port, err := net.SplitHostPort(dstAddr)
-	if err != nil {
+// openCopy connects to both slots and, when replicaAddr names a replica
+// in sync with the source master, reads the data from it. With track, it
+// turns on keyspace notifications on the source master and subscribes to
+// the source db's before returning, so that every later write is seen.
+func openCopy(ctx context.Context, srcAddr, replicaAddr string, srcDB int, dstAddr string, dstDB int, track bool) (*copySession, error) {
+	if _, _, err := net.SplitHostPort(dstAddr); err != nil {
 		return nil, fmt.Errorf("target address %q: %w", dstAddr, err)
 	}
-	s := &copySession{src: newDBClient(srcAddr, srcDB), dst: newDBClient(dstAddr, dstDB), dstHost: host, dstPort: port,
-		dstDB: dstDB, srcAddr: srcAddr, prefix: fmt.Sprintf("__keyspace@%d__:", srcDB),
-		dirty: map[string]struct{}{}, pongs: make(chan string, 4), done: make(chan struct{})}
+	s := &copySession{src: newDBClient(srcAddr, srcDB), dst: newDBClient(dstAddr, dstDB),
+		srcAddr: srcAddr, prefix: fmt.Sprintf("__keyspace@%d__:", srcDB),
+		tmpPrefix: fmt.Sprintf("\x00granary:copy:%x:", rand.Uint64()),
+		dirty:     map[string]struct{}{}, pongs: make(chan string, 4), done: make(chan struct{})}
+	s.read = s.src
+	if replicaAddr != "" {
+		r := newDBClient(replicaAddr, srcDB)
+		if readsFromReplica(ctx, s.src, r) {
+			s.read, s.fromReplica = r, true
+		} else {
+			_ = r.Close()
+		}
+	}
 	if !track {
 		close(s.done)
 		return s, nil
@@ -172,6 +217,9 @@ func (s *copySession) close() {
 		restoreNotify(ctx, s.src, s.srcAddr, s.notifyBefore)
 		cancel()
 	}
+	if s.fromReplica {
+		_ = s.read.Close()
+	}
 	_ = s.src.Close()
 	_ = s.dst.Close()
 }
@@ -188,43 +236,28 @@ func restoreNotify(ctx context.Context, c *redis.Client, addr, before string) {
 	_ = c.ConfigSet(ctx, "notify-keyspace-events", before).Err()
 }
 
-// migrate copies keys from the source to the target db, replacing what the
-// target has. Keys gone from the source meanwhile are skipped.
-func (s *copySession) migrate(ctx context.Context, keys []string) error {
-	if len(keys) == 0 {
-		return nil
-	}
-	args := make([]any, 0, len(keys)+9)
-	args = append(args, "MIGRATE", s.dstHost, s.dstPort, "", s.dstDB, 20000, "COPY", "REPLACE", "KEYS")
-	for _, k := range keys {
-		args = append(args, k)
-	}
-	if err := s.src.Do(ctx, args...).Err(); err != nil {
-		return fmt.Errorf("migrate %d keys: %w", len(keys), err)
-	}
-	if s.onCopy != nil {
-		s.onCopy(len(keys))
-	}
-	return nil
-}
-
 // fullCopy empties the target db and copies every key of the source db,
 // calling progress after each batch with the keys copied so far.
 func (s *copySession) fullCopy(ctx context.Context, progress func(keys int64)) error {
-	if err := s.dst.FlushDB(ctx).Err(); err != nil {
+	if err := s.dst.FlushDBAsync(ctx).Err(); err != nil {
 		return fmt.Errorf("empty target db: %w", err)
+	}
+	// From here the replica has every value not changed since the
+	// subscription began (see the comment at the top).
+	if err := s.syncReplica(ctx); err != nil {
+		return err
 	}
 	var cursor uint64
 	var copied int64
 	for {
-		keys, next, err := s.src.Scan(ctx, cursor, "", copyBatch).Result()
+		keys, next, err := s.read.Scan(ctx, cursor, "", scanCount).Result()
 		if err != nil {
 			return fmt.Errorf("scan source db: %w", err)
 		}
 		if err := s.owns(); err != nil {
 			return err
 		}
-		if err := s.migrate(ctx, keys); err != nil {
+		if err := s.copyKeys(ctx, keys); err != nil {
 			return err
 		}
 		copied += int64(len(keys))
@@ -247,65 +280,44 @@ func (s *copySession) owns() error {
 	return s.owner()
 }
 
-// takeDirty removes and returns up to n dirty keys.
-func (s *copySession) takeDirty(n int) []string {
+// takeDirty removes and returns every dirty key.
+func (s *copySession) takeDirty() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]string, 0, min(n, len(s.dirty)))
+	out := make([]string, 0, len(s.dirty))
 	for k := range s.dirty {
-		if len(out) == n {
-			break
-		}
 		out = append(out, k)
-		delete(s.dirty, k)
 	}
+	clear(s.dirty)
 	return out
 }
 
-// drain copies dirty keys again until none is left: keys still on the
-// source are migrated, keys gone from it are deleted on the target. A key
-// written again meanwhile is marked dirty again by its event, so nothing
-// is missed, at worst copied twice. It returns how many keys it handled.
+// drain copies the keys dirty when it is called again: keys still on the
+// source are copied, keys gone from it are unlinked on the target. A key
+// written again meanwhile is marked dirty again by its event, for the next
+// drain, so nothing is missed, at worst copied twice; one pass per call,
+// so that keys written without pause (a hot big key) cannot keep it
+// running. Under the hold, after the barrier, one call makes the copy
+// exact. It returns how many keys it handled.
 func (s *copySession) drain(ctx context.Context) (int, error) {
-	total := 0
-	for {
+	keys := s.takeDirty()
+	for i := 0; i < len(keys); i += scanCount {
 		if err := s.err(); err != nil {
-			return total, err
-		}
-		keys := s.takeDirty(copyBatch)
-		if len(keys) == 0 {
-			return total, nil
+			return i, err
 		}
 		if err := s.owns(); err != nil {
-			return total, err
+			return i, err
 		}
-		total += len(keys)
-		cmds, err := s.src.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, k := range keys {
-				p.Exists(ctx, k)
-			}
-			return nil
-		})
-		if err != nil {
-			return total, fmt.Errorf("check dirty keys: %w", err)
+		// Their events have arrived, so the master's offset covers the
+		// writes that raised them: the replica must get there first.
+		if err := s.syncReplica(ctx); err != nil {
+			return i, err
 		}
-		var present, gone []string
-		for i, c := range cmds {
-			if c.(*redis.IntCmd).Val() > 0 {
-				present = append(present, keys[i])
-			} else {
-				gone = append(gone, keys[i])
-			}
-		}
-		if err := s.migrate(ctx, present); err != nil {
-			return total, err
-		}
-		if len(gone) > 0 {
-			if err := s.dst.Del(ctx, gone...).Err(); err != nil {
-				return total, fmt.Errorf("delete gone keys on target: %w", err)
-			}
+		if err := s.copyKeys(ctx, keys[i:min(i+scanCount, len(keys))]); err != nil {
+			return i, err
 		}
 	}
+	return len(keys), s.err()
 }
 
 // barrier returns once every event of a write made before it was called
@@ -337,9 +349,14 @@ func (s *copySession) barrier(ctx context.Context) error {
 // errMismatch: the copy differs from the source.
 var errMismatch = errors.New("copy differs from the source")
 
-// verify compares the key counts and the DUMP payloads of a sample of keys
-// (every key of a small db) on both sides. Writes must be held.
+// verify compares the key counts of the source master and the target, and
+// a sample of keys (every key of a small db) between the synced replica and
+// the target: DUMP payloads for small keys, type and length for big ones
+// (a DUMP of those would block both servers). Writes must be held.
 func (s *copySession) verify(ctx context.Context, sample int) error {
+	if err := s.syncReplica(ctx); err != nil {
+		return err
+	}
 	n1, err := s.src.DBSize(ctx).Result()
 	if err != nil {
 		return err
@@ -353,24 +370,52 @@ func (s *copySession) verify(ctx context.Context, sample int) error {
 	}
 	var keys []string
 	if n1 <= int64(sample) {
-		keys, err = scanAll(ctx, s.src)
+		keys, err = scanAll(ctx, s.read)
 	} else {
-		keys, err = randomKeys(ctx, s.src, sample)
+		keys, err = randomKeys(ctx, s.read, sample)
 	}
 	if err != nil {
 		return err
 	}
-	a, err := dumps(ctx, s.src, keys)
+	for i := 0; i < len(keys); i += scanCount {
+		if err := s.compare(ctx, keys[i:min(i+scanCount, len(keys))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *copySession) compare(ctx context.Context, keys []string) error {
+	ks, err := inspectKeys(ctx, s.read, keys)
 	if err != nil {
 		return err
 	}
-	b, err := dumps(ctx, s.dst, keys)
+	var small []string
+	for _, k := range ks {
+		if !k.big() {
+			small = append(small, k.name)
+			continue
+		}
+		on, err := inspectOne(ctx, s.dst, k.name)
+		if err != nil {
+			return err
+		}
+		if on.typ != k.typ || on.elems != k.elems {
+			return fmt.Errorf("%w: key %q is a %s of %d on the source, a %s of %d on the target",
+				errMismatch, k.name, k.typ, k.elems, on.typ, on.elems)
+		}
+	}
+	a, err := dumps(ctx, s.read, small)
 	if err != nil {
 		return err
 	}
-	for i := range keys {
+	b, err := dumps(ctx, s.dst, small)
+	if err != nil {
+		return err
+	}
+	for i := range small {
 		if a[i] != b[i] {
-			return fmt.Errorf("%w: key %q", errMismatch, keys[i])
+			return fmt.Errorf("%w: key %q", errMismatch, small[i])
 		}
 	}
 	return nil
@@ -378,7 +423,7 @@ func (s *copySession) verify(ctx context.Context, sample int) error {
 
 func scanAll(ctx context.Context, c *redis.Client) ([]string, error) {
 	var out []string
-	iter := c.Scan(ctx, 0, "", copyBatch).Iterator()
+	iter := c.Scan(ctx, 0, "", scanCount).Iterator()
 	for iter.Next(ctx) {
 		out = append(out, iter.Val())
 	}

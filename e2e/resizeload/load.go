@@ -7,6 +7,7 @@ package resizeload
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,7 @@ type Writer struct {
 	firstErr              error
 	last                  []map[string]int64 // per writer: key -> last acknowledged value
 	slow                  []span             // writes slower than 2ms
+	all                   []span             // every acknowledged write, for LatencyIn
 }
 
 type span struct {
@@ -132,6 +134,7 @@ func (w *Writer) record(g int, key string, n int64, took time.Duration, at time.
 	if took > 2*time.Millisecond {
 		w.slow = append(w.slow, span{at, took})
 	}
+	w.all = append(w.all, span{at, took})
 }
 
 // MaxStallIn is the longest acknowledged write that was in flight at some
@@ -146,6 +149,24 @@ func (w *Writer) MaxStallIn(from, to time.Time) time.Duration {
 		}
 	}
 	return m
+}
+
+// LatencyIn is the 99th percentile and the longest of the acknowledged
+// writes in flight at some moment between from and to, and their count.
+func (w *Writer) LatencyIn(from, to time.Time) (p99, longest time.Duration, n int) {
+	w.mu.Lock()
+	var in []time.Duration
+	for _, s := range w.all {
+		if s.start.Before(to) && s.start.Add(s.took).After(from) {
+			in = append(in, s.took)
+		}
+	}
+	w.mu.Unlock()
+	if len(in) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(in)
+	return in[(len(in)*99)/100], in[len(in)-1], len(in)
 }
 
 // Written is how many distinct keys got an acknowledged write.
