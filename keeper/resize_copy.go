@@ -9,9 +9,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 )
 
 // A resize copies one db from its slot on the source pair to the reserved
@@ -60,6 +62,7 @@ const (
 	pieceBytes     = 256 << 10
 	pieceElems     = 1000
 	scanCount      = 1000 // SCAN COUNT, and the most dirty keys per pass
+	copyWorkers    = 3    // SCAN batches copied at once by the full copy
 )
 
 // copySession is one resize's copy in flight.
@@ -80,6 +83,8 @@ type copySession struct {
 	owner func() error
 	// onCopy, when set, is told the number of keys each batch copied.
 	onCopy func(n int)
+
+	bigMu sync.Mutex // held by the piecewise copy of one big key
 
 	mu     sync.Mutex
 	dirty  map[string]struct{}
@@ -247,30 +252,52 @@ func (s *copySession) fullCopy(ctx context.Context, progress func(keys int64)) e
 	if err := s.syncReplica(ctx); err != nil {
 		return err
 	}
+	// copyWorkers batches are copied at once while SCAN goes on, so the
+	// reader's, the keeper's and the target's round trips overlap. Two
+	// batches may hold the same key (SCAN can return a key twice) or copy
+	// it in either order: a key whose value changed between the two reads
+	// raised an event and is dirty, so a later pass copies it again; big
+	// keys are copied one at a time (bigMu), so two piecewise copies never
+	// share a temporary key.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(copyWorkers)
+	var copied atomic.Int64
+	var progressMu sync.Mutex // progress is called by one batch at a time,
+	var reported int64        // with a count that never goes back
 	var cursor uint64
-	var copied int64
 	for {
-		keys, next, err := s.read.Scan(ctx, cursor, "", scanCount).Result()
+		keys, next, err := s.read.Scan(gctx, cursor, "", scanCount).Result()
 		if err != nil {
+			_ = g.Wait()
 			return fmt.Errorf("scan source db: %w", err)
 		}
 		if err := s.owns(); err != nil {
+			_ = g.Wait()
 			return err
 		}
-		if err := s.copyKeys(ctx, keys); err != nil {
-			return err
-		}
-		copied += int64(len(keys))
-		if progress != nil {
-			progress(copied)
-		}
-		if err := s.err(); err != nil {
-			return err
-		}
-		if cursor = next; cursor == 0 {
-			return nil
+		g.Go(func() error {
+			if err := s.copyKeys(gctx, keys); err != nil {
+				return err
+			}
+			n := copied.Add(int64(len(keys)))
+			if progress != nil {
+				progressMu.Lock()
+				if n > reported {
+					reported = n
+					progress(n)
+				}
+				progressMu.Unlock()
+			}
+			return s.err()
+		})
+		if cursor = next; cursor == 0 || gctx.Err() != nil {
+			break
 		}
 	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return ctx.Err()
 }
 
 func (s *copySession) owns() error {

@@ -207,6 +207,8 @@ func (s *copySession) restoreSmall(ctx context.Context, keys []string) error {
 // a partial copy that its dirty pass unlinks. Types without a paging
 // command (streams, modules) go by DUMP.
 func (s *copySession) copyBig(ctx context.Context, k keyInfo) error {
+	s.bigMu.Lock()
+	defer s.bigMu.Unlock()
 	tmp := s.tmpPrefix + k.name
 	if err := s.dst.Unlink(ctx, tmp).Err(); err != nil {
 		return fmt.Errorf("clear temporary key: %w", err)
