@@ -120,7 +120,13 @@ func changedDBs(a, b *snapshot) []dbKey {
 // publish swaps in a new snapshot, wakes waiters, and schedules the
 // acknowledgement of its version.
 func (p *Proxy) publish(s *snapshot, touched []dbKey) {
+	// Subscribed clients learn their db's new route before the swap, so
+	// that a heartbeat that reads this snapshot waits for their
+	// pre-subscription (pubsub_move.go).
+	p.subs.mu.Lock()
+	p.offerSubs(s)
 	old := p.snap.Swap(s)
+	p.subs.mu.Unlock()
 	if old != nil && old != s {
 		close(old.next)
 	}
@@ -161,6 +167,7 @@ func (p *Proxy) heartbeatLoop(ctx context.Context) error {
 		}
 		s := p.snap.Load()
 		p.drainTouched(ctx)
+		p.waitSubs(ctx)
 		if err := p.renew(ctx, s); err != nil {
 			if ctx.Err() != nil {
 				return nil

@@ -78,6 +78,7 @@ type Proxy struct {
 	ackMu          sync.Mutex
 	ackPending     map[dbKey]struct{}
 	lookupSem      chan struct{}
+	subs           psRegistry // subscribed clients by db (pubsub_move.go)
 
 	ready    chan struct{}
 	addr     string
