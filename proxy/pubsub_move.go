@@ -259,7 +259,7 @@ func (l *psLeg) popPong() (pongWait, bool) {
 func (l *psLeg) send(raw []byte) bool {
 	_ = l.d.nc.SetWriteDeadline(time.Now().Add(l.ps.p.cfg.BackendTimeout))
 	if _, err := l.d.nc.Write(raw); err != nil {
-		l.d.close()
+		_ = l.d.nc.Close()
 		return false
 	}
 	return true
@@ -288,7 +288,7 @@ func (l *psLeg) sync(raw []byte) error {
 // close ends the leg and waits for its reader.
 func (l *psLeg) close() {
 	l.closing.Store(true)
-	l.d.close()
+	_ = l.d.nc.Close()
 	<-l.done
 }
 
@@ -421,7 +421,7 @@ func (l *psLeg) run() {
 		case pongDrain:
 			w.succ.openGate()
 			l.closing.Store(true)
-			l.d.close()
+			_ = l.d.nc.Close()
 			return
 		case pongPromote:
 			l.quiet = false
