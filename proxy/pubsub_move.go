@@ -398,6 +398,7 @@ func (l *psLeg) run() {
 		w, ok := l.popPong()
 		if !ok {
 			if !l.quiet && !l.relay(append([]byte(nil), raw...)) {
+				ps.moved("lost", ErrSubLost)
 				return
 			}
 			continue
@@ -405,6 +406,7 @@ func (l *psLeg) run() {
 		switch w.kind {
 		case pongTenant:
 			if !l.quiet && !l.relay(append([]byte(nil), raw...)) {
+				ps.moved("lost", ErrSubLost)
 				return
 			}
 		case pongProbe:
