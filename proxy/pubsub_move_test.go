@@ -98,6 +98,16 @@ func TestSubscriberFollowsResize(t *testing.T) {
 		t.Fatalf("a SUBSCRIBE during the hold: %d subscribers on the current master", n)
 	}
 
+	// A message on the target before this proxy applies the switch (another
+	// proxy switched first) waits until the old connection has delivered
+	// everything, then comes first.
+	if n := target.Client(t).Publish(e.ctx, "acme/0:a", "t1").Val(); n != 1 {
+		t.Fatalf("the target has %d subscribers of a, want 1", n)
+	}
+	if got := sub.do("PING", "y"); got != "[pong y]" {
+		t.Fatalf("before the switch the subscriber got %q, want only the PING's answer", got)
+	}
+
 	// PUBLISH waits in the hold.
 	st := e.p.dbState(dbKey{"acme", uint32(db.Index)})
 	held := make(chan int64, 2)
@@ -124,7 +134,7 @@ func TestSubscriberFollowsResize(t *testing.T) {
 	if n := pub.Publish(e.ctx, "news", "m2").Val(); n != 1 {
 		t.Fatalf("publish after the switch reached %d", n)
 	}
-	for _, want := range []string{"[message a m1]", "[pmessage n* news m2]"} {
+	for _, want := range []string{"[message a t1]", "[message a m1]", "[pmessage n* news m2]"} {
 		if got := sub.reply(); got != want {
 			t.Fatalf("subscriber got %q, want %q", got, want)
 		}
