@@ -98,6 +98,17 @@ func TestSubscriberFollowsResize(t *testing.T) {
 		t.Fatalf("a SUBSCRIBE during the hold: %d subscribers on the current master", n)
 	}
 
+	// A client that enters subscribed mode during the hold is subscribed
+	// on both servers before it is confirmed.
+	sub2 := e.raw()
+	sub2.do("AUTH", "acme", pass)
+	if got := sub2.do("SUBSCRIBE", "c"); got != "[subscribe c :1]" {
+		t.Fatalf("second subscriber: %q", got)
+	}
+	if a, b := numsub(t, target, "c"), numsub(t, e.master, "c"); a != 1 || b != 1 {
+		t.Fatalf("a client subscribed during the hold: %d on the target, %d on the master, want 1 and 1", a, b)
+	}
+
 	// A message on the target before this proxy applies the switch (another
 	// proxy switched first) waits until the old connection has delivered
 	// everything, then comes first.
@@ -139,12 +150,18 @@ func TestSubscriberFollowsResize(t *testing.T) {
 			t.Fatalf("subscriber got %q, want %q", got, want)
 		}
 	}
+	if n := pub.Publish(e.ctx, "c", "m3").Val(); n != 1 {
+		t.Fatalf("publish to the second subscriber after the switch reached %d", n)
+	}
+	if got := sub2.reply(); got != "[message c m3]" {
+		t.Fatalf("second subscriber got %q", got)
+	}
 	if got := sub.do("PING", "x"); got != "[pong x]" {
 		t.Fatalf("after the switch, PING got %q (a duplicate or a stray reply?)", got)
 	}
 	e.waitFor("the old connection closed", func() bool { return numsub(t, e.master, "a") == 0 && numsub(t, e.master, "b") == 0 })
-	if got := counterValue(e.p.metrics.psFollowed); got != 1 {
-		t.Errorf("followed = %v, want 1", got)
+	if got := counterValue(e.p.metrics.psFollowed); got != 2 {
+		t.Errorf("followed = %v, want 2", got)
 	}
 	// Subscriptions keep working on the new leg.
 	if got := sub.do("UNSUBSCRIBE", "b"); got != "[unsubscribe b :2]" {
