@@ -121,6 +121,17 @@ type psRegistry struct {
 	mu      sync.Mutex
 	byDB    map[dbKey]map[*psState]struct{}
 	pending map[*psState]*dbRoute
+
+	semOnce sync.Once
+	sem     chan struct{} // bounds the standby legs being dialled at once
+}
+
+// maxPrepares bounds the standby legs one proxy dials at once for a hold.
+const maxPrepares = 32
+
+func (reg *psRegistry) dialSem() chan struct{} {
+	reg.semOnce.Do(func() { reg.sem = make(chan struct{}, maxPrepares) })
+	return reg.sem
 }
 
 // errSubGone: the subscription ended (the tenant left, was told to
@@ -306,6 +317,9 @@ func (ps *psState) prepareLocked(addr string, db int, pair string) error {
 	if ps.cur.addr == addr && ps.cur.db == db {
 		return nil
 	}
+	sem := ps.p.subs.dialSem()
+	sem <- struct{}{}
+	defer func() { <-sem }()
 	l, err := ps.dialLeg(addr, db, pair, legStandby)
 	if err != nil {
 		return err
