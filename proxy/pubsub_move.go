@@ -177,7 +177,7 @@ func (p *Proxy) startSubscribed(c *client) (*psState, error) {
 	if h := db.hold; liveTarget(h) {
 		// A failure leaves no standby leg: the switch then tells the
 		// client to resubscribe.
-		_ = ps.prepareLocked(h.target, h.targetDB, db.route.Pair)
+		_ = ps.prepareLocked(h.target, h.targetDB, "")
 	}
 	go ps.work()
 	return ps, nil
