@@ -124,14 +124,24 @@ func (m *Master) ensureHold(ctx context.Context, f *metadb.Fence, j *metadb.Job,
 		// that died right after setting it): the current one covers it.
 		return m.store.Version(ctx)
 	}
+	// The hold names the slot the db will switch to, so that proxies
+	// subscribe the db's subscribers there before they acknowledge it.
+	var target string
+	tp, ts, _ := metadb.ResizeTarget(j)
+	if tp != "" {
+		if p, err := m.store.Pair(ctx, tp); err == nil {
+			target = p.Master
+		}
+	}
 	until := time.Now().Add(m.cfg.HoldTime).UnixNano()
 	_, err = m.store.UpdateDB(ctx, f, m.sender(), j.Tenant, j.Index, func(db *metadb.DB) ([]*buspb.Envelope, error) {
 		if db.Job != j.ID {
 			return nil, fmt.Errorf("db %s/%d belongs to job %s: %w", j.Tenant, j.Index, db.Job, metadb.ErrBadState)
 		}
-		db.HoldJob, db.HoldUntil = j.ID, until
+		db.HoldJob, db.HoldUntil, db.HoldTarget, db.HoldTargetDB = j.ID, until, target, ts
 		return []*buspb.Envelope{{Payload: &buspb.Envelope_WriteHold{WriteHold: &buspb.WriteHold{
-			Tenant: j.Tenant, Index: uint32(j.Index), Hold: true, Job: j.ID, DeadlineUnixNanos: until}}}}, nil
+			Tenant: j.Tenant, Index: uint32(j.Index), Hold: true, Job: j.ID, DeadlineUnixNanos: until,
+			TargetMaster: target, TargetDb: uint32(ts)}}}}, nil
 	})
 	if err != nil {
 		return 0, err

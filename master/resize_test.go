@@ -72,6 +72,10 @@ func TestResizeJobSteps(t *testing.T) {
 	if held.HoldJob != "resize-1" || time.Until(time.Unix(0, held.HoldUntil)) <= 0 {
 		t.Fatalf("db at catchup: hold %q until %v, want a live hold", held.HoldJob, time.Unix(0, held.HoldUntil))
 	}
+	// The hold names the target, for the proxies' subscribers.
+	if r := metadb.RouteOf(held, c.pair); r.HoldTargetMaster != bm.Addr || int(r.HoldTargetDb) != ts {
+		t.Fatalf("route at catchup: hold target %s/%d, want %s/%d", r.HoldTargetMaster, r.HoldTargetDb, bm.Addr, ts)
+	}
 
 	// The hold lapses before the switch: back to hold, then catch-up.
 	if _, err := c.store.UpdateDB(ctx, nil, "test", "acme", db.Index, func(d *metadb.DB) ([]*buspb.Envelope, error) {

@@ -296,9 +296,13 @@ func RouteOf(db *DB, pair *Pair) *buspb.Route {
 	if db.WriteMode == WriteAsync {
 		mode = buspb.WriteMode_WRITE_MODE_ASYNC
 	}
-	return &buspb.Route{Tenant: db.Tenant, Index: uint32(db.Index), Pair: pair.ID, Master: pair.Master,
+	r := &buspb.Route{Tenant: db.Tenant, Index: uint32(db.Index), Pair: pair.ID, Master: pair.Master,
 		Replica: pair.Replica, Db: uint32(db.SlotDB), QuotaBytes: db.QuotaBytes, WriteMode: mode,
 		Banned: db.Banned, Size: db.Size, HoldJob: db.HoldJob, HoldDeadlineUnixNanos: db.HoldUntil, ReadOnly: db.ReadOnly}
+	if db.HoldJob != "" && db.HoldTarget != "" {
+		r.HoldTargetMaster, r.HoldTargetDb = db.HoldTarget, uint32(db.HoldTargetDB)
+	}
+	return r
 }
 
 // Routes is the snapshot a proxy loads: the topology version, then the route

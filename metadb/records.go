@@ -57,6 +57,12 @@ type DB struct {
 	// proxies queue the db's writes until the hold is cleared or passes.
 	HoldJob   string `json:"hold_job,omitempty"`
 	HoldUntil int64  `json:"hold_until,omitempty"`
+	// HoldTarget and HoldTargetDB are the master address and db number the
+	// held db will switch to (set with the hold; meaningful only while
+	// HoldJob is set): proxies subscribe the db's subscribers there
+	// before they acknowledge the hold.
+	HoldTarget   string `json:"hold_target,omitempty"`
+	HoldTargetDB int    `json:"hold_target_db,omitempty"`
 }
 
 // Pair states.

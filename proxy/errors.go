@@ -63,6 +63,13 @@ var (
 	ErrRateLimit = errors.New("rate limit exceeded for this db")
 	// ErrStarting: no command table could be loaded from a backend yet.
 	ErrStarting = errors.New("the proxy has not reached any backend yet; retry shortly")
+	// ErrSubFailover, ErrSubMoved, ErrSubDropped, ErrSubLost end a
+	// subscribed connection whose db moved in a way that may have lost
+	// messages (pubsub_move.go): the client must resubscribe.
+	ErrSubFailover = errors.New("the db moved to another server (failover): resubscribe")
+	ErrSubMoved    = errors.New("the db moved to another server (resize): resubscribe")
+	ErrSubDropped  = errors.New("the db is no longer served (dropped): resubscribe after checking GET /v1/dbs")
+	ErrSubLost     = errors.New("lost the connection to the db's server (a failover?): resubscribe")
 	// ErrShutdown: the proxy is draining.
 	ErrShutdown = errors.New("the proxy is shutting down; reconnect")
 )

@@ -120,15 +120,24 @@ func changedDBs(a, b *snapshot) []dbKey {
 // publish swaps in a new snapshot, wakes waiters, and schedules the
 // acknowledgement of its version.
 func (p *Proxy) publish(s *snapshot, touched []dbKey) {
+	// Subscribed clients learn their db's new route before the swap, so
+	// that a heartbeat that reads this snapshot waits for their
+	// pre-subscription (pubsub_move.go).
+	// The touched dbs are recorded before the swap too, with the version
+	// that must wait for them: a heartbeat that reads this snapshot then
+	// always waits for the writes admitted under the previous one.
+	p.ackMu.Lock()
+	for _, k := range touched {
+		p.ackPending[k] = max(p.ackPending[k], s.version)
+	}
+	p.ackMu.Unlock()
+	p.subs.mu.Lock()
+	p.offerSubs(s)
 	old := p.snap.Swap(s)
+	p.subs.mu.Unlock()
 	if old != nil && old != s {
 		close(old.next)
 	}
-	p.ackMu.Lock()
-	for _, k := range touched {
-		p.ackPending[k] = struct{}{}
-	}
-	p.ackMu.Unlock()
 	p.metrics.version.Set(float64(s.version))
 	if p.table.Load() == nil && len(s.dbs) > 0 {
 		select {
@@ -160,7 +169,8 @@ func (p *Proxy) heartbeatLoop(ctx context.Context) error {
 		case <-p.hbKick:
 		}
 		s := p.snap.Load()
-		p.drainTouched(ctx)
+		p.drainTouched(ctx, s.version)
+		p.waitSubs(ctx)
 		if err := p.renew(ctx, s); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -237,22 +247,31 @@ func (p *Proxy) usageReport() (map[string]uint64, map[string]int) {
 	return ops, conns
 }
 
-// drainTouched waits until the writes in flight to the dbs touched by recent
-// changes have completed, unblocking their blocked writes, for at most the
-// backend and confirm timeouts (a backend that answers nothing by then has
-// had its connection dropped, failing those writes).
-func (p *Proxy) drainTouched(ctx context.Context) {
+// drainTouched waits until the writes in flight to the dbs touched by
+// changes up to version v (the snapshot about to be acknowledged) have
+// completed, unblocking their blocked writes, for at most the backend and
+// confirm timeouts (a backend that answers nothing by then has had its
+// connection dropped, failing those writes). Dbs touched by a newer change
+// wait for the heartbeat that reads its snapshot: only that one's wait
+// begins after every write admitted under the older snapshot was counted.
+func (p *Proxy) drainTouched(ctx context.Context, v uint64) {
 	p.ackMu.Lock()
 	if len(p.ackPending) == 0 {
 		p.ackMu.Unlock()
 		return
 	}
 	var sts []*dbState
-	for k := range p.ackPending {
+	for k, kv := range p.ackPending {
+		if kv > v {
+			continue
+		}
 		sts = append(sts, p.dbState(k))
 		delete(p.ackPending, k)
 	}
 	p.ackMu.Unlock()
+	if len(sts) == 0 {
+		return
+	}
 	deadline := time.Now().Add(p.cfg.BackendTimeout + p.cfg.ConfirmTimeout)
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()

@@ -30,6 +30,8 @@ type metrics struct {
 	leaseFailures prometheus.Counter
 	version       prometheus.Gauge
 	fenced        prometheus.GaugeFunc
+	psMoved       *prometheus.CounterVec
+	psFollowed    prometheus.Counter
 	all           []prometheus.Collector
 }
 
@@ -65,8 +67,13 @@ func newMetrics(p *Proxy) *metrics {
 		}
 		return 0
 	})
+	m.psMoved = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "granary_proxy_pubsub_moved_total",
+		Help: "Subscribed connections closed, after an error telling them to resubscribe, because their db moved in a way no message loss could be ruled out (failover, move, dropped, lost)."}, []string{"reason"})
+	m.psFollowed = prometheus.NewCounter(prometheus.CounterOpts{Name: "granary_proxy_pubsub_followed_total",
+		Help: "Subscribed connections moved to a resized db's new server without a disconnect."})
 	m.all = []prometheus.Collector{m.backendErrors, m.confirmLag, m.unconfirmed, m.held, m.clients,
-		m.protoErrors, m.authFailures, m.panics, m.resyncs, m.leaseFailures, m.version, m.fenced, &dbCollector{p: p}, &tenantCollector{p: p}}
+		m.protoErrors, m.authFailures, m.panics, m.resyncs, m.leaseFailures, m.version, m.fenced, m.psMoved, m.psFollowed,
+		&dbCollector{p: p}, &tenantCollector{p: p}}
 	for _, c := range m.all {
 		f(c)
 	}

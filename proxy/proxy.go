@@ -76,8 +76,9 @@ type Proxy struct {
 	tableReady     chan struct{}
 	tableReadyOnce sync.Once
 	ackMu          sync.Mutex
-	ackPending     map[dbKey]struct{}
+	ackPending     map[dbKey]uint64 // dbs whose writes an acknowledgement waits for → version
 	lookupSem      chan struct{}
+	subs           psRegistry // subscribed clients by db (pubsub_move.go)
 
 	ready    chan struct{}
 	addr     string
@@ -109,7 +110,7 @@ func New(cfg Config, store Store, log zerolog.Logger) (*Proxy, error) {
 		hbKick:       make(chan struct{}, 1),
 		tableKick:    make(chan struct{}, 1),
 		tableReady:   make(chan struct{}),
-		ackPending:   map[dbKey]struct{}{},
+		ackPending:   map[dbKey]uint64{},
 		lookupSem:    make(chan struct{}, 4),
 		ready:        make(chan struct{}),
 	}

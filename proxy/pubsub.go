@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -18,33 +17,17 @@ import (
 // tenant's pattern is matched after its literal prefix, so `PSUBSCRIBE *`
 // sees only its own channels, and a tenant can neither hear nor reach
 // another tenant's channels nor the server's keyspace notifications (their
-// real names never pass through unprefixed). Subscriptions live on the
-// db's master, on a dedicated connection per subscribed client; messages
-// published during a resize or failover to the other server are missed,
-// as after a reconnect.
-
-// psState is a connection in subscribed mode.
-type psState struct {
-	c       *client
-	d       *dconn
-	prefix  string
-	gprefix string // prefix with glob characters escaped, for patterns
-	pings   chan bool
-	probe   chan bool
-	done    chan struct{}
-}
-
-func escapeGlob(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '*', '?', '[', ']', '\\':
-			b.WriteByte('\\')
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+// real names never pass through unprefixed).
+//
+// Subscriptions live on the db's master, on a dedicated connection per
+// subscribed client (a "leg"). They follow the db across moves without
+// silent loss (pubsub_move.go): PUBLISH is held with the db's writes
+// during a resize's hold; a proxy subscribes every subscriber of the held
+// db on the resize's target too before it acknowledges the hold, and
+// switches to that leg at the switch. A master change that was not
+// prepared that way (a failover, a hold that lapsed, a lost backend
+// connection) ends the client's connection after an error telling it to
+// resubscribe: nothing is ever lost without the client being told.
 
 // cmdSubscribe enters subscribed mode (or answers an UNSUBSCRIBE outside it
 // like Redis does).
@@ -67,21 +50,17 @@ func (c *client) cmdSubscribe(cmd *command) {
 		c.reply(b)
 		return
 	}
-	db, err := c.route()
-	if err != nil {
+	if _, err := c.route(); err != nil {
 		c.replyErr(err)
 		return
 	}
 	c.flush()
-	d, err := db.master.dedicated(context.Background())
+	ps, err := c.p.startSubscribed(c)
 	if err != nil {
 		c.replyErr(err)
 		return
 	}
-	ps := &psState{c: c, d: d, prefix: db.pubsub, gprefix: escapeGlob(db.pubsub),
-		pings: make(chan bool, 1024), probe: make(chan bool, 1), done: make(chan struct{})}
 	c.ps = ps
-	go ps.push()
 	c.pubsubCommand(cmd)
 }
 
@@ -103,14 +82,13 @@ func (c *client) pubsubCommand(cmd *command) {
 		for _, a := range cmd.args[1:] {
 			args = append(args, append([]byte(p), a...))
 		}
-		ps.send(appendCommand(nil, args...))
+		ps.subscribe(name, args)
 	case "ping":
 		if len(cmd.args) > 2 {
 			c.replyErr(fmt.Errorf("%w for 'ping' command", ErrArity))
 			return
 		}
-		ps.pings <- false
-		ps.send(appendCommand(nil, cmd.args...))
+		ps.ping(appendCommand(nil, cmd.args...), pongTenant)
 	case "quit":
 		c.reply(replyOK)
 		c.quit = true
@@ -121,12 +99,11 @@ func (c *client) pubsubCommand(cmd *command) {
 	default:
 		// Still subscribed? Ask the backend, in order after everything
 		// sent so far.
-		ps.pings <- true
-		ps.send(appendCommandStr(nil, "PING"))
+		ps.ping(appendCommandStr(nil, "PING"), pongProbe)
 		subscribed := true
 		select {
 		case subscribed = <-ps.probe:
-		case <-ps.done:
+		case <-ps.quit:
 		case <-time.After(c.p.cfg.BackendTimeout):
 		}
 		if subscribed {
@@ -139,69 +116,16 @@ func (c *client) pubsubCommand(cmd *command) {
 	}
 }
 
-func (ps *psState) send(raw []byte) {
-	_ = ps.d.nc.SetWriteDeadline(time.Now().Add(ps.c.p.cfg.BackendTimeout))
-	if _, err := ps.d.nc.Write(raw); err != nil {
-		ps.d.close()
+func escapeGlob(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
 	}
-}
-
-// stop ends subscribed mode: the dedicated connection is closed (its
-// subscriptions die with it) and the pusher has exited when stop returns.
-func (ps *psState) stop() {
-	ps.d.close()
-	<-ps.done
-}
-
-// push relays the backend's messages to the tenant, stripping the prefix.
-func (ps *psState) push() {
-	defer close(ps.done)
-	c := ps.c
-	var out []byte
-	for {
-		raw, err := ps.d.rr.next()
-		if err != nil {
-			if !ps.d.broken {
-				// The backend went away: the tenant must resubscribe.
-				_ = c.nc.Close()
-			}
-			return
-		}
-		v, _, err := parseValue(raw)
-		if err != nil {
-			_ = c.nc.Close()
-			return
-		}
-		if isPong(v) {
-			internal := false
-			select {
-			case internal = <-ps.pings:
-			default:
-			}
-			if internal {
-				still := v.t == '*'
-				ps.probe <- still
-				if !still {
-					return
-				}
-				continue
-			}
-		} else {
-			ps.strip(&v)
-		}
-		out = appendValue(out[:0], v)
-		if err := c.write(out); err != nil {
-			_ = c.nc.Close()
-			return
-		}
-	}
-}
-
-func isPong(v value) bool {
-	if v.t == '+' && string(v.str) == "PONG" {
-		return true
-	}
-	return v.t == '*' && len(v.elems) == 2 && string(v.elems[0].str) == "pong"
+	return b.String()
 }
 
 // strip removes the namespace from a push message's channel and pattern.
@@ -227,10 +151,17 @@ func (ps *psState) strip(v *value) {
 	}
 }
 
-// cmdPublish publishes into the tenant db's namespace.
+// cmdPublish publishes into the tenant db's namespace. A publish is held
+// and fenced like a write: during a resize's hold it waits, and is sent to
+// the new master after the switch, so that subscribers, whose connections
+// switch with the hold, miss nothing.
 func (c *client) cmdPublish(cmd *command) {
 	db, err := c.route()
 	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	if db, err = c.admitPublish(db); err != nil {
 		c.replyErr(err)
 		return
 	}
@@ -294,4 +225,34 @@ func (c *client) cmdPubsubHelp(*command) {
 		b = redcon.AppendString(b, l)
 	}
 	c.reply(b)
+}
+
+// admitPublish is admitWrite for PUBLISH: self-fencing and the resize hold
+// apply (a publish must not reach the old master once the hold is
+// acknowledged), quota bans, read-only and write modes do not (a publish
+// stores nothing). The publish counts as in flight, so a hold's
+// acknowledgement waits for it.
+func (c *client) admitPublish(db *dbRoute) (*dbRoute, error) {
+	for {
+		if c.clock() > c.p.fenceAt.Load() {
+			return nil, ErrFenced
+		}
+		if !c.counted(db.st) {
+			db.st.inflight.Add(1)
+			c.writing = append(c.writing, db.st)
+			c.refresh()
+			var err error
+			if db, err = c.route(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if db.hold == nil {
+			return db, nil
+		}
+		var err error
+		if db, err = c.waitHold(db); err != nil {
+			return nil, err
+		}
+	}
 }

@@ -55,6 +55,10 @@ func (p *Proxy) dbState(k dbKey) *dbState {
 type hold struct {
 	job      string
 	deadline time.Time
+	// target is the master (and db number) the db will switch to, ""
+	// when unknown: subscribers are subscribed there too (pubsub_move.go).
+	target   string
+	targetDB int
 }
 
 // dbRoute is one db in a snapshot: immutable.
@@ -147,7 +151,8 @@ func (p *Proxy) newRoute(r *buspb.Route, prev *dbRoute, ops int64) *dbRoute {
 	}
 	switch {
 	case r.HoldDeadlineUnixNanos > 0:
-		d.hold = &hold{job: r.HoldJob, deadline: time.Unix(0, r.HoldDeadlineUnixNanos)}
+		d.hold = &hold{job: r.HoldJob, deadline: time.Unix(0, r.HoldDeadlineUnixNanos),
+			target: r.HoldTargetMaster, targetDB: int(r.HoldTargetDb)}
 	case prev != nil:
 		d.hold = prev.hold
 	}
@@ -227,7 +232,7 @@ func (p *Proxy) apply(s *snapshot, env *buspb.Envelope) (*snapshot, []dbKey, boo
 				if h.DeadlineUnixNanos > 0 {
 					dl = time.Unix(0, h.DeadlineUnixNanos)
 				}
-				d.hold = &hold{job: h.Job, deadline: dl}
+				d.hold = &hold{job: h.Job, deadline: dl, target: h.TargetMaster, targetDB: int(h.TargetDb)}
 			})
 		}
 		return n, []dbKey{k}, false

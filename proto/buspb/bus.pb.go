@@ -462,9 +462,15 @@ type Route struct {
 	// Non-empty while a job replaces the db's content (a restore, an
 	// import): what it is doing, e.g. "restoring". Proxies refuse the db's
 	// writes, so no acknowledged write can be overwritten by the job.
-	ReadOnly      string `protobuf:"bytes,13,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ReadOnly string `protobuf:"bytes,13,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	// While the hold is set: the master and db number the resize will
+	// switch the db to (its reserved target slot). A proxy subscribes the
+	// db's subscribed clients there too before acknowledging the hold, so
+	// that no message is lost across the switch.
+	HoldTargetMaster string `protobuf:"bytes,14,opt,name=hold_target_master,json=holdTargetMaster,proto3" json:"hold_target_master,omitempty"`
+	HoldTargetDb     uint32 `protobuf:"varint,15,opt,name=hold_target_db,json=holdTargetDb,proto3" json:"hold_target_db,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Route) Reset() {
@@ -586,6 +592,20 @@ func (x *Route) GetReadOnly() string {
 		return x.ReadOnly
 	}
 	return ""
+}
+
+func (x *Route) GetHoldTargetMaster() string {
+	if x != nil {
+		return x.HoldTargetMaster
+	}
+	return ""
+}
+
+func (x *Route) GetHoldTargetDb() uint32 {
+	if x != nil {
+		return x.HoldTargetDb
+	}
+	return 0
 }
 
 // RouteChanged announces a new route for a tenant db, or its removal.
@@ -719,8 +739,12 @@ type WriteHold struct {
 	Hold              bool                   `protobuf:"varint,3,opt,name=hold,proto3" json:"hold,omitempty"`
 	Job               string                 `protobuf:"bytes,4,opt,name=job,proto3" json:"job,omitempty"`
 	DeadlineUnixNanos int64                  `protobuf:"varint,5,opt,name=deadline_unix_nanos,json=deadlineUnixNanos,proto3" json:"deadline_unix_nanos,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The master and db number the db will switch to (see
+	// Route.hold_target_master); empty when unknown.
+	TargetMaster  string `protobuf:"bytes,6,opt,name=target_master,json=targetMaster,proto3" json:"target_master,omitempty"`
+	TargetDb      uint32 `protobuf:"varint,7,opt,name=target_db,json=targetDb,proto3" json:"target_db,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WriteHold) Reset() {
@@ -784,6 +808,20 @@ func (x *WriteHold) GetJob() string {
 func (x *WriteHold) GetDeadlineUnixNanos() int64 {
 	if x != nil {
 		return x.DeadlineUnixNanos
+	}
+	return 0
+}
+
+func (x *WriteHold) GetTargetMaster() string {
+	if x != nil {
+		return x.TargetMaster
+	}
+	return ""
+}
+
+func (x *WriteHold) GetTargetDb() uint32 {
+	if x != nil {
+		return x.TargetDb
 	}
 	return 0
 }
@@ -1441,7 +1479,7 @@ const file_bus_proto_rawDesc = "" +
 	"\rkeeper_result\x18\x12 \x01(\v2\x1c.granary.bus.v1.KeeperResultH\x00R\fkeeperResult\x129\n" +
 	"\theartbeat\x18\x13 \x01(\v2\x19.granary.bus.v1.HeartbeatH\x00R\theartbeat\x12C\n" +
 	"\rtenant_limits\x18\x14 \x01(\v2\x1c.granary.bus.v1.TenantLimitsH\x00R\ftenantLimitsB\t\n" +
-	"\apayload\"\x83\x03\n" +
+	"\apayload\"\xd7\x03\n" +
 	"\x05Route\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
@@ -1458,7 +1496,9 @@ const file_bus_proto_rawDesc = "" +
 	" \x01(\tR\x04size\x12\x19\n" +
 	"\bhold_job\x18\v \x01(\tR\aholdJob\x127\n" +
 	"\x18hold_deadline_unix_nanos\x18\f \x01(\x03R\x15holdDeadlineUnixNanos\x12\x1b\n" +
-	"\tread_only\x18\r \x01(\tR\breadOnly\"U\n" +
+	"\tread_only\x18\r \x01(\tR\breadOnly\x12,\n" +
+	"\x12hold_target_master\x18\x0e \x01(\tR\x10holdTargetMaster\x12$\n" +
+	"\x0ehold_target_db\x18\x0f \x01(\rR\fholdTargetDb\"U\n" +
 	"\fRouteChanged\x12+\n" +
 	"\x05route\x18\x01 \x01(\v2\x15.granary.bus.v1.RouteR\x05route\x12\x18\n" +
 	"\aremoved\x18\x02 \x01(\bR\aremoved\"h\n" +
@@ -1466,13 +1506,15 @@ const file_bus_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x16\n" +
 	"\x06banned\x18\x03 \x01(\bR\x06banned\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x8f\x01\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xd1\x01\n" +
 	"\tWriteHold\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
 	"\x04hold\x18\x03 \x01(\bR\x04hold\x12\x10\n" +
 	"\x03job\x18\x04 \x01(\tR\x03job\x12.\n" +
-	"\x13deadline_unix_nanos\x18\x05 \x01(\x03R\x11deadlineUnixNanos\"W\n" +
+	"\x13deadline_unix_nanos\x18\x05 \x01(\x03R\x11deadlineUnixNanos\x12#\n" +
+	"\rtarget_master\x18\x06 \x01(\tR\ftargetMaster\x12\x1b\n" +
+	"\ttarget_db\x18\a \x01(\rR\btargetDb\"W\n" +
 	"\rTenantChanged\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12.\n" +
 	"\x06change\x18\x02 \x01(\x0e2\x16.granary.bus.v1.ChangeR\x06change\"o\n" +
