@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/granary-db/granary/pools"
+	"github.com/granary-db/granary/proto/buspb"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -143,7 +144,7 @@ func (s *Store) AbortResize(ctx context.Context, f *Fence, jobID, why string) er
 	if err != nil {
 		return err
 	}
-	keys := []string{keyJob(jobID), keyTenantDBs(j0.Tenant)}
+	keys := []string{keyJob(jobID), keyTenantDBs(j0.Tenant), keyVersion}
 	if p, _, ok := ResizeTarget(j0); ok {
 		keys = append(keys, keyPairOwners(p))
 	}
@@ -169,7 +170,20 @@ func (s *Store) AbortResize(ctx context.Context, f *Fence, jobID, why string) er
 		}
 		job.State, job.Error, job.Updated = JobFailed, why, now()
 		jobJSON, _ := json.Marshal(job)
+		// A hold the job set is released on the bus too: proxies keep a
+		// hold until a WriteHold ends it, and one past its deadline
+		// refuses the db's writes.
+		var msgs []*buspb.Envelope
+		if db != nil && db.Job == jobID && db.HoldJob == jobID {
+			msgs = append(msgs, &buspb.Envelope{Payload: &buspb.Envelope_WriteHold{WriteHold: &buspb.WriteHold{
+				Tenant: job.Tenant, Index: uint32(job.Index), Hold: false, Job: jobID}}})
+		}
+		queue, err := announce(ctx, tx, "metadb/abort", msgs)
+		if err != nil {
+			return err
+		}
 		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+			queue(pl)
 			if db != nil && db.Job == jobID {
 				db.State, db.HoldJob, db.HoldUntil = DBActive, "", 0
 				b, _ := json.Marshal(db)
