@@ -330,7 +330,7 @@ func (c *importCluster) noReadOnlyLeft() {
 }
 
 // TestImport imports a password-protected source of 20,000 keys under
-// about 800 writes/s (SET/INCR/HSET/LPUSH/EXPIRE/DEL), waits until the
+// 1,000 writes/s (SET/INCR/HSET/LPUSH/EXPIRE/DEL), waits until the
 // job says it is in step, stops the writer and cuts over. It prints the
 // pause from the writer's stop to the cut-over done (target under 2 s;
 // it fails only above 15 s: the machine's cores are shared with other
@@ -344,7 +344,7 @@ func TestImport(t *testing.T) {
 	const keys = 20000
 	src, sc := importSource(t, keys)
 	cl := c.client()
-	count, stop := sourceWriter(ctx, sc, keys, 800)
+	count, stop := sourceWriter(ctx, sc, keys, 1000)
 	writerStart := time.Now()
 	source := fmt.Sprintf("redis://:%s@%s", importSecret, src.Addr)
 	r := c.post(fmt.Sprintf("/v1/dbs/%d/imports", c.db.Index), map[string]any{"source": source})
@@ -375,7 +375,7 @@ func TestImport(t *testing.T) {
 	if err := cl.Set(ctx, "x", "1", 0).Err(); err == nil || !strings.Contains(err.Error(), "read-only") {
 		t.Fatalf("write during the import: %v, want read-only", err)
 	}
-	// Keep writing while in step for 2,000 more writes (about 2.5 s).
+	// Keep writing while in step for 2,000 more writes (about 2 s).
 	inStepAt := count()
 	redistest.WaitFor(t, 30*time.Second, "2,000 writes while in step", func() bool { return count() >= inStepAt+2000 })
 	if v := c.jobView(id); importOf(v)["in_step"] != true {
