@@ -16,18 +16,16 @@ import (
 // job's attach step (failover_attach.go).
 //
 // The persistence trap: a master without persistence that a supervisor
-// restarts faster than DetectTime comes back empty with a new run id. The
-// watcher treats the new run id as a failure and promotes the replica as
-// long as the replica's replication id still differs from the restarted
-// master's, i.e. it has not completed a resync from it; REPLICAOF NO ONE
-// during a resync aborts it and keeps the old data set (with Redis's
-// default repl-diskless-load disabled). The window that remains: the
-// replica reconnects (its replication cron runs every second) and finishes
-// a full sync of the small empty data set between two probes
-// (ProbeInterval, 250 ms), or before the keeper's first probe sees the new
-// run id; the replica's data is then gone. Closing it needs the replica to
-// refuse the resync itself, which Redis cannot be told to do; running the
-// master with persistence (appendonly) closes it for restarts.
+// restarts faster than DetectTime comes back empty with a new run id. Its
+// replica cannot sync from it: the replica authenticates with a run-time
+// ACL user the restarted master has forgotten (replguard.go), so its
+// handshake fails before any sync and it keeps its data set. The watcher
+// treats the master's new run id (seen by a probe, or differing from the
+// run id the replication credential was made on) as a failure and
+// promotes the replica. A replica that had not yet been told the
+// credential (the first probe after it restarted) could still resync from
+// an empty master; the watcher then makes a new credential for the next
+// restart.
 
 // replicaSilence is how long a replica whose link still reads "up" may go
 // without hearing from its master before it counts as having lost it. The
@@ -59,23 +57,31 @@ type failoverDecision struct {
 //   - the replica must be up; a replica already promoted (a promotion
 //     decided earlier but not recorded) is recorded whatever the master's
 //     state;
-//   - a master that came back with a new run id since the watcher started
-//     (restarted, maybe empty: the persistence trap) has failed, as long as
-//     the replica has not resynced from it yet (another replication id);
+//   - a master that came back with a new run id since the watcher started,
+//     or with another run id than fenced, the one its replication
+//     credential was made on (replguard.go; "" if none), restarted, maybe
+//     empty (the persistence trap): it has failed, as long as the replica
+//     has not resynced from it (another replication id), which the
+//     credential prevents;
 //   - a master unreachable since its last good probe for at least detect
 //     has failed only if the replica has lost it too (link down, or silent
 //     for replicaSilence): a keeper cut off from a master that its replica
 //     still sees does not fail over on its own view; nor does a replica
 //     whose replication id is not the master's (restarted empty, never
 //     resynced) get promoted: it may miss confirmed writes.
-func decideFailover(h metadb.PairHealth, started time.Time, detect time.Duration, now time.Time) failoverDecision {
+func decideFailover(h metadb.PairHealth, started time.Time, fenced string, detect time.Duration, now time.Time) failoverDecision {
 	m, r := h.Master, h.Replica
 	if r.Addr == "" || !r.Up {
 		return failoverDecision{reason: "replica down"}
 	}
 	promoted := r.Role == "master"
 	if m.Up {
-		if m.RunID != "" && m.PrevRunID != "" && m.RestartedAt.After(started) {
+		restarted := m.RunID != "" && m.PrevRunID != "" && m.RestartedAt.After(started)
+		// A master whose run id is not the one its replication
+		// credential was made on restarted too, whenever it did (before
+		// this watcher started, or faster than a probe).
+		forgot := fenced != "" && m.RunID != "" && m.RunID != fenced
+		if restarted || forgot {
 			if promoted || m.ReplID == "" || r.ReplID != m.ReplID {
 				return failoverDecision{promote: true, reason: "master restarted"}
 			}
@@ -134,11 +140,11 @@ func (k *Keeper) proxySeesMaster(ctx context.Context, master string, downSince t
 // checkFailover runs after every probe of a pair: it decides and, when the
 // master failed, promotes the replica and records the failover. Failures
 // are retried on the next probe.
-func (k *Keeper) checkFailover(ctx context.Context, p metadb.Pair, h *metadb.PairHealth, fw *failoverWatch) {
+func (k *Keeper) checkFailover(ctx context.Context, p metadb.Pair, h *metadb.PairHealth, fw *failoverWatch, fenced string) {
 	if fw.done || p.Replica == "" || !k.leased() {
 		return
 	}
-	d := decideFailover(*h, fw.started, k.cfg.DetectTime, time.Now())
+	d := decideFailover(*h, fw.started, fenced, k.cfg.DetectTime, time.Now())
 	log := k.log.With().Str("pair", p.ID).Str("master", p.Master).Str("replica", p.Replica).Logger()
 	if !d.promote {
 		if d.reason != fw.lastWhy && !h.Master.Up {

@@ -3,12 +3,14 @@ package keeper
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/granary-db/granary/internal/redisproc"
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
+	"github.com/redis/go-redis/v9"
 )
 
 // spareAndAckedWrite gives the env a spare and writes key k to its db,
@@ -167,4 +169,75 @@ func TestKeeperDropsDeadSpare(t *testing.T) {
 	if d, _ := e.store.Demoted(ctx); !slices.Contains(d, dead) {
 		t.Fatalf("dead spare not demoted: %v", d)
 	}
+}
+
+// TestRestartedMasterNeverASource closes the persistence trap's window
+// whatever the restart speed: with no keeper running at all when the
+// master restarts empty, the replica's sync is refused by the restarted
+// master (it forgot the run-time replication user), so the replica keeps
+// its data; a keeper started afterwards sees the master's run id differ
+// from the credential's and promotes the replica, and makes a credential
+// on the new master.
+func TestRestartedMasterNeverASource(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	if err := e.master.ClientDB(t, e.db.SlotDB).Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.master.Client(t).Wait(ctx, 1, time.Second).Result(); err != nil || n != 1 {
+		t.Fatalf("wait: %d, %v", n, err)
+	}
+	cfg := Config{ID: "k1", LeaseTTL: time.Second, PairsPoll: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
+		DetectTime: 5 * time.Second, SizingSweep: time.Hour}
+	_, stop := startKeeper(t, e.store, cfg)
+	if _, err := e.store.UpdatePair(ctx, nil, e.pair.ID, func(p *metadb.Pair) error { p.Keeper = "k1"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	rc := e.replica.Client(t)
+	redistest.WaitFor(t, 5*time.Second, "the replica told the credential", func() bool {
+		ra, err := e.store.ReplAuth(ctx, e.pair.ID)
+		if err != nil || ra.Master != e.master.Addr {
+			return false
+		}
+		v, err := rc.ConfigGet(ctx, "masteruser").Result()
+		return err == nil && v["masteruser"] == ra.User
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.master.Kill()
+	restarted, err := redisproc.Start(ctx, redisproc.Config{Dir: t.TempDir(), Port: e.master.Port, Args: []string{"databases", "4"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(restarted.Kill)
+	mc := redis.NewClient(&redis.Options{Addr: restarted.Addr})
+	t.Cleanup(func() { mc.Close() })
+	redistest.WaitFor(t, 10*time.Second, "the replica's sync refused by the restarted master", func() bool {
+		s, err := mc.Info(ctx, "stats").Result()
+		return err == nil && !strings.Contains(s, "acl_access_denied_auth:0\r")
+	})
+	if got := e.replica.ClientDB(t, e.db.SlotDB).Get(ctx, "k").Val(); got != "v" {
+		t.Fatalf("replica has %q for k: it synced from the restarted empty master", got)
+	}
+	if s := rc.Info(ctx, "replication").Val(); !strings.Contains(s, "master_link_status:down") {
+		t.Fatalf("replica linked to the restarted master:\n%s", s)
+	}
+
+	cfg.ID = "k2"
+	startKeeper(t, e.store, cfg)
+	if _, err := e.store.UpdatePair(ctx, nil, e.pair.ID, func(p *metadb.Pair) error { p.Keeper = "k2"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	redistest.WaitFor(t, 5*time.Second, "promotion", func() bool {
+		p, _ := e.store.Pair(ctx, e.pair.ID)
+		return p.Master == e.replica.Addr
+	})
+	if got := e.replica.ClientDB(t, e.db.SlotDB).Get(ctx, "k").Val(); got != "v" {
+		t.Fatalf("promoted replica has %q for k", got)
+	}
+	redistest.WaitFor(t, 5*time.Second, "a credential on the new master", func() bool {
+		ra, err := e.store.ReplAuth(ctx, e.pair.ID)
+		return err == nil && ra.Master == e.replica.Addr
+	})
 }

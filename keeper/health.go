@@ -33,6 +33,7 @@ func (k *Keeper) watchPair(ctx context.Context, p metadb.Pair) {
 	var lastWrite time.Time
 	dirty, failing := true, false
 	fw := failoverWatch{started: time.Now().UTC()}
+	var rg replGuard
 	for {
 		if k.probePair(ctx, p, &h) {
 			dirty = true
@@ -41,7 +42,15 @@ func (k *Keeper) watchPair(ctx context.Context, p metadb.Pair) {
 			return
 		}
 		k.setHealth(h)
-		k.checkFailover(ctx, p, &h, &fw)
+		k.checkFailover(ctx, p, &h, &fw, rg.fencedRun(p.Master))
+		if err := k.guardReplication(ctx, p, &h, &rg, &fw); err != nil && ctx.Err() == nil {
+			if err.Error() != rg.lastErr {
+				log.Warn().Err(err).Msg("replication guard failed, will retry")
+			}
+			rg.lastErr = err.Error()
+		} else {
+			rg.lastErr = ""
+		}
 		if (dirty || time.Since(lastWrite) >= k.cfg.ReportInterval) && k.leased() {
 			h.Keeper, h.At = k.cfg.ID, time.Now().UTC()
 			if err := k.store.SetPairHealth(ctx, &h); err != nil {

@@ -41,6 +41,8 @@ type Store interface {
 	Promote(ctx context.Context, pr metadb.Promotion) (*metadb.Pair, *metadb.Job, error)
 	DropSpare(ctx context.Context, jobID, spare, why string) error
 	LiveMembers(ctx context.Context, kind metadb.Kind) ([]*metadb.Member, error)
+	ReplAuth(ctx context.Context, pair string) (*metadb.ReplAuth, error)
+	SetReplAuth(ctx context.Context, pair string, ra *metadb.ReplAuth) error
 }
 
 // Keeper is one keeper process.

@@ -22,6 +22,7 @@ import (
 //	granary:pair:<id>:free         SET   free db numbers of a pair
 //	granary:pair:<id>:owners       HASH  db number -> "<tenant>/<index>" owning it
 //	granary:pair:<id>:health       STR   JSON PairHealth: the watching keeper's last report on the pair
+//	granary:pair:<id>:replauth     STR   JSON ReplAuth: the run-time-only ACL user the pair's replicas sync with (replauth.go)
 //	granary:pool:<size>:rebalance  STR   id of the pool's last rebalance job (rebalance.go)
 //	granary:addrs                  HASH  host:port -> "pair <id> master|replica" or "spare"
 //	granary:spares                 SET   spare server addresses
@@ -70,6 +71,7 @@ func keySeq(name string) string       { return "granary:seq:" + name }
 func field(index int) string { return strconv.Itoa(index) }
 
 func keyPairHealth(id string) string      { return "granary:pair:" + id + ":health" }
+func keyPairReplAuth(id string) string    { return "granary:pair:" + id + ":replauth" }
 func keyTenantSizes(name string) string   { return "granary:tenant:" + name + ":sizes" }
 func keyPoolRebalance(size string) string { return "granary:pool:" + size + ":rebalance" }
 
