@@ -54,12 +54,15 @@ func (k *Keeper) attachStep(ctx context.Context, j *metadb.Job) (metadb.Step, er
 		return "", errWaitStep
 	}
 	// The spare syncs with the master's replication credential when the
-	// watcher has made it (replguard.go); otherwise the watcher tells it
-	// once it is the pair's replica.
-	if ra, err := k.store.ReplAuth(ctx, j.Pair); err == nil && ra.Master == master {
-		if err := tellReplAuth(ctx, sc, ra, time.Second); err != nil {
-			return "", fmt.Errorf("spare %s: %w", spare, err)
-		}
+	// watcher has made it (replguard.go); otherwise with none (a spare that
+	// was a replica before still has its old pair's), and the watcher
+	// tells it the credential once it is the pair's replica.
+	ra, err := k.store.ReplAuth(ctx, j.Pair)
+	if err != nil || ra.Master != master {
+		ra = &metadb.ReplAuth{}
+	}
+	if err := tellReplAuth(ctx, sc, ra, time.Second); err != nil {
+		return "", fmt.Errorf("spare %s: %w", spare, err)
 	}
 	if si.role != "slave" || si.masterAddr != master {
 		// Told twice (two runs of the step), Redis answers "already
