@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/granary-db/granary/metadb"
+	"github.com/granary-db/granary/pools"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -63,6 +64,18 @@ func (k *Keeper) attachStep(ctx context.Context, j *metadb.Job) (metadb.Step, er
 	}
 	if err := tellReplAuth(ctx, sc, ra, time.Second); err != nil {
 		return "", fmt.Errorf("spare %s: %w", spare, err)
+	}
+	// The spare runs under the pair's persistence policy (a pair added
+	// before policies leaves the spare's own setting).
+	if p.Persistence != "" {
+		appendonly, appendfsync := pools.Persistence(p.Persistence).Config()
+		args := []any{"CONFIG", "SET", "appendonly", appendonly}
+		if appendfsync != "" {
+			args = append(args, "appendfsync", appendfsync)
+		}
+		if err := sc.Do(ctx, args...).Err(); err != nil {
+			return "", fmt.Errorf("spare %s: persistence %s: %w", spare, p.Persistence, err)
+		}
 	}
 	if si.role != "slave" || si.masterAddr != master {
 		// Told twice (two runs of the step), Redis answers "already

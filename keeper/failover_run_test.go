@@ -10,6 +10,7 @@ import (
 	"github.com/granary-db/granary/internal/redisproc"
 	"github.com/granary-db/granary/internal/redistest"
 	"github.com/granary-db/granary/metadb"
+	"github.com/granary-db/granary/pools"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -43,7 +44,10 @@ func TestKeeperFailsOverAndAttaches(t *testing.T) {
 	cfg := Config{ID: "k1", LeaseTTL: time.Second, PairsPoll: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
 		DetectTime: detect, SizingSweep: time.Hour}
 	k, _ := startKeeper(t, e.store, cfg)
-	if _, err := e.store.UpdatePair(ctx, nil, e.pair.ID, func(p *metadb.Pair) error { p.Keeper = "k1"; return nil }); err != nil {
+	if _, err := e.store.UpdatePair(ctx, nil, e.pair.ID, func(p *metadb.Pair) error {
+		p.Keeper, p.Persistence = "k1", string(pools.PersistAOFEverysec)
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	redistest.WaitFor(t, 5*time.Second, "the keeper to see the pair healthy", func() bool {
@@ -88,6 +92,9 @@ func TestKeeperFailsOverAndAttaches(t *testing.T) {
 	}
 	if n, err := e.replica.Client(t).Wait(ctx, 1, time.Second).Result(); err != nil || n != 1 {
 		t.Fatalf("new master's WAIT 1 after attach: %d, %v", n, err)
+	}
+	if c := spare.Client(t).ConfigGet(ctx, "append*").Val(); c["appendonly"] != "yes" || c["appendfsync"] != "everysec" {
+		t.Fatalf("spare runs appendonly %s appendfsync %s, want the pair's aof-everysec", c["appendonly"], c["appendfsync"])
 	}
 }
 

@@ -22,14 +22,25 @@ func (s *Store) AddrRegistration(ctx context.Context, addr string) (string, erro
 	return v, err
 }
 
+// PairOption sets a field of a pair AddPair records.
+type PairOption func(*Pair)
+
+// WithPersistence records the pair's persistence policy.
+func WithPersistence(policy string) PairOption {
+	return func(p *Pair) { p.Persistence = policy }
+}
+
 // AddPair registers a checked pair and puts its dbs on the pool's free list,
 // atomically. It returns ErrExists if either address is already registered.
-func (s *Store) AddPair(ctx context.Context, size, master, replica string, dbs []int) (*Pair, error) {
+func (s *Store) AddPair(ctx context.Context, size, master, replica string, dbs []int, opts ...PairOption) (*Pair, error) {
 	id, err := s.rdb.Incr(ctx, keySeq("pair")).Result()
 	if err != nil {
 		return nil, err
 	}
 	p := &Pair{ID: "p" + strconv.FormatInt(id, 10), Size: size, Master: master, Replica: replica, DBs: dbs, State: PairActive, Created: time.Now().UTC()}
+	for _, o := range opts {
+		o(p)
+	}
 	b, err := json.Marshal(p)
 	if err != nil {
 		return nil, err

@@ -84,6 +84,11 @@ type Pair struct {
 	Created time.Time `json:"created"`
 	// Job is the drain job of a draining or drained pair.
 	Job string `json:"job,omitempty"`
+	// Persistence is the pair's persistence policy (pools.Persistence),
+	// checked against both servers when the pair was added and given to
+	// the spare a failover attaches; "" for a pair added before policies,
+	// whose spares keep their own setting.
+	Persistence string `json:"persistence,omitempty"`
 }
 
 // PairView is a pair with its free-slot count, for listings and placement.

@@ -24,6 +24,8 @@ type ServerView struct {
 	MaxMemory    int64  // CONFIG GET maxmemory (0 = unlimited)
 	NonEmptyDBs  []int  // dbs with keys, from INFO keyspace
 	RegisteredAs string // non-empty if metadb already knows this address
+	AppendOnly   string // CONFIG GET appendonly: "yes" or "no"
+	AppendFsync  string // CONFIG GET appendfsync: "everysec", "always" or "no"
 }
 
 // CheckPair decides whether a pair may join a pool of the given size with

@@ -35,6 +35,9 @@ var (
 	ErrNoCapacity = errors.New("no free db")
 	ErrEmptyPool  = errors.New("the pool has no pairs")
 	ErrBadDBs     = errors.New("bad db list")
+	// ErrBadPersistence is a persistence policy that is not one of
+	// Persistences.
+	ErrBadPersistence = errors.New("bad persistence policy")
 )
 
 // ParseSize parses "32M", "64m", "1G" … (case-insensitive). Anything that is

@@ -25,6 +25,9 @@ type pairView struct {
 	Free    int    `json:"free"`
 	Keeper  string `json:"keeper"`
 	State   string `json:"state"`
+	// Persistence is the pair's policy; absent for a pair added before
+	// policies.
+	Persistence string `json:"persistence,omitempty"`
 	// Health is the watching keeper's last report; absent before the
 	// first.
 	Health *healthView `json:"health,omitempty"`
@@ -46,7 +49,7 @@ type healthView struct {
 }
 
 func viewPair(p *metadb.Pair, free int) pairView {
-	return pairView{ID: p.ID, Size: p.Size, Master: p.Master, Replica: p.Replica, DBs: len(p.DBs), Free: free, Keeper: p.Keeper, State: p.State}
+	return pairView{ID: p.ID, Size: p.Size, Master: p.Master, Replica: p.Replica, DBs: len(p.DBs), Free: free, Keeper: p.Keeper, State: p.State, Persistence: p.Persistence}
 }
 
 func viewHealth(h *metadb.PairHealth) *healthView {
@@ -95,6 +98,9 @@ type addPairRequest struct {
 	Master  string `json:"master"`
 	Replica string `json:"replica"`
 	DBs     string `json:"dbs"`
+	// Persistence is the policy both servers must run under
+	// (pools.Persistence); "" is none.
+	Persistence string `json:"persistence"`
 }
 
 // addPair checks a candidate pair against the real servers and, when every
@@ -128,6 +134,11 @@ func (s *Server) addPair(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	persistence, err := pools.ParsePersistence(req.Persistence)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	mv, rv, errM, errR := s.probeBoth(r.Context(), master, replica)
 	for _, v := range []pools.ServerView{mv, rv} {
 		if v.RegisteredAs != "" {
@@ -143,7 +154,11 @@ func (s *Server) addPair(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	pair, err := s.store.AddPair(r.Context(), size.String(), master, replica, dbs)
+	if err := pools.CheckPersistence(persistence, mv, rv); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	pair, err := s.store.AddPair(r.Context(), size.String(), master, replica, dbs, metadb.WithPersistence(string(persistence)))
 	if err != nil {
 		s.writeError(w, r, err)
 		return

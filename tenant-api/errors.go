@@ -60,7 +60,8 @@ func statusFor(err error) int {
 		return http.StatusOK
 	case errors.As(err, &tooLarge), errors.Is(err, errTooLarge):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, errBadRequest), errors.Is(err, pools.ErrBadSize), errors.Is(err, pools.ErrBadDBs):
+	case errors.Is(err, errBadRequest), errors.Is(err, pools.ErrBadSize), errors.Is(err, pools.ErrBadDBs),
+		errors.Is(err, pools.ErrBadPersistence):
 		return http.StatusBadRequest
 	case errors.Is(err, errUnauthorized):
 		return http.StatusUnauthorized

@@ -218,6 +218,9 @@ type pairReply struct {
 	Free    int    `json:"free"`
 	Keeper  string `json:"keeper"`
 	State   string `json:"state"`
+	// Persistence is the pair's policy ("none" unless the test declared
+	// another).
+	Persistence string `json:"persistence"`
 }
 
 // addPair registers a pair through the admin API and fails unless it is 201.

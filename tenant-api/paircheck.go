@@ -52,8 +52,8 @@ func (s *Server) probeBoth(ctx context.Context, a, b string) (va, vb pools.Serve
 }
 
 // probe observes one Redis server for pools.CheckPair: what metadb knows of
-// its address, then PING, INFO replication, CONFIG GET databases and
-// maxmemory, INFO keyspace. A server that does not answer PING is recorded
+// its address, then PING, INFO replication, CONFIG GET databases,
+// maxmemory and append* (persistence), INFO keyspace. A server that does not answer PING is recorded
 // in the view (CheckPair names it). The error is a metadb failure, or wraps
 // pools.ErrPairCheck when the server answers PING but not an inspection.
 func (s *Server) probe(ctx context.Context, addr string) (pools.ServerView, error) {
@@ -98,6 +98,11 @@ func (s *Server) probe(ctx context.Context, addr string) (pools.ServerView, erro
 	if v.MaxMemory, err = configInt(ctx, c, "maxmemory"); err != nil {
 		return v, fail("CONFIG GET maxmemory", err)
 	}
+	aof, err := c.ConfigGet(ctx, "append*").Result()
+	if err != nil {
+		return v, fail("CONFIG GET append*", err)
+	}
+	v.AppendOnly, v.AppendFsync = aof["appendonly"], aof["appendfsync"]
 	ks, err := c.Info(ctx, "keyspace").Result()
 	if err != nil {
 		return v, fail("INFO keyspace", err)

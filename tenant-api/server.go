@@ -123,7 +123,7 @@ type Store interface {
 	Pair(ctx context.Context, id string) (*metadb.Pair, error)
 	Pairs(ctx context.Context, size string) ([]metadb.PairView, error)
 	PairHealth(ctx context.Context, id string) (*metadb.PairHealth, error)
-	AddPair(ctx context.Context, size, master, replica string, dbs []int) (*metadb.Pair, error)
+	AddPair(ctx context.Context, size, master, replica string, dbs []int, opts ...metadb.PairOption) (*metadb.Pair, error)
 	AddSpare(ctx context.Context, addr string) error
 	Spares(ctx context.Context) ([]string, error)
 	AddrRegistration(ctx context.Context, addr string) (string, error)

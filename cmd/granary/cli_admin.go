@@ -25,6 +25,9 @@ type pairInfo struct {
 	Free    int    `json:"free"`
 	Keeper  string `json:"keeper"`
 	State   string `json:"state"`
+	// Persistence is the pair's policy; "" for a pair added before
+	// policies.
+	Persistence string `json:"persistence,omitempty"`
 }
 
 type poolInfo struct {
@@ -83,9 +86,9 @@ func (c *cli) adminPoolsCmd() *cobra.Command {
 
 func (c *cli) adminPairsCmd() *cobra.Command {
 	pairs := c.group(&cobra.Command{Use: "pairs", Short: "add capacity: a Redis master and its replica"})
-	var size, master, replica, dbs string
+	var size, master, replica, dbs, persistence string
 	add := &cobra.Command{
-		Use:   "add --size SIZE --master HOST:PORT --replica HOST:PORT --dbs 0-15",
+		Use:   "add --size SIZE --master HOST:PORT --replica HOST:PORT --dbs 0-15 [--persistence none|aof-everysec|aof-always]",
 		Short: "add a pair to a pool; the API checks the servers first",
 		Args:  cobra.NoArgs,
 	}
@@ -94,19 +97,24 @@ func (c *cli) adminPairsCmd() *cobra.Command {
 	f.StringVar(&master, "master", "", "the master's host:port")
 	f.StringVar(&replica, "replica", "", "the replica's host:port (it must replicate the master)")
 	f.StringVar(&dbs, "dbs", "", "the db numbers it offers, e.g. 0-15")
+	f.StringVar(&persistence, "persistence", "", "the policy both servers run under: none (the default), aof-everysec or aof-always (checked against their CONFIG)")
 	for _, n := range []string{"size", "master", "replica", "dbs"} {
 		_ = add.MarkFlagRequired(n)
 	}
 	add.RunE = c.action(func(ctx context.Context, args []string) error {
 		var p pairInfo
 		path := "/v1/admin/pools/" + url.PathEscape(size) + "/pairs"
-		raw, _, err := c.request(ctx, true, http.MethodPost, path, map[string]string{"master": master, "replica": replica, "dbs": dbs}, &p)
+		body := map[string]string{"master": master, "replica": replica, "dbs": dbs}
+		if persistence != "" {
+			body["persistence"] = persistence
+		}
+		raw, _, err := c.request(ctx, true, http.MethodPost, path, body, &p)
 		if err != nil {
 			return err
 		}
 		return c.emit(raw, func(w io.Writer) error {
 			fields(w, "pair", p.ID, "size", p.Size, "master", p.Master, "replica", p.Replica,
-				"dbs", strconv.Itoa(p.DBs), "free", strconv.Itoa(p.Free), "state", p.State)
+				"dbs", strconv.Itoa(p.DBs), "free", strconv.Itoa(p.Free), "state", p.State, "persistence", p.Persistence)
 			return nil
 		})
 	})

@@ -544,6 +544,8 @@ func TestRequests(t *testing.T) {
 		{[]string{"db", "import", "cancel", "3", "j1"}, `Bearer t DELETE /v1/dbs/3/imports/j1`, "granary job watch j1"},
 		{[]string{"admin", "pairs", "add", "--size", "64M", "--master", "h1:1", "--replica", "h2:2", "--dbs", "0-15"},
 			`Bearer t POST /v1/admin/pools/64M/pairs {"dbs":"0-15","master":"h1:1","replica":"h2:2"}`, "dbs:"},
+		{[]string{"admin", "pairs", "add", "--size", "64M", "--master", "h1:1", "--replica", "h2:2", "--dbs", "0-15", "--persistence", "aof-always"},
+			`Bearer t POST /v1/admin/pools/64M/pairs {"dbs":"0-15","master":"h1:1","persistence":"aof-always","replica":"h2:2"}`, "dbs:"},
 		{[]string{"admin", "spares", "add", "127.0.0.1:7000"}, `Bearer t POST /v1/admin/spares {"addr":"127.0.0.1:7000"}`, "spare 127.0.0.1:7000 added"},
 	}
 	for _, tc := range tests {
