@@ -42,8 +42,9 @@ func startPairCluster(t *testing.T, spares int) *pairCluster {
 	return startSizedCluster(t, spares, pools.Size64M)
 }
 
-// startSizedCluster is startPairCluster with a pool of the given size.
-func startSizedCluster(t *testing.T, spares int, size pools.Size) *pairCluster {
+// startSizedCluster is startPairCluster with a pool of the given size and
+// extra flags for the master.
+func startSizedCluster(t *testing.T, spares int, size pools.Size, masterFlags ...string) *pairCluster {
 	t.Helper()
 	meta, store := metaStore(t)
 	ctx := t.Context()
@@ -66,7 +67,7 @@ func startSizedCluster(t *testing.T, spares int, size pools.Size) *pairCluster {
 		t.Fatal(err)
 	}
 	url := "redis://" + meta.Addr
-	startGranary(t, "master", "--metadb-url", url, "--id", "m1", "--lease", "1s", "--backend-timeout", "500ms")
+	startGranary(t, append([]string{"master", "--metadb-url", url, "--id", "m1", "--lease", "1s", "--backend-timeout", "500ms"}, masterFlags...)...)
 	startGranary(t, "keeper", "--metadb-url", url, "--id", "k1", "--lease", "1s", "--detect-time", pairDetect.String())
 	_, c.proxy = startGranaryListening(t, "--addr", "proxy", "--metadb-url", url, "--id", "px")
 	_, job, err := store.ClaimDB(ctx, "acme", pair, metadb.WriteConfirmed, size.Bytes(), 8, "create-1")

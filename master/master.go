@@ -55,6 +55,11 @@ type Config struct {
 	MetricsAddr string
 	// Usage tunes the usage history and alerts (usage.go).
 	Usage UsageConfig
+	// DegradeAfter is how long a pair may go without a replica after a
+	// failover before its confirmed dbs' writes are acknowledged without
+	// one (degraded, shown to the tenants; degrade.go) instead of being
+	// refused. Negative: never. Default 10s.
+	DegradeAfter time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
@@ -68,6 +73,7 @@ func DefaultConfig() Config {
 		BackendTimeout: 5 * time.Second,
 		QuotaInterval:  200 * time.Millisecond,
 		HoldTime:       10 * time.Second,
+		DegradeAfter:   10 * time.Second,
 	}
 }
 
@@ -87,6 +93,7 @@ func (c *Config) Validate() error {
 	defaults.Fill(&c.BackendTimeout, d.BackendTimeout)
 	defaults.Fill(&c.QuotaInterval, d.QuotaInterval)
 	defaults.Fill(&c.HoldTime, d.HoldTime)
+	defaults.Fill(&c.DegradeAfter, d.DegradeAfter)
 	return c.Usage.fill()
 }
 
@@ -122,6 +129,9 @@ type Store interface {
 	FinishReplace(ctx context.Context, f *metadb.Fence, jobID string) error
 	Demoted(ctx context.Context) ([]string, error)
 	ReclaimDemoted(ctx context.Context, f *metadb.Fence, addr string) error
+	// degraded writes (master/degrade.go)
+	SetWritesDegraded(ctx context.Context, f *metadb.Fence, pair string, degraded bool) (bool, error)
+	Spares(ctx context.Context) ([]string, error)
 	usageStore
 }
 
@@ -233,6 +243,7 @@ func (m *Master) lead(ctx context.Context, f *metadb.Fence) error {
 	g.Go(func() error {
 		return m.every(gctx, f, reclaimInterval, "reclaim demoted masters failed", m.reclaimDemoted)
 	})
+	g.Go(func() error { return m.every(gctx, f, degradeInterval, "degraded writes pass failed", m.degradeWrites) })
 	return g.Wait()
 }
 

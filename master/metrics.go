@@ -112,7 +112,17 @@ type pairsCollector struct{ store Store }
 var descPairs = prometheus.NewDesc("granary_master_pairs",
 	"Pairs recorded in metadb by size class and state.", []string{"size", "state"}, nil)
 
-func (c *pairsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descPairs }
+var descDegraded = prometheus.NewDesc("granary_master_pairs_writes_degraded",
+	"Pairs whose confirmed dbs' writes are acknowledged without a replica (no replica for longer than --degrade-after), by size class.", []string{"size"}, nil)
+
+var descSpares = prometheus.NewDesc("granary_master_spares_free",
+	"Spare servers in the pool, ready to replace a failed pair's replica; 0 means the next failover leaves its pair without one.", nil, nil)
+
+func (c *pairsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descPairs
+	ch <- descDegraded
+	ch <- descSpares
+}
 
 func (c *pairsCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.store == nil { // MetricNames' instance
@@ -128,10 +138,27 @@ func (c *pairsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	type key struct{ size, state string }
 	n := map[key]int{}
+	degraded := map[string]int{}
 	for _, p := range pairs {
 		n[key{p.Size, p.State}]++
+		if _, ok := degraded[p.Size]; !ok || p.WritesDegraded {
+			degraded[p.Size] += btoi(p.WritesDegraded)
+		}
 	}
 	for k, v := range n {
 		ch <- prometheus.MustNewConstMetric(descPairs, prometheus.GaugeValue, float64(v), k.size, k.state)
 	}
+	for size, v := range degraded {
+		ch <- prometheus.MustNewConstMetric(descDegraded, prometheus.GaugeValue, float64(v), size)
+	}
+	if spares, err := c.store.Spares(ctx); err == nil {
+		ch <- prometheus.MustNewConstMetric(descSpares, prometheus.GaugeValue, float64(len(spares)))
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -32,6 +32,9 @@ const (
 	AuditDBImport        = "db.import"
 	AuditDBImportCutover = "db.import_cutover"
 	AuditDBImportCancel  = "db.import_cancel"
+	AuditWritesDegraded  = "db.writes_degraded"  // the db's pair has no replica: writes acknowledged unconfirmed
+	AuditWritesConfirmed = "db.writes_confirmed" // a replica again: confirmed writes are confirmed again
+	AuditSparesEmpty     = "spares.empty"        // a pair needs a replica and the spare pool is empty
 )
 
 // AuditActions lists every action, for validating filters.
@@ -39,6 +42,7 @@ var AuditActions = []string{
 	AuditTenantSignup, AuditDBCreate, AuditDBResize, AuditDBDrop, AuditDBMode, AuditPairAdd, AuditSpareAdd, AuditTenantLimits,
 	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach, AuditDBAlerts,
 	AuditPairDrain, AuditPoolRebalance, AuditDBImport, AuditDBImportCutover, AuditDBImportCancel,
+	AuditWritesDegraded, AuditWritesConfirmed, AuditSparesEmpty,
 }
 
 // AuditOK is the result of an action that was carried out; a refused or

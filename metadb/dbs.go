@@ -302,6 +302,7 @@ func RouteOf(db *DB, pair *Pair) *buspb.Route {
 	if db.HoldJob != "" && db.HoldTarget != "" {
 		r.HoldTargetMaster, r.HoldTargetDb = db.HoldTarget, uint32(db.HoldTargetDB)
 	}
+	r.WriteDegraded = mode == buspb.WriteMode_WRITE_MODE_CONFIRMED && pair.WritesDegraded
 	return r
 }
 

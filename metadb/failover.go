@@ -79,7 +79,7 @@ func (s *Store) Promote(ctx context.Context, pr Promotion) (*Pair, *Job, error) 
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return err
 		}
-		p.Master, p.Replica, p.State = pr.NewMaster, "", PairDegraded
+		p.Master, p.Replica, p.State, p.ReplicaLostAt = pr.NewMaster, "", PairDegraded, time.Now().UTC()
 		msg := &buspb.Envelope{Payload: &buspb.Envelope_Failover{Failover: &buspb.Failover{
 			Pair: p.ID, OldMaster: pr.OldMaster, NewMaster: pr.NewMaster, Offset: pr.Offset}}}
 		top := &topology{sender: "keeper/" + pr.Keeper, msgs: []*buspb.Envelope{msg}}
@@ -132,6 +132,26 @@ func (s *Store) TakeSpare(ctx context.Context, f *Fence, jobID string) (string, 
 		}
 		spare, err = tx.SRandMember(ctx, keySpares).Result()
 		if errors.Is(err, redis.Nil) {
+			spare = ""
+			if j.Data[ReplaceNoSpareAt] != "" {
+				return ErrNoSpare
+			}
+			// The first time: recorded on the job and audited, so the
+			// operator learns the pool is empty once per pair left
+			// without a replica.
+			if j.Data == nil {
+				j.Data = map[string]string{}
+			}
+			j.Data[ReplaceNoSpareAt], j.Updated = now(), now()
+			b, _ := json.Marshal(j)
+			if _, err := tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+				pl.Set(ctx, keyJob(jobID), b, 0)
+				s.queueAudit(ctx, pl, &AuditEntry{Actor: "master/" + f.holder(), Action: AuditSparesEmpty,
+					Target: j.Pair, Result: "error: " + ErrNoSpare.Error() + ": the pair has no replica until a spare is added", RequestID: jobID})
+				return nil
+			}); err != nil {
+				return err
+			}
 			return ErrNoSpare
 		}
 		if err != nil {
@@ -187,8 +207,9 @@ func (s *Store) FinishReplace(ctx context.Context, f *Fence, jobID string) error
 		return err
 	}
 	var stale error
+	var restored []*AuditEntry
 	err = s.txn(ctx, f, func(tx *redis.Tx) error {
-		stale = nil
+		stale, restored = nil, nil
 		j, err := getJSON[Job](ctx, tx, keyJob(jobID))
 		if err != nil {
 			return err
@@ -212,9 +233,15 @@ func (s *Store) FinishReplace(ctx context.Context, f *Fence, jobID string) error
 			stale = fmt.Errorf("pair %s is now %s -> %s: %w", p.ID, p.Master, p.Replica, ErrBadState)
 			j.State, j.Error = JobFailed, stale.Error()
 		} else {
-			p.Replica, p.State = spare, PairActive
+			degraded := p.WritesDegraded
+			p.Replica, p.State, p.ReplicaLostAt, p.WritesDegraded = spare, PairActive, time.Time{}, false
 			if p.Job != "" { // a drain runs or ran on it
 				if p.State, p.Job, err = drainedState(ctx, tx, p.Job); err != nil {
+					return err
+				}
+			}
+			if degraded {
+				if restored, err = s.degradeAudit(ctx, tx, p.ID, false, "master/"+by, jobID); err != nil {
 					return err
 				}
 			}
@@ -241,6 +268,9 @@ func (s *Store) FinishReplace(ctx context.Context, f *Fence, jobID string) error
 			pl.SRem(ctx, keyJobsActive, jobID)
 			s.queueAudit(ctx, pl, &AuditEntry{Actor: "master/" + by, Action: AuditSpareAttach,
 				Target: p.ID + ": " + spare, Result: AuditResult(stale), RequestID: jobID})
+			for _, e := range restored {
+				s.queueAudit(ctx, pl, e)
+			}
 			return nil
 		})
 		return err

@@ -203,6 +203,7 @@ const (
 	ReplaceReason       = "reason"        // why the keeper failed the pair over
 	ReplaceOffset       = "offset"        // the promoted replica's replication offset
 	ReplaceMasterOffset = "master_offset" // the failed master's last known offset
+	ReplaceNoSpareAt    = "no_spare_at"   // when take_spare first found the pool empty (audited once: spares.empty)
 
 	// drain, rebalance
 	DrainPlan   = "plan"      // the dbs to move, "<tenant>/<index>" (a rebalance's: "<tenant>/<index>><pair>") comma-separated

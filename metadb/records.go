@@ -89,6 +89,13 @@ type Pair struct {
 	// the spare a failover attaches; "" for a pair added before policies,
 	// whose spares keep their own setting.
 	Persistence string `json:"persistence,omitempty"`
+	// ReplicaLostAt is when the pair lost its replica (the failover that
+	// promoted it); zero while it has one.
+	ReplicaLostAt time.Time `json:"replica_lost_at,omitzero"`
+	// WritesDegraded is set while the pair has had no replica for longer
+	// than the master's degrade-after time: its confirmed dbs' writes are
+	// acknowledged without a replica (degraded.go).
+	WritesDegraded bool `json:"writes_degraded,omitempty"`
 }
 
 // PairView is a pair with its free-slot count, for listings and placement.

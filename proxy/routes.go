@@ -140,7 +140,7 @@ func (p *Proxy) newRoute(r *buspb.Route, prev *dbRoute, ops int64) *dbRoute {
 	k := dbKey{r.Tenant, r.Index}
 	st := p.dbState(k)
 	d := &dbRoute{key: k, route: r, st: st, banned: r.Banned, readOnly: r.ReadOnly, rate: p.bucketFor(st, ops),
-		confirmed: r.WriteMode != buspb.WriteMode_WRITE_MODE_ASYNC,
+		confirmed: r.WriteMode != buspb.WriteMode_WRITE_MODE_ASYNC && !r.WriteDegraded,
 		pubsub:    k.tenant + "/" + strconv.FormatUint(uint64(k.index), 10) + ":"}
 	if r.Master != "" {
 		d.master = p.group(r.Master, int(r.Db), p.cfg.TenantUser)
@@ -250,7 +250,8 @@ func (p *Proxy) apply(s *snapshot, env *buspb.Envelope) (*snapshot, []dbKey, boo
 		n.tenants[ti.name], n.byHash[ti.hash] = &ti, &ti
 		p.relimit(n, ti.name)
 		return n, nil, false
-	case *buspb.Envelope_TenantChanged, *buspb.Envelope_DbChanged, *buspb.Envelope_Failover, *buspb.Envelope_NewReplica:
+	case *buspb.Envelope_TenantChanged, *buspb.Envelope_DbChanged, *buspb.Envelope_Failover, *buspb.Envelope_NewReplica,
+		*buspb.Envelope_WritesDegraded:
 		// Not self-contained (credentials, write mode, a pair's new
 		// servers): reload the facts from metadb.
 		return n, nil, true

@@ -25,7 +25,12 @@ type dbView struct {
 	// ReadOnly is set while a job replaces the db's content (restore,
 	// import): what it is doing; proxies refuse the db's writes meanwhile.
 	ReadOnly string `json:"read_only,omitempty"`
-	// Warning is set once the db uses 80 % of its quota or more.
+	// WriteDegraded is set while the db's pair has had no replica for a
+	// while after a failover: confirmed writes are acknowledged without
+	// one, as async writes are, until a replica is attached.
+	WriteDegraded bool `json:"write_degraded,omitempty"`
+	// Warning is set once the db uses 80 % of its quota or more, or while
+	// its writes are degraded.
 	Warning  string   `json:"warning,omitempty"`
 	Endpoint string   `json:"endpoint"`
 	URL      string   `json:"url"`
@@ -168,7 +173,36 @@ func (s *Server) listDBs(w http.ResponseWriter, r *http.Request) {
 	for i, db := range dbs {
 		out[i] = viewDB(db)
 	}
+	s.markDegraded(r, out)
 	writeJSON(w, http.StatusOK, out)
+}
+
+// degradedWarning is the view's warning while a db's writes are degraded.
+const degradedWarning = "writes degraded: the db's servers lost their replica in a failover and no spare is attached yet; " +
+	"writes are acknowledged before a replica has them, until one is"
+
+// markDegraded sets write_degraded on the views of confirmed dbs whose
+// pair's writes are degraded (metadb/degraded.go). Without the pairs
+// (metadb failing) the views are left as they are.
+func (s *Server) markDegraded(r *http.Request, views []dbView) {
+	pairs, err := s.store.Pairs(r.Context(), "")
+	if err != nil {
+		s.log.Warn().Err(err).Msg("pairs for the degraded-writes mark")
+		return
+	}
+	degraded := map[string]bool{}
+	for _, p := range pairs {
+		degraded[p.ID] = p.WritesDegraded
+	}
+	for i := range views {
+		v := &views[i]
+		if degraded[v.Slot.Pair] && v.WriteMode == metadb.WriteConfirmed {
+			v.WriteDegraded = true
+			if v.Warning == "" {
+				v.Warning = degradedWarning
+			}
+		}
+	}
 }
 
 func (s *Server) getDB(w http.ResponseWriter, r *http.Request) {
@@ -177,7 +211,9 @@ func (s *Server) getDB(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, viewDB(db))
+	v := []dbView{viewDB(db)}
+	s.markDegraded(r, v)
+	writeJSON(w, http.StatusOK, v[0])
 }
 
 type patchRequest struct {

@@ -193,6 +193,10 @@ type dbReply struct {
 	Slot       slotReply `json:"slot"`
 	Job        string    `json:"job"`
 	Created    string    `json:"created"`
+	// WriteDegraded and Warning: set while the db's pair has no replica
+	// and its writes are acknowledged without one.
+	WriteDegraded bool   `json:"write_degraded"`
+	Warning       string `json:"warning"`
 }
 
 type jobReply struct {

@@ -41,6 +41,7 @@ func runMaster(ctx context.Context, log zerolog.Logger, args []string) error {
 	fs.DurationVar(&cfg.LeaseTTL, "lease", cfg.LeaseTTL, "leader lease time; a standby takes over within it")
 	fs.DurationVar(&cfg.BackendTimeout, "backend-timeout", cfg.BackendTimeout, "timeout of each command sent to a pair's Redis")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (default off)")
+	fs.DurationVar(&cfg.DegradeAfter, "degrade-after", cfg.DegradeAfter, "how long a pair may go without a replica after a failover before its confirmed dbs' writes are acknowledged without one (shown to the tenants); negative: never")
 	listFlag(fs, "webhook-allow", "CIDR prefixes alert webhooks may reach although not public unicast, comma-separated, repeatable (e.g. 10.20.0.0/16)", &cfg.Usage.WebhookAllow)
 	listFlag(fs, "webhook-deny", "host:port addresses alert webhooks must never reach (say the APIs), comma-separated, repeatable; metadb, pairs, spares, proxies and keepers are always denied", &cfg.Usage.WebhookDeny)
 	if err := parseFlags(fs, args); err != nil {

@@ -206,6 +206,7 @@ type Envelope struct {
 	//	*Envelope_KeeperResult
 	//	*Envelope_Heartbeat
 	//	*Envelope_TenantLimits
+	//	*Envelope_WritesDegraded
 	Payload       isEnvelope_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -368,6 +369,15 @@ func (x *Envelope) GetTenantLimits() *TenantLimits {
 	return nil
 }
 
+func (x *Envelope) GetWritesDegraded() *WritesDegraded {
+	if x != nil {
+		if x, ok := x.Payload.(*Envelope_WritesDegraded); ok {
+			return x.WritesDegraded
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Payload interface {
 	isEnvelope_Payload()
 }
@@ -416,6 +426,10 @@ type Envelope_TenantLimits struct {
 	TenantLimits *TenantLimits `protobuf:"bytes,20,opt,name=tenant_limits,json=tenantLimits,proto3,oneof"`
 }
 
+type Envelope_WritesDegraded struct {
+	WritesDegraded *WritesDegraded `protobuf:"bytes,21,opt,name=writes_degraded,json=writesDegraded,proto3,oneof"`
+}
+
 func (*Envelope_RouteChanged) isEnvelope_Payload() {}
 
 func (*Envelope_WriteBan) isEnvelope_Payload() {}
@@ -437,6 +451,8 @@ func (*Envelope_KeeperResult) isEnvelope_Payload() {}
 func (*Envelope_Heartbeat) isEnvelope_Payload() {}
 
 func (*Envelope_TenantLimits) isEnvelope_Payload() {}
+
+func (*Envelope_WritesDegraded) isEnvelope_Payload() {}
 
 // Route says which servers serve one tenant db. An empty master means the
 // db has no route (dropped or not yet ready): proxies refuse it.
@@ -469,8 +485,13 @@ type Route struct {
 	// that no message is lost across the switch.
 	HoldTargetMaster string `protobuf:"bytes,14,opt,name=hold_target_master,json=holdTargetMaster,proto3" json:"hold_target_master,omitempty"`
 	HoldTargetDb     uint32 `protobuf:"varint,15,opt,name=hold_target_db,json=holdTargetDb,proto3" json:"hold_target_db,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The db's pair has had no replica for longer than the master's
+	// degrade-after time (a failover found no spare): proxies acknowledge
+	// the db's writes without a replica's confirmation, as in async mode,
+	// until a replica is attached. Shown to the tenant (write_degraded).
+	WriteDegraded bool `protobuf:"varint,16,opt,name=write_degraded,json=writeDegraded,proto3" json:"write_degraded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Route) Reset() {
@@ -608,6 +629,13 @@ func (x *Route) GetHoldTargetDb() uint32 {
 	return 0
 }
 
+func (x *Route) GetWriteDegraded() bool {
+	if x != nil {
+		return x.WriteDegraded
+	}
+	return false
+}
+
 // RouteChanged announces a new route for a tenant db, or its removal.
 type RouteChanged struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -661,6 +689,60 @@ func (x *RouteChanged) GetRemoved() bool {
 	return false
 }
 
+// WritesDegraded says a pair's confirmed dbs are acknowledged without a
+// replica (degraded) or confirmed again; proxies reload their routes.
+type WritesDegraded struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pair          string                 `protobuf:"bytes,1,opt,name=pair,proto3" json:"pair,omitempty"`
+	Degraded      bool                   `protobuf:"varint,2,opt,name=degraded,proto3" json:"degraded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WritesDegraded) Reset() {
+	*x = WritesDegraded{}
+	mi := &file_bus_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WritesDegraded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WritesDegraded) ProtoMessage() {}
+
+func (x *WritesDegraded) ProtoReflect() protoreflect.Message {
+	mi := &file_bus_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WritesDegraded.ProtoReflect.Descriptor instead.
+func (*WritesDegraded) Descriptor() ([]byte, []int) {
+	return file_bus_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *WritesDegraded) GetPair() string {
+	if x != nil {
+		return x.Pair
+	}
+	return ""
+}
+
+func (x *WritesDegraded) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
+}
+
 // WriteBan turns a quota ban on or off for one tenant db.
 type WriteBan struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -674,7 +756,7 @@ type WriteBan struct {
 
 func (x *WriteBan) Reset() {
 	*x = WriteBan{}
-	mi := &file_bus_proto_msgTypes[3]
+	mi := &file_bus_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +768,7 @@ func (x *WriteBan) String() string {
 func (*WriteBan) ProtoMessage() {}
 
 func (x *WriteBan) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[3]
+	mi := &file_bus_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +781,7 @@ func (x *WriteBan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteBan.ProtoReflect.Descriptor instead.
 func (*WriteBan) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{3}
+	return file_bus_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *WriteBan) GetTenant() string {
@@ -749,7 +831,7 @@ type WriteHold struct {
 
 func (x *WriteHold) Reset() {
 	*x = WriteHold{}
-	mi := &file_bus_proto_msgTypes[4]
+	mi := &file_bus_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +843,7 @@ func (x *WriteHold) String() string {
 func (*WriteHold) ProtoMessage() {}
 
 func (x *WriteHold) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[4]
+	mi := &file_bus_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +856,7 @@ func (x *WriteHold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteHold.ProtoReflect.Descriptor instead.
 func (*WriteHold) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{4}
+	return file_bus_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *WriteHold) GetTenant() string {
@@ -837,7 +919,7 @@ type TenantChanged struct {
 
 func (x *TenantChanged) Reset() {
 	*x = TenantChanged{}
-	mi := &file_bus_proto_msgTypes[5]
+	mi := &file_bus_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +931,7 @@ func (x *TenantChanged) String() string {
 func (*TenantChanged) ProtoMessage() {}
 
 func (x *TenantChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[5]
+	mi := &file_bus_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +944,7 @@ func (x *TenantChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantChanged.ProtoReflect.Descriptor instead.
 func (*TenantChanged) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{5}
+	return file_bus_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TenantChanged) GetTenant() string {
@@ -895,7 +977,7 @@ type TenantLimits struct {
 
 func (x *TenantLimits) Reset() {
 	*x = TenantLimits{}
-	mi := &file_bus_proto_msgTypes[6]
+	mi := &file_bus_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -907,7 +989,7 @@ func (x *TenantLimits) String() string {
 func (*TenantLimits) ProtoMessage() {}
 
 func (x *TenantLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[6]
+	mi := &file_bus_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +1002,7 @@ func (x *TenantLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantLimits.ProtoReflect.Descriptor instead.
 func (*TenantLimits) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{6}
+	return file_bus_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TenantLimits) GetTenant() string {
@@ -957,7 +1039,7 @@ type DBChanged struct {
 
 func (x *DBChanged) Reset() {
 	*x = DBChanged{}
-	mi := &file_bus_proto_msgTypes[7]
+	mi := &file_bus_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1051,7 @@ func (x *DBChanged) String() string {
 func (*DBChanged) ProtoMessage() {}
 
 func (x *DBChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[7]
+	mi := &file_bus_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1064,7 @@ func (x *DBChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DBChanged.ProtoReflect.Descriptor instead.
 func (*DBChanged) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{7}
+	return file_bus_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DBChanged) GetTenant() string {
@@ -1026,7 +1108,7 @@ type Failover struct {
 
 func (x *Failover) Reset() {
 	*x = Failover{}
-	mi := &file_bus_proto_msgTypes[8]
+	mi := &file_bus_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1120,7 @@ func (x *Failover) String() string {
 func (*Failover) ProtoMessage() {}
 
 func (x *Failover) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[8]
+	mi := &file_bus_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1133,7 @@ func (x *Failover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failover.ProtoReflect.Descriptor instead.
 func (*Failover) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{8}
+	return file_bus_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Failover) GetPair() string {
@@ -1093,7 +1175,7 @@ type NewReplica struct {
 
 func (x *NewReplica) Reset() {
 	*x = NewReplica{}
-	mi := &file_bus_proto_msgTypes[9]
+	mi := &file_bus_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1187,7 @@ func (x *NewReplica) String() string {
 func (*NewReplica) ProtoMessage() {}
 
 func (x *NewReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[9]
+	mi := &file_bus_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1200,7 @@ func (x *NewReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NewReplica.ProtoReflect.Descriptor instead.
 func (*NewReplica) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{9}
+	return file_bus_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NewReplica) GetPair() string {
@@ -1153,7 +1235,7 @@ type KeeperCommand struct {
 
 func (x *KeeperCommand) Reset() {
 	*x = KeeperCommand{}
-	mi := &file_bus_proto_msgTypes[10]
+	mi := &file_bus_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1247,7 @@ func (x *KeeperCommand) String() string {
 func (*KeeperCommand) ProtoMessage() {}
 
 func (x *KeeperCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[10]
+	mi := &file_bus_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1260,7 @@ func (x *KeeperCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeeperCommand.ProtoReflect.Descriptor instead.
 func (*KeeperCommand) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{10}
+	return file_bus_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KeeperCommand) GetId() string {
@@ -1243,7 +1325,7 @@ type KeeperResult struct {
 
 func (x *KeeperResult) Reset() {
 	*x = KeeperResult{}
-	mi := &file_bus_proto_msgTypes[11]
+	mi := &file_bus_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1255,7 +1337,7 @@ func (x *KeeperResult) String() string {
 func (*KeeperResult) ProtoMessage() {}
 
 func (x *KeeperResult) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[11]
+	mi := &file_bus_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1268,7 +1350,7 @@ func (x *KeeperResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeeperResult.ProtoReflect.Descriptor instead.
 func (*KeeperResult) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{11}
+	return file_bus_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KeeperResult) GetCommand() string {
@@ -1312,7 +1394,7 @@ type DBActivity struct {
 
 func (x *DBActivity) Reset() {
 	*x = DBActivity{}
-	mi := &file_bus_proto_msgTypes[12]
+	mi := &file_bus_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1406,7 @@ func (x *DBActivity) String() string {
 func (*DBActivity) ProtoMessage() {}
 
 func (x *DBActivity) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[12]
+	mi := &file_bus_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1419,7 @@ func (x *DBActivity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DBActivity.ProtoReflect.Descriptor instead.
 func (*DBActivity) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{12}
+	return file_bus_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DBActivity) GetTenant() string {
@@ -1384,7 +1466,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_bus_proto_msgTypes[13]
+	mi := &file_bus_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1478,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[13]
+	mi := &file_bus_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1491,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{13}
+	return file_bus_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Heartbeat) GetComponent() Component {
@@ -1458,7 +1540,7 @@ var File_bus_proto protoreflect.FileDescriptor
 
 const file_bus_proto_rawDesc = "" +
 	"\n" +
-	"\tbus.proto\x12\x0egranary.bus.v1\"\xa8\x06\n" +
+	"\tbus.proto\x12\x0egranary.bus.v1\"\xf3\x06\n" +
 	"\bEnvelope\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x1d\n" +
@@ -1478,8 +1560,9 @@ const file_bus_proto_rawDesc = "" +
 	"\x0ekeeper_command\x18\x11 \x01(\v2\x1d.granary.bus.v1.KeeperCommandH\x00R\rkeeperCommand\x12C\n" +
 	"\rkeeper_result\x18\x12 \x01(\v2\x1c.granary.bus.v1.KeeperResultH\x00R\fkeeperResult\x129\n" +
 	"\theartbeat\x18\x13 \x01(\v2\x19.granary.bus.v1.HeartbeatH\x00R\theartbeat\x12C\n" +
-	"\rtenant_limits\x18\x14 \x01(\v2\x1c.granary.bus.v1.TenantLimitsH\x00R\ftenantLimitsB\t\n" +
-	"\apayload\"\xd7\x03\n" +
+	"\rtenant_limits\x18\x14 \x01(\v2\x1c.granary.bus.v1.TenantLimitsH\x00R\ftenantLimits\x12I\n" +
+	"\x0fwrites_degraded\x18\x15 \x01(\v2\x1e.granary.bus.v1.WritesDegradedH\x00R\x0ewritesDegradedB\t\n" +
+	"\apayload\"\xfe\x03\n" +
 	"\x05Route\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
@@ -1498,10 +1581,14 @@ const file_bus_proto_rawDesc = "" +
 	"\x18hold_deadline_unix_nanos\x18\f \x01(\x03R\x15holdDeadlineUnixNanos\x12\x1b\n" +
 	"\tread_only\x18\r \x01(\tR\breadOnly\x12,\n" +
 	"\x12hold_target_master\x18\x0e \x01(\tR\x10holdTargetMaster\x12$\n" +
-	"\x0ehold_target_db\x18\x0f \x01(\rR\fholdTargetDb\"U\n" +
+	"\x0ehold_target_db\x18\x0f \x01(\rR\fholdTargetDb\x12%\n" +
+	"\x0ewrite_degraded\x18\x10 \x01(\bR\rwriteDegraded\"U\n" +
 	"\fRouteChanged\x12+\n" +
 	"\x05route\x18\x01 \x01(\v2\x15.granary.bus.v1.RouteR\x05route\x12\x18\n" +
-	"\aremoved\x18\x02 \x01(\bR\aremoved\"h\n" +
+	"\aremoved\x18\x02 \x01(\bR\aremoved\"@\n" +
+	"\x0eWritesDegraded\x12\x12\n" +
+	"\x04pair\x18\x01 \x01(\tR\x04pair\x12\x1a\n" +
+	"\bdegraded\x18\x02 \x01(\bR\bdegraded\"h\n" +
 	"\bWriteBan\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x16\n" +
@@ -1599,53 +1686,55 @@ func file_bus_proto_rawDescGZIP() []byte {
 }
 
 var file_bus_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_bus_proto_goTypes = []any{
-	(WriteMode)(0),        // 0: granary.bus.v1.WriteMode
-	(Change)(0),           // 1: granary.bus.v1.Change
-	(Component)(0),        // 2: granary.bus.v1.Component
-	(*Envelope)(nil),      // 3: granary.bus.v1.Envelope
-	(*Route)(nil),         // 4: granary.bus.v1.Route
-	(*RouteChanged)(nil),  // 5: granary.bus.v1.RouteChanged
-	(*WriteBan)(nil),      // 6: granary.bus.v1.WriteBan
-	(*WriteHold)(nil),     // 7: granary.bus.v1.WriteHold
-	(*TenantChanged)(nil), // 8: granary.bus.v1.TenantChanged
-	(*TenantLimits)(nil),  // 9: granary.bus.v1.TenantLimits
-	(*DBChanged)(nil),     // 10: granary.bus.v1.DBChanged
-	(*Failover)(nil),      // 11: granary.bus.v1.Failover
-	(*NewReplica)(nil),    // 12: granary.bus.v1.NewReplica
-	(*KeeperCommand)(nil), // 13: granary.bus.v1.KeeperCommand
-	(*KeeperResult)(nil),  // 14: granary.bus.v1.KeeperResult
-	(*DBActivity)(nil),    // 15: granary.bus.v1.DBActivity
-	(*Heartbeat)(nil),     // 16: granary.bus.v1.Heartbeat
-	nil,                   // 17: granary.bus.v1.KeeperCommand.ArgsEntry
-	nil,                   // 18: granary.bus.v1.KeeperResult.DetailEntry
+	(WriteMode)(0),         // 0: granary.bus.v1.WriteMode
+	(Change)(0),            // 1: granary.bus.v1.Change
+	(Component)(0),         // 2: granary.bus.v1.Component
+	(*Envelope)(nil),       // 3: granary.bus.v1.Envelope
+	(*Route)(nil),          // 4: granary.bus.v1.Route
+	(*RouteChanged)(nil),   // 5: granary.bus.v1.RouteChanged
+	(*WritesDegraded)(nil), // 6: granary.bus.v1.WritesDegraded
+	(*WriteBan)(nil),       // 7: granary.bus.v1.WriteBan
+	(*WriteHold)(nil),      // 8: granary.bus.v1.WriteHold
+	(*TenantChanged)(nil),  // 9: granary.bus.v1.TenantChanged
+	(*TenantLimits)(nil),   // 10: granary.bus.v1.TenantLimits
+	(*DBChanged)(nil),      // 11: granary.bus.v1.DBChanged
+	(*Failover)(nil),       // 12: granary.bus.v1.Failover
+	(*NewReplica)(nil),     // 13: granary.bus.v1.NewReplica
+	(*KeeperCommand)(nil),  // 14: granary.bus.v1.KeeperCommand
+	(*KeeperResult)(nil),   // 15: granary.bus.v1.KeeperResult
+	(*DBActivity)(nil),     // 16: granary.bus.v1.DBActivity
+	(*Heartbeat)(nil),      // 17: granary.bus.v1.Heartbeat
+	nil,                    // 18: granary.bus.v1.KeeperCommand.ArgsEntry
+	nil,                    // 19: granary.bus.v1.KeeperResult.DetailEntry
 }
 var file_bus_proto_depIdxs = []int32{
 	5,  // 0: granary.bus.v1.Envelope.route_changed:type_name -> granary.bus.v1.RouteChanged
-	6,  // 1: granary.bus.v1.Envelope.write_ban:type_name -> granary.bus.v1.WriteBan
-	7,  // 2: granary.bus.v1.Envelope.write_hold:type_name -> granary.bus.v1.WriteHold
-	8,  // 3: granary.bus.v1.Envelope.tenant_changed:type_name -> granary.bus.v1.TenantChanged
-	10, // 4: granary.bus.v1.Envelope.db_changed:type_name -> granary.bus.v1.DBChanged
-	11, // 5: granary.bus.v1.Envelope.failover:type_name -> granary.bus.v1.Failover
-	12, // 6: granary.bus.v1.Envelope.new_replica:type_name -> granary.bus.v1.NewReplica
-	13, // 7: granary.bus.v1.Envelope.keeper_command:type_name -> granary.bus.v1.KeeperCommand
-	14, // 8: granary.bus.v1.Envelope.keeper_result:type_name -> granary.bus.v1.KeeperResult
-	16, // 9: granary.bus.v1.Envelope.heartbeat:type_name -> granary.bus.v1.Heartbeat
-	9,  // 10: granary.bus.v1.Envelope.tenant_limits:type_name -> granary.bus.v1.TenantLimits
-	0,  // 11: granary.bus.v1.Route.write_mode:type_name -> granary.bus.v1.WriteMode
-	4,  // 12: granary.bus.v1.RouteChanged.route:type_name -> granary.bus.v1.Route
-	1,  // 13: granary.bus.v1.TenantChanged.change:type_name -> granary.bus.v1.Change
-	1,  // 14: granary.bus.v1.DBChanged.change:type_name -> granary.bus.v1.Change
-	17, // 15: granary.bus.v1.KeeperCommand.args:type_name -> granary.bus.v1.KeeperCommand.ArgsEntry
-	18, // 16: granary.bus.v1.KeeperResult.detail:type_name -> granary.bus.v1.KeeperResult.DetailEntry
-	2,  // 17: granary.bus.v1.Heartbeat.component:type_name -> granary.bus.v1.Component
-	15, // 18: granary.bus.v1.Heartbeat.activity:type_name -> granary.bus.v1.DBActivity
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	7,  // 1: granary.bus.v1.Envelope.write_ban:type_name -> granary.bus.v1.WriteBan
+	8,  // 2: granary.bus.v1.Envelope.write_hold:type_name -> granary.bus.v1.WriteHold
+	9,  // 3: granary.bus.v1.Envelope.tenant_changed:type_name -> granary.bus.v1.TenantChanged
+	11, // 4: granary.bus.v1.Envelope.db_changed:type_name -> granary.bus.v1.DBChanged
+	12, // 5: granary.bus.v1.Envelope.failover:type_name -> granary.bus.v1.Failover
+	13, // 6: granary.bus.v1.Envelope.new_replica:type_name -> granary.bus.v1.NewReplica
+	14, // 7: granary.bus.v1.Envelope.keeper_command:type_name -> granary.bus.v1.KeeperCommand
+	15, // 8: granary.bus.v1.Envelope.keeper_result:type_name -> granary.bus.v1.KeeperResult
+	17, // 9: granary.bus.v1.Envelope.heartbeat:type_name -> granary.bus.v1.Heartbeat
+	10, // 10: granary.bus.v1.Envelope.tenant_limits:type_name -> granary.bus.v1.TenantLimits
+	6,  // 11: granary.bus.v1.Envelope.writes_degraded:type_name -> granary.bus.v1.WritesDegraded
+	0,  // 12: granary.bus.v1.Route.write_mode:type_name -> granary.bus.v1.WriteMode
+	4,  // 13: granary.bus.v1.RouteChanged.route:type_name -> granary.bus.v1.Route
+	1,  // 14: granary.bus.v1.TenantChanged.change:type_name -> granary.bus.v1.Change
+	1,  // 15: granary.bus.v1.DBChanged.change:type_name -> granary.bus.v1.Change
+	18, // 16: granary.bus.v1.KeeperCommand.args:type_name -> granary.bus.v1.KeeperCommand.ArgsEntry
+	19, // 17: granary.bus.v1.KeeperResult.detail:type_name -> granary.bus.v1.KeeperResult.DetailEntry
+	2,  // 18: granary.bus.v1.Heartbeat.component:type_name -> granary.bus.v1.Component
+	16, // 19: granary.bus.v1.Heartbeat.activity:type_name -> granary.bus.v1.DBActivity
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_bus_proto_init() }
@@ -1665,6 +1754,7 @@ func file_bus_proto_init() {
 		(*Envelope_KeeperResult)(nil),
 		(*Envelope_Heartbeat)(nil),
 		(*Envelope_TenantLimits)(nil),
+		(*Envelope_WritesDegraded)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1672,7 +1762,7 @@ func file_bus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bus_proto_rawDesc), len(file_bus_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
