@@ -48,9 +48,12 @@ type Store interface {
 // digits, '.', '_' and '-', separated by '/', none of them "." or "..".
 var validName = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$`)
 
-// CheckName reports whether name can name an object.
+// CheckName reports whether name can name an object: at most 512 bytes of
+// path segments (letters, digits, '.', '_', '-'; none starting with '.'),
+// not ending in ".sha256" (Local keeps checksums under such names). Every
+// Store accepts exactly these names, so objects move between stores.
 func CheckName(name string) error {
-	if len(name) > 512 || !validName.MatchString(name) || strings.Contains(name, "..") {
+	if len(name) > 512 || !validName.MatchString(name) || strings.Contains(name, "..") || strings.HasSuffix(name, sumSuffix) {
 		return fmt.Errorf("objstore: bad object name %q", name)
 	}
 	return nil
