@@ -20,15 +20,16 @@ func TestLocal(t *testing.T) {
 	})
 }
 
-// filesUnder lists the files and directories under dir, sorted.
+// filesUnder lists the files under dir (not the directories, which
+// Delete leaves), sorted.
 func filesUnder(t *testing.T, dir string) []string {
 	t.Helper()
 	var out []string
-	err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if p != dir {
+		if !d.IsDir() {
 			rel, _ := filepath.Rel(dir, p)
 			out = append(out, filepath.ToSlash(rel))
 		}

@@ -27,7 +27,8 @@ type storeCase struct {
 func testStore(t *testing.T, fresh func(t *testing.T) storeCase) {
 	t.Run("RoundTrip", func(t *testing.T) {
 		ctx := t.Context()
-		s := fresh(t).store
+		c := fresh(t)
+		s := c.store
 		data := bytes.Repeat([]byte("granary"), 10000)
 		info, err := s.Put(ctx, "t1/exports/e1.rdb", bytes.NewReader(data))
 		if err != nil {
@@ -48,6 +49,9 @@ func testStore(t *testing.T, fresh func(t *testing.T) storeCase) {
 		}
 		if err := s.Delete(ctx, "t1/exports/e1.rdb"); err != nil {
 			t.Fatalf("second delete: %v", err)
+		}
+		if left := c.leftovers(t); len(left) != 0 {
+			t.Fatalf("after put and delete: %v", left)
 		}
 	})
 
