@@ -98,9 +98,6 @@ func NewS3(cfg S3Config) (*S3, error) {
 	return &S3{cfg: cfg, c: c}, nil
 }
 
-// Config is the store's configuration, credentials included.
-func (s *S3) Config() S3Config { return s.cfg }
-
 // sumKey is the user metadata entry that holds an object's SHA-256;
 // on the wire it is the header x-amz-meta-sha256.
 const sumKey = "sha256"
