@@ -4,14 +4,14 @@ GO    ?= go
 BIN   := bin/granary
 DEV_DIR ?= .dev
 
-.PHONY: dev test deps deps-browser build proto vet fuzz clean bench-proxy bench-resize bench-failover bench-sizing bench-limits
+.PHONY: dev test deps deps-browser deps-s3 build proto vet fuzz clean bench-proxy bench-resize bench-failover bench-sizing bench-limits
 
 ## dev: start a whole local cluster (Ctrl-C stops it) and print how to connect
 dev: deps build
 	$(BIN) dev --dir $(DEV_DIR)
 
 ## test: every test, against real redis-server processes
-test: deps deps-browser
+test: deps deps-browser deps-s3
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 
@@ -22,6 +22,10 @@ deps:
 ## deps-browser: install Debian's chromium when missing (the dashboard's browser test drives it)
 deps-browser:
 	@bash scripts/deps.sh chromium
+
+## deps-s3: build versitygw (pinned), the S3 server internal/objstore's tests run, into $(go env GOPATH)/bin when missing
+deps-s3:
+	@GO=$(GO) bash scripts/s3server.sh
 
 build:
 	$(GO) build -o $(BIN) ./cmd/granary

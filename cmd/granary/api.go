@@ -32,7 +32,7 @@ func runAPI(ctx context.Context, log zerolog.Logger, args []string) error {
 	fs.StringVar(&cfg.ID, "id", cfg.ID, "this server's id on the bus, sender api/<id>")
 	listFlag(fs, "webhook-allow", "CIDR prefixes an alert webhook's IP literal may name although not public unicast (match the master's)", &cfg.WebhookAllow)
 	fs.StringVar(&cfg.ImportAllow, "import-allow", "", "private address prefixes (CIDR, comma-separated) import sources may be on, e.g. 10.0.0.0/8")
-	storeSpec := fs.String("store", "", "where exports and uploaded RDB files are kept, dir:/path (default: exports and restores disabled)")
+	storeSpec := fs.String("store", "", "where exports and uploaded RDB files are kept, dir:/path or s3://bucket/prefix?endpoint=host:port (credentials from GRANARY_S3_ACCESS_KEY/GRANARY_S3_SECRET_KEY or AWS_*; default: exports and restores disabled)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

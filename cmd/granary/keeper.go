@@ -40,7 +40,7 @@ func runKeeper(ctx context.Context, log zerolog.Logger, args []string) error {
 	fs.IntVar(&cfg.BigKeys, "big-keys", cfg.BigKeys, "largest keys of a db measured every time instead of sampled")
 	fs.Float64Var(&cfg.BigKeyFactor, "big-key-factor", cfg.BigKeyFactor, "times the mean key size a key must be to count as big")
 	fs.StringVar(&cfg.ImportAllow, "import-allow", "", "private address prefixes (CIDR, comma-separated) import sources may be on, e.g. 10.0.0.0/8")
-	storeSpec := fs.String("store", "", "where exports and uploaded RDB files are kept, dir:/path (default: export and restore jobs disabled)")
+	storeSpec := fs.String("store", "", "where exports and uploaded RDB files are kept, dir:/path or s3://bucket/prefix?endpoint=host:port (credentials from GRANARY_S3_ACCESS_KEY/GRANARY_S3_SECRET_KEY or AWS_*; default: export and restore jobs disabled)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

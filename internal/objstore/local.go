@@ -42,9 +42,6 @@ func (l *Local) path(name string) (string, error) {
 	if err := CheckName(name); err != nil {
 		return "", err
 	}
-	if strings.HasSuffix(name, sumSuffix) {
-		return "", fmt.Errorf("objstore: bad object name %q", name)
-	}
 	return filepath.Join(l.dir, filepath.FromSlash(name)), nil
 }
 

@@ -1,101 +1,45 @@
 package objstore
 
 import (
-	"bytes"
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
-	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
 
-func TestLocalRoundTrip(t *testing.T) {
-	ctx := t.Context()
-	s, err := NewLocal(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := bytes.Repeat([]byte("granary"), 10000)
-	want := sha256.Sum256(data)
-	info, err := s.Put(ctx, "t1/exports/e1.rdb", bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.Size != int64(len(data)) || info.SHA256 != hex.EncodeToString(want[:]) {
-		t.Fatalf("put info %+v", info)
-	}
-	r, got, err := s.Open(ctx, "t1/exports/e1.rdb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	body, _ := io.ReadAll(r)
-	if !bytes.Equal(body, data) || got.SHA256 != info.SHA256 || got.Size != info.Size {
-		t.Fatalf("open: %d bytes, info %+v", len(body), got)
-	}
-	if err := s.Delete(ctx, "t1/exports/e1.rdb"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Stat(ctx, "t1/exports/e1.rdb"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("stat after delete: %v", err)
-	}
-	if err := s.Delete(ctx, "t1/exports/e1.rdb"); err != nil {
-		t.Fatalf("second delete: %v", err)
-	}
-}
-
-func TestLocalBadNames(t *testing.T) {
-	s, err := NewLocal(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"", "..", "../x", "a/../../x", "/abs", "a//b", "a/.", ".hidden", "x.sha256", strings.Repeat("a", 600)} {
-		if _, err := s.Put(t.Context(), name, strings.NewReader("x")); err == nil {
-			t.Errorf("put %q: no error", name)
+func TestLocal(t *testing.T) {
+	testStore(t, func(t *testing.T) storeCase {
+		dir := t.TempDir()
+		s, err := NewLocal(dir)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if _, _, err := s.Open(t.Context(), name); err == nil {
-			t.Errorf("open %q: no error", name)
-		}
-	}
+		return storeCase{store: s, leftovers: func(t *testing.T) []string { return filesUnder(t, dir) }}
+	})
 }
 
-// A Put that fails part way (here: its context ends) leaves nothing under
-// the name and no temporary file.
-func TestLocalPutIsAtomic(t *testing.T) {
-	dir := t.TempDir()
-	s, err := NewLocal(dir)
+// filesUnder lists the files under dir (not the directories, which
+// Delete leaves), sorted.
+func filesUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, filepath.ToSlash(rel))
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	r := &cancelAfter{n: 3, cancel: cancel}
-	if _, err := s.Put(ctx, "e.rdb", r); err == nil {
-		t.Fatal("put with a cancelled context: no error")
-	}
-	if _, err := s.Stat(t.Context(), "e.rdb"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("stat: %v", err)
-	}
-	left, _ := filepath.Glob(filepath.Join(dir, "*"))
-	if len(left) != 0 {
-		t.Fatalf("left behind: %v", left)
-	}
-}
-
-type cancelAfter struct {
-	n      int
-	cancel func()
-}
-
-func (c *cancelAfter) Read(p []byte) (int, error) {
-	if c.n == 0 {
-		c.cancel()
-	}
-	c.n--
-	return copy(p, "chunk"), nil
+	slices.Sort(out)
+	return out
 }
 
 func TestOpenSpec(t *testing.T) {

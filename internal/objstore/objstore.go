@@ -5,8 +5,8 @@
 //
 // Two implementations: Local (a directory, the default; every component
 // that reads or writes exports must see the same directory, so it suits one
-// host or a shared filesystem) and an S3-compatible one for multi-host
-// deployments. Open builds either from a spec string, the --store flag of
+// host or a shared filesystem) and S3 (an S3-compatible bucket) for
+// multi-host deployments. Open builds either from a spec string, the --store flag of
 // the keeper and the API.
 package objstore
 
@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -48,9 +49,12 @@ type Store interface {
 // digits, '.', '_' and '-', separated by '/', none of them "." or "..".
 var validName = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$`)
 
-// CheckName reports whether name can name an object.
+// CheckName reports whether name can name an object: at most 512 bytes of
+// path segments (letters, digits, '.', '_', '-'; none starting with '.'),
+// not ending in ".sha256" (Local keeps checksums under such names). Every
+// Store accepts exactly these names, so objects move between stores.
 func CheckName(name string) error {
-	if len(name) > 512 || !validName.MatchString(name) || strings.Contains(name, "..") {
+	if len(name) > 512 || !validName.MatchString(name) || strings.Contains(name, "..") || strings.HasSuffix(name, sumSuffix) {
 		return fmt.Errorf("objstore: bad object name %q", name)
 	}
 	return nil
@@ -60,8 +64,12 @@ func CheckName(name string) error {
 //
 //	dir:/path/to/dir     a Local store in that directory (made if missing)
 //	/path/to/dir         the same
+//	s3://bucket/prefix?endpoint=host:port&region=r&insecure=1
+//	                     an S3 store (ParseS3Spec), credentials from the
+//	                     environment
 //
-// An empty spec is an error.
+// An empty spec is an error. Open does no network I/O. Its errors never
+// show credentials or the spec's query.
 func Open(spec string) (Store, error) {
 	switch {
 	case spec == "":
@@ -70,8 +78,14 @@ func Open(spec string) (Store, error) {
 		return NewLocal(strings.TrimPrefix(spec, "dir:"))
 	case strings.HasPrefix(spec, "/"):
 		return NewLocal(spec)
+	case strings.HasPrefix(spec, "s3://"):
+		cfg, err := ParseS3Spec(spec, os.Getenv)
+		if err != nil {
+			return nil, err
+		}
+		return NewS3(cfg)
 	}
-	return nil, fmt.Errorf("objstore: unknown store spec %q (want dir:/path)", redact(spec))
+	return nil, fmt.Errorf("objstore: unknown store spec %q (want dir:/path or s3://bucket/prefix?endpoint=host:port)", redact(spec))
 }
 
 // redact drops anything that may be a credential from a spec before it
