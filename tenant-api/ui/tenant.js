@@ -48,7 +48,9 @@ function renderDBs(dbs) {
       insertCard(c);
     }
     updateCard(c, db);
-    if (db.job && db.state !== 'active') follow(db.job);
+    // Any job on the db: a resize or drop (the db is not active), and an
+    // import or restore (active but read-only), started here or elsewhere.
+    if (db.job) follow(db.job);
   }
   for (const [i, c] of tenant.cards) {
     if (!seen.has(i)) { c.root.remove(); tenant.cards.delete(i); }
@@ -169,8 +171,9 @@ function updateCard(c, db) {
   const frac = db.quota_bytes ? db.used_bytes / db.quota_bytes : 0;
   setBar(c.used, frac, db.banned ? 'bad' : fillClass(frac));
   c.usedText.textContent = fmtBytes(db.used_bytes) + ' used of ' + fmtBytes(db.quota_bytes) + ' (' + pct(frac) + '%)';
-  c.warning.textContent = db.warning || '';
-  c.warning.hidden = !db.warning;
+  const warn = [db.read_only ? 'read-only while ' + db.read_only : '', db.warning || ''].filter((w) => w).join(' · ');
+  c.warning.textContent = warn;
+  c.warning.hidden = !warn;
   c.endpoint.textContent = db.endpoint || 'not routed yet';
   c.url.textContent = db.url || '—';
   let cli = '—';
