@@ -57,17 +57,28 @@ func observedPersistence(v ServerView) string {
 	return "aof-" + v.AppendFsync
 }
 
-// CheckPersistence refuses a pair whose servers do not run under p, naming
-// the first that does not and what it runs.
-func CheckPersistence(p Persistence, servers ...ServerView) error {
-	appendonly, appendfsync := p.Config()
-	for _, s := range servers {
-		if s.AppendOnly != appendonly || (appendfsync != "" && s.AppendFsync != appendfsync) {
-			return fmt.Errorf("%w: %s runs with persistence %s (appendonly %s, appendfsync %s), not %s: set it with CONFIG SET or declare the pair's persistence",
-				ErrPairCheck, s.Addr, observedPersistence(s), s.AppendOnly, s.AppendFsync, p)
-		}
+// CheckPersistence refuses a pair whose servers do not run under p: the
+// replica must, since it is what a failover keeps; the master must too, or
+// run without persistence (the seed's recommended setup: persistence on
+// the replica only, so the master spends nothing on disk; a restarted
+// empty master is caught by the keeper's replication guard). It names the
+// first server that does not and what it runs.
+func CheckPersistence(p Persistence, master, replica ServerView) error {
+	if !runsUnder(p, replica) {
+		return fmt.Errorf("%w: replica %s runs with persistence %s (appendonly %s, appendfsync %s), not %s: set it with CONFIG SET or declare the pair's persistence",
+			ErrPairCheck, replica.Addr, observedPersistence(replica), replica.AppendOnly, replica.AppendFsync, p)
+	}
+	if !runsUnder(p, master) && !runsUnder(PersistNone, master) {
+		return fmt.Errorf("%w: master %s runs with persistence %s (appendonly %s, appendfsync %s), neither %s nor none",
+			ErrPairCheck, master.Addr, observedPersistence(master), master.AppendOnly, master.AppendFsync, p)
 	}
 	return nil
+}
+
+// runsUnder reports whether v's CONFIG is p's.
+func runsUnder(p Persistence, v ServerView) bool {
+	appendonly, appendfsync := p.Config()
+	return v.AppendOnly == appendonly && (appendfsync == "" || v.AppendFsync == appendfsync)
 }
 
 // clipName shortens untrusted input quoted in an error.

@@ -20,29 +20,35 @@ func TestParsePersistence(t *testing.T) {
 }
 
 func TestCheckPersistence(t *testing.T) {
-	off := ServerView{Addr: "m:1", AppendOnly: "no", AppendFsync: "everysec"}
-	everysec := ServerView{Addr: "r:1", AppendOnly: "yes", AppendFsync: "everysec"}
-	always := ServerView{Addr: "r:1", AppendOnly: "yes", AppendFsync: "always"}
+	off := func(addr string) ServerView { return ServerView{Addr: addr, AppendOnly: "no", AppendFsync: "everysec"} }
+	everysec := func(addr string) ServerView {
+		return ServerView{Addr: addr, AppendOnly: "yes", AppendFsync: "everysec"}
+	}
+	always := func(addr string) ServerView { return ServerView{Addr: addr, AppendOnly: "yes", AppendFsync: "always"} }
 	tests := []struct {
-		p       Persistence
-		servers []ServerView
-		want    string // part of the refusal; "" for a pass
+		p               Persistence
+		master, replica ServerView
+		want            string // part of the refusal; "" for a pass
 	}{
-		{PersistNone, []ServerView{off, off}, ""},
-		{PersistAOFEverysec, []ServerView{everysec, everysec}, ""},
-		{PersistAOFAlways, []ServerView{always, always}, ""},
-		{PersistNone, []ServerView{off, everysec}, "r:1 runs with persistence aof-everysec"},
-		{PersistAOFEverysec, []ServerView{off, everysec}, "m:1 runs with persistence none"},
-		{PersistAOFAlways, []ServerView{always, everysec}, "r:1 runs with persistence aof-everysec (appendonly yes, appendfsync everysec), not aof-always"},
-		{PersistAOFEverysec, []ServerView{{Addr: "x:1", AppendOnly: "yes", AppendFsync: "no"}}, "x:1 runs with persistence aof-no"},
+		{PersistNone, off("m:1"), off("r:1"), ""},
+		{PersistAOFEverysec, everysec("m:1"), everysec("r:1"), ""},
+		{PersistAOFAlways, always("m:1"), always("r:1"), ""},
+		{PersistAOFEverysec, off("m:1"), everysec("r:1"), ""}, // persistence on the replica only
+		{PersistAOFAlways, off("m:1"), always("r:1"), ""},
+		{PersistNone, off("m:1"), everysec("r:1"), "replica r:1 runs with persistence aof-everysec"},
+		{PersistAOFEverysec, everysec("m:1"), off("r:1"), "replica r:1 runs with persistence none"},
+		{PersistAOFAlways, always("m:1"), everysec("r:1"), "replica r:1 runs with persistence aof-everysec (appendonly yes, appendfsync everysec), not aof-always"},
+		{PersistAOFAlways, everysec("m:1"), always("r:1"), "master m:1 runs with persistence aof-everysec (appendonly yes, appendfsync everysec), neither aof-always nor none"},
+		{PersistNone, everysec("m:1"), off("r:1"), "master m:1 runs with persistence aof-everysec"},
+		{PersistAOFEverysec, off("m:1"), ServerView{Addr: "x:1", AppendOnly: "yes", AppendFsync: "no"}, "replica x:1 runs with persistence aof-no"},
 	}
 	for _, tc := range tests {
-		err := CheckPersistence(tc.p, tc.servers...)
+		err := CheckPersistence(tc.p, tc.master, tc.replica)
 		switch {
 		case tc.want == "" && err != nil:
-			t.Errorf("%s on %v: %v, want a pass", tc.p, tc.servers, err)
+			t.Errorf("%s on %v, %v: %v, want a pass", tc.p, tc.master, tc.replica, err)
 		case tc.want != "" && (!errors.Is(err, ErrPairCheck) || !strings.Contains(err.Error(), tc.want)):
-			t.Errorf("%s on %v: %v, want %q", tc.p, tc.servers, err, tc.want)
+			t.Errorf("%s on %v, %v: %v, want %q", tc.p, tc.master, tc.replica, err, tc.want)
 		}
 	}
 }

@@ -124,7 +124,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"pair server down", request{method: "POST", path: pairsPath, token: adminToken, body: pair(nobody, lone.Addr, "0-15")}, 422, "does not answer"},
 		{"pair same address twice", request{method: "POST", path: pairsPath, token: adminToken, body: pair(lone.Addr, lone.Addr, "0-15")}, 422, "same address"},
 		{"pair persistence not what the servers run", request{method: "POST", path: pairsPath, token: adminToken,
-			body: map[string]string{"master": fullM.Addr, "replica": fullR.Addr, "dbs": "4-15", "persistence": "aof-always"}}, 422, fullM.Addr + " runs with persistence none"},
+			body: map[string]string{"master": fullM.Addr, "replica": fullR.Addr, "dbs": "4-15", "persistence": "aof-always"}}, 422, "replica " + fullR.Addr + " runs with persistence none"},
 		{"pair unknown persistence", request{method: "POST", path: pairsPath, token: adminToken,
 			body: map[string]string{"master": fullM.Addr, "replica": fullR.Addr, "dbs": "4-15", "persistence": "rdb"}}, 400, `bad persistence policy "rdb": want one of none, aof-everysec, aof-always`},
 		{"pair bad size", request{method: "POST", path: "/v1/admin/pools/65M/pairs", token: adminToken, body: pair(fullM.Addr, fullR.Addr, "4-15")}, 400, "use one of"},

@@ -20,7 +20,7 @@ func TestAddPairPersistence(t *testing.T) {
 	if rep.status != http.StatusUnprocessableEntity {
 		t.Fatalf("aof-always on everysec servers: %d %s, want 422", rep.status, rep.body)
 	}
-	if got, want := rep.errorText(t), "runs with persistence aof-everysec (appendonly yes, appendfsync everysec), not aof-always"; !strings.Contains(got, want) {
+	if got, want := rep.errorText(t), "replica "+r.Addr+" runs with persistence aof-everysec (appendonly yes, appendfsync everysec), not aof-always"; !strings.Contains(got, want) {
 		t.Fatalf("refusal %q, want it to name %q", got, want)
 	}
 	body["persistence"] = "aof-everysec"

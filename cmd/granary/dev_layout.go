@@ -59,7 +59,8 @@ type devLayout struct {
 
 // layoutFor lays out a dev cluster with one pair per pool: the metadb
 // (append-only), each pool's master and replica, and one spare. Only the
-// metadb and the replicas persist, as the design recommends.
+// metadb and the replicas persist, as the design recommends; the pairs
+// are added with persistence policy aof-everysec (devPersistence).
 func layoutFor(pools []devPool) devLayout {
 	persist := []string{"appendonly", "yes", "appendfsync", "everysec"}
 	l := devLayout{metadb: "metadb", spare: "spare-1"}
@@ -76,6 +77,10 @@ func layoutFor(pools []devPool) devLayout {
 	return l
 }
 
+// devPersistence is the dev pairs' persistence policy: the replicas run
+// it, the masters none.
+const devPersistence = "aof-everysec"
+
 // adminCall is one admin REST call that sets the dev cluster up.
 type adminCall struct {
 	// what the call does, for its error.
@@ -90,7 +95,7 @@ func adminCalls(l devLayout, addrs map[string]string) []adminCall {
 	var calls []adminCall
 	for _, p := range l.pairs {
 		calls = append(calls, adminCall{what: "add " + p.size + " pair", path: "/v1/admin/pools/" + p.size + "/pairs",
-			body: map[string]string{"master": addrs[p.master], "replica": addrs[p.replica], "dbs": "0-15"}})
+			body: map[string]string{"master": addrs[p.master], "replica": addrs[p.replica], "dbs": "0-15", "persistence": devPersistence}})
 	}
 	return append(calls, adminCall{what: "add spare", path: "/v1/admin/spares", body: map[string]string{"addr": addrs[l.spare]}})
 }

@@ -77,8 +77,8 @@ func TestAdminCalls(t *testing.T) {
 		"spare-1": "127.0.0.1:6",
 	}
 	want := []adminCall{
-		{what: "add 64M pair", path: "/v1/admin/pools/64M/pairs", body: map[string]string{"master": "127.0.0.1:2", "replica": "127.0.0.1:3", "dbs": "0-15"}},
-		{what: "add 256M pair", path: "/v1/admin/pools/256M/pairs", body: map[string]string{"master": "127.0.0.1:4", "replica": "127.0.0.1:5", "dbs": "0-15"}},
+		{what: "add 64M pair", path: "/v1/admin/pools/64M/pairs", body: map[string]string{"master": "127.0.0.1:2", "replica": "127.0.0.1:3", "dbs": "0-15", "persistence": "aof-everysec"}},
+		{what: "add 256M pair", path: "/v1/admin/pools/256M/pairs", body: map[string]string{"master": "127.0.0.1:4", "replica": "127.0.0.1:5", "dbs": "0-15", "persistence": "aof-everysec"}},
 		{what: "add spare", path: "/v1/admin/spares", body: map[string]string{"addr": "127.0.0.1:6"}},
 	}
 	if got := adminCalls(l, addrs); !reflect.DeepEqual(got, want) {
