@@ -28,6 +28,12 @@ import (
 // per proxy; the reader merges the fields no older than an age bound, and
 // the hash expires when no proxy refreshes it.
 
+// KeyReportStale is how long a pending or running key report may go
+// without progress before it counts as abandoned: a new request restarts
+// it and a keeper may claim it again. Runners record progress well within
+// it.
+const KeyReportStale = 30 * time.Second
+
 // Key report states.
 const (
 	KeyReportPending = "pending"
