@@ -348,7 +348,7 @@ func (k *Keeper) handle(_ context.Context, env *buspb.Envelope) {
 	case *buspb.Envelope_Failover, *buspb.Envelope_NewReplica:
 		k.kickPairs()
 	case *buspb.Envelope_KeeperCommand:
-		if c := p.KeeperCommand; c.GetKind() == KeyReportCommand && (c.GetKeeper() == "" || c.GetKeeper() == k.cfg.ID) {
+		if c := p.KeeperCommand; c.GetKind() == metadb.KeyReportCommand && (c.GetKeeper() == "" || c.GetKeeper() == k.cfg.ID) {
 			k.kickKeyReports()
 		}
 	case *buspb.Envelope_Heartbeat:

@@ -18,10 +18,6 @@ import (
 // record that goes stale, and the keeper that then watches the pair (or a
 // new request) starts it again.
 
-// KeyReportCommand is the KeeperCommand kind that asks a keeper to look for
-// requested key reports now.
-const KeyReportCommand = "keyreport"
-
 // keyReportProgress is how often a running report records its progress;
 // well inside metadb.KeyReportStale.
 const keyReportProgress = 2 * time.Second

@@ -34,6 +34,11 @@ import (
 // it.
 const KeyReportStale = 30 * time.Second
 
+// KeyReportCommand is the kind of the KeeperCommand that tells the keeper
+// of a pair that a key report of one of its dbs was requested, so it looks
+// now rather than at its next poll.
+const KeyReportCommand = "keyreport"
+
 // Key report states.
 const (
 	KeyReportPending = "pending"
