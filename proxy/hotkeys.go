@@ -93,8 +93,9 @@ func (p *Proxy) hotLoop(ctx context.Context) error {
 	}
 }
 
-// hotReport reads every db's summary into a report and decays it by one
-// interval; a summary decayed to almost nothing is dropped.
+// hotReport reads every routed db's summary into a report and decays it by
+// one interval; a summary decayed to almost nothing, or of a db no longer
+// routed, is dropped.
 //
 // The counts are exponentially decayed sampled counts: just before a decay
 // by f = exp(-interval/window), a key sampled at a steady r per second has
@@ -112,9 +113,18 @@ func (p *Proxy) hotReport(at time.Time) []metadb.HotKeys {
 		}
 	}
 	p.statesMu.Unlock()
+	routes := p.snap.Load().dbs
 	var out []metadb.HotKeys
 	for _, st := range sts {
 		h := st.hot.Load()
+		if routes[st.key] == nil {
+			// Dropped or moved away from this proxy: its keys are not
+			// republished (a dropped db's record was deleted with it).
+			if st.hot.CompareAndSwap(h, nil) {
+				p.hotDBs.Add(-1)
+			}
+			continue
+		}
 		h.mu.Lock()
 		top := h.tk.top(hotReported)
 		sampled := h.tk.total
