@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/granary-db/granary/metadb"
+	"github.com/granary-db/granary/proto/buspb"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -152,4 +153,31 @@ func TestHotSamplerRate(t *testing.T) {
 			t.Fatal("a sampler with sampling off sampled")
 		}
 	}
+}
+
+// TestHotKeysDroppedDB: once a db's route is removed, its summary is
+// dropped and its keys are not published again.
+func TestHotKeysDroppedDB(t *testing.T) {
+	e := newEnv(t, hotConfig, func(c *Config) { c.HotKeySample = 1 })
+	pass := e.tenant("acme")
+	db := e.db("acme", metadb.WriteAsync)
+	c := e.client("acme", pass, db.Index)
+	for range 20 {
+		if err := c.Get(e.ctx, "k").Err(); err != redis.Nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitFor("a report", func() bool {
+		got, _ := e.store.HotKeysOf(e.ctx, "acme", db.Index, time.Minute)
+		return len(got) == 1
+	})
+	_, err := e.store.UpdateDB(e.ctx, nil, "test", "acme", db.Index, func(d *metadb.DB) ([]*buspb.Envelope, error) {
+		d.State = metadb.DBDropping
+		return []*buspb.Envelope{{Payload: &buspb.Envelope_RouteChanged{RouteChanged: &buspb.RouteChanged{Route: metadb.RouteOf(d, e.pair), Removed: true}}}}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitRoute("acme", db.Index, func(d *dbRoute) bool { return d == nil })
+	e.waitFor("the summary dropped", func() bool { return e.p.hotDBs.Load() == 0 })
 }
