@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/granary-db/granary/proto/buspb"
 )
 
 // TestKeyReportProtocol walks a report through request, claim, progress
@@ -100,5 +102,50 @@ func TestHotKeysAgeBound(t *testing.T) {
 	}
 	if ttl := s.rdb.PTTL(ctx, keyHotKeys("acme", 0)).Val(); ttl <= 0 || ttl > time.Minute {
 		t.Fatalf("hot keys ttl %v", ttl)
+	}
+}
+
+// TestDropForgetsKeyReport: the drop's last step deletes the db's key
+// report, its pending entry and its hot keys: key names do not outlive
+// the db.
+func TestDropForgetsKeyReport(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := testCtx(t)
+	pair := addPair(t, s, "64M", 1)
+	mustTenant(t, s, "acme")
+	f, ok, err := s.AcquireLeader(ctx, "m1", time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("lead: %v %v", ok, err)
+	}
+	db, _, err := s.ClaimDB(ctx, "acme", pair, WriteConfirmed, 64<<20, 8, "create1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateDB(ctx, f, "m1", "acme", db.Index, func(d *DB) ([]*buspb.Envelope, error) {
+		d.State = DBActive
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.RequestKeyReport(ctx, "acme", db.Index, 0, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PublishHotKeys(ctx, "p1", []HotKeys{{Tenant: "acme", Index: db.Index, Time: time.Now(), Keys: []HotKey{{Key: "k"}}}}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.StartDrop(ctx, "acme", db.Index, "drop1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleaseSlot(ctx, f, "drop1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.KeyReport(ctx, "acme", db.Index); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("key report after drop: %v, want ErrNotFound", err)
+	}
+	if pend, err := s.PendingKeyReports(ctx); err != nil || len(pend) != 0 {
+		t.Fatalf("pending after drop: %v %v", pend, err)
+	}
+	if hs, err := s.HotKeysOf(ctx, "acme", db.Index, time.Hour); err != nil || len(hs) != 0 {
+		t.Fatalf("hot keys after drop: %+v %v", hs, err)
 	}
 }
