@@ -96,6 +96,25 @@ type Config struct {
 	// the mean key size a key must be to count as big. Defaults 64 and 16.
 	BigKeys      int
 	BigKeyFactor float64
+
+	// KeyReportPoll is how often the keeper looks for requested key
+	// reports of dbs on its pairs (a KeeperCommand on the bus makes it
+	// look at once). Default 1s.
+	KeyReportPoll time.Duration
+	// KeyReportWorkers is how many key reports run at once. Default 1.
+	KeyReportWorkers int
+	// KeyReportBatch is the SCAN COUNT of a key report, and so the keys
+	// per round trip (each costing TYPE, MEMORY USAGE and a length
+	// command on the replica). Default 100.
+	KeyReportBatch int
+	// KeyReportMaxKeys stops a key report after scanning this many keys,
+	// marking it partial. Default 2000000.
+	KeyReportMaxKeys int64
+	// KeyReportMaxTime stops a key report after this long, marking it
+	// partial. Default 5m.
+	KeyReportMaxTime time.Duration
+	// KeyReportTop is the length of each list of a key report. Default 20.
+	KeyReportTop int
 }
 
 // DefaultConfig returns the documented defaults.
@@ -123,6 +142,13 @@ func DefaultConfig() Config {
 		ScanBatch:      500,
 		BigKeys:        64,
 		BigKeyFactor:   16,
+
+		KeyReportPoll:    time.Second,
+		KeyReportWorkers: 1,
+		KeyReportBatch:   100,
+		KeyReportMaxKeys: 2_000_000,
+		KeyReportMaxTime: 5 * time.Minute,
+		KeyReportTop:     20,
 	}
 }
 
@@ -150,6 +176,12 @@ func (c *Config) Validate() error {
 	defaults.Fill(&c.ScanBatch, d.ScanBatch)
 	defaults.Fill(&c.BigKeys, d.BigKeys)
 	defaults.Fill(&c.BigKeyFactor, d.BigKeyFactor)
+	defaults.Fill(&c.KeyReportPoll, d.KeyReportPoll)
+	defaults.Fill(&c.KeyReportWorkers, d.KeyReportWorkers)
+	defaults.Fill(&c.KeyReportBatch, d.KeyReportBatch)
+	defaults.Fill(&c.KeyReportMaxKeys, d.KeyReportMaxKeys)
+	defaults.Fill(&c.KeyReportMaxTime, d.KeyReportMaxTime)
+	defaults.Fill(&c.KeyReportTop, d.KeyReportTop)
 	switch {
 	case c.LeaseTTL < 100*time.Millisecond:
 		return fmt.Errorf("lease ttl %v is below 100ms", c.LeaseTTL)
@@ -168,6 +200,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("target error %v is not in (0, 1)", c.TargetError)
 	case c.ScanBatch < 1:
 		return fmt.Errorf("scan batch %d < 1", c.ScanBatch)
+	case c.KeyReportPoll < 0 || c.KeyReportMaxTime < 0 || c.KeyReportWorkers < 1 || c.KeyReportBatch < 1 || c.KeyReportMaxKeys < 1 || c.KeyReportTop < 1:
+		return fmt.Errorf("key report settings: poll %v, workers %d, batch %d, max keys %d, max time %v, top %d: want positive values",
+			c.KeyReportPoll, c.KeyReportWorkers, c.KeyReportBatch, c.KeyReportMaxKeys, c.KeyReportMaxTime, c.KeyReportTop)
 	case c.BigKeys < 0 || c.BigKeyFactor < 1:
 		return fmt.Errorf("big keys %d / factor %v: want >= 0 / >= 1", c.BigKeys, c.BigKeyFactor)
 	}

@@ -43,6 +43,9 @@ type Store interface {
 	LiveMembers(ctx context.Context, kind metadb.Kind) ([]*metadb.Member, error)
 	ReplAuth(ctx context.Context, pair string) (*metadb.ReplAuth, error)
 	SetReplAuth(ctx context.Context, pair string, ra *metadb.ReplAuth) error
+	PendingKeyReports(ctx context.Context) ([]metadb.DBRef, error)
+	ClaimKeyReport(ctx context.Context, tenant string, index int, keeper string, stale time.Duration) (*metadb.KeyReport, bool, error)
+	UpdateKeyReport(ctx context.Context, tenant string, index int, keeper string, started time.Time, fn func(*metadb.KeyReport)) (*metadb.KeyReport, error)
 }
 
 // Keeper is one keeper process.
@@ -75,6 +78,8 @@ type Keeper struct {
 	// pairsKick asks the pairs loop to reread the pairs now (a failover
 	// or a new replica changed a pair's servers).
 	pairsKick chan struct{}
+	// reportKick asks the key report loop to look for requests now.
+	reportKick chan struct{}
 }
 
 // bigKeySet is a db's certain stratum, valid for the slot it was found in.
@@ -102,6 +107,7 @@ func New(cfg Config, store Store, log zerolog.Logger) (*Keeper, error) {
 		big:        map[dbKey]bigKeySet{},
 		kick:       make(chan struct{}, 1),
 		pairsKick:  make(chan struct{}, 1),
+		reportKick: make(chan struct{}, 1),
 	}
 	empty := map[string]metadb.Pair{}
 	k.pairs.Store(&empty)
@@ -146,6 +152,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 	g.Go(func() error { return k.busLoop(gctx) })
 	g.Go(func() error { return k.sweepLoop(gctx) })
 	g.Go(func() error { return k.jobsLoop(gctx) })
+	g.Go(func() error { return k.keyReportLoop(gctx) })
 	if mln != nil {
 		g.Go(func() error { return metricshttp.Serve(gctx, mln, k.metrics.reg) })
 	}
@@ -342,6 +349,10 @@ func (k *Keeper) handle(_ context.Context, env *buspb.Envelope) {
 	switch p := env.Payload.(type) {
 	case *buspb.Envelope_Failover, *buspb.Envelope_NewReplica:
 		k.kickPairs()
+	case *buspb.Envelope_KeeperCommand:
+		if c := p.KeeperCommand; c.GetKind() == metadb.KeyReportCommand && (c.GetKeeper() == "" || c.GetKeeper() == k.cfg.ID) {
+			k.kickKeyReports()
+		}
 	case *buspb.Envelope_Heartbeat:
 		hb := p.Heartbeat
 		if hb.GetComponent() != buspb.Component_COMPONENT_PROXY {

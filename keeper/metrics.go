@@ -27,6 +27,7 @@ type metrics struct {
 	attaches        *prometheus.CounterVec
 	stepFailures    *prometheus.CounterVec
 	leaseFailures   prometheus.Counter
+	keyReports      *prometheus.CounterVec
 }
 
 // Label values.
@@ -68,7 +69,9 @@ func newMetrics(k *Keeper) *metrics {
 		Help: "Failed attempts of a keeper's job step, retried at the next poll, by kind and step."}, []string{"kind", "step"})
 	m.leaseFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "granary_keeper_lease_failures_total",
 		Help: "Failed renewals of the keeper's lease."})
-	m.all = []prometheus.Collector{watched, m.probeLatency, m.probeFailures, m.failovers, m.failoverErrors,
+	m.keyReports = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "granary_keeper_key_reports_total",
+		Help: "Key reports (biggest keys of a db, scanned on the replica) finished, by result (complete, partial, failed)."}, []string{"result"})
+	m.all = []prometheus.Collector{m.keyReports, watched, m.probeLatency, m.probeFailures, m.failovers, m.failoverErrors,
 		m.measurements, m.measureDuration, m.measureFailures, m.copiedKeys, m.copiedBytes, m.attaches,
 		m.stepFailures, m.leaseFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}

@@ -277,6 +277,9 @@ func (s *Store) ReleaseSlot(ctx context.Context, f *Fence, jobID string) error {
 				for _, m := range AlertMetrics {
 					pl.HDel(ctx, keyAlertsPending(job.Tenant), pendingField(job.Index, m))
 				}
+				// And its key names (keyreport.go).
+				pl.Del(ctx, keyKeyReport(job.Tenant, job.Index), keyHotKeys(job.Tenant, job.Index))
+				pl.SRem(ctx, keyKeyReportsPending, keyReportMember(job.Tenant, job.Index))
 			}
 			if cur == owner {
 				pl.HDel(ctx, keyPairOwners(job.Pair), field(job.SlotDB))

@@ -40,6 +40,9 @@ import (
 //	granary:alerts:<tenant>/<index> HASH alert id -> JSON Alert: the db's alert history and delivery states, capped (AlertHistoryKeep)
 //	granary:alerts:pending:<tenant> HASH "<index>/<metric>" -> alert id: the tenant's undelivered alerts, at most one per db and metric
 //	granary:alerts:tenants         SET   tenants with pending alerts
+//	granary:keyreport:<tenant>/<index> STR JSON KeyReport: the db's big-key report, its run state and its last finished lists (keyreport.go)
+//	granary:keyreports:pending     SET   "<tenant>/<index>" of dbs whose key report is pending or running; keepers poll it
+//	granary:hotkeys:<tenant>/<index> HASH proxy id -> JSON HotKeys: each proxy's sampled top keys of the db; PX, refreshed by every report
 //	granary:audit                  STREAM audit entries (actor, action, target, tenant, result, request_id), capped by length and age (audit.go)
 const (
 	keyVersion    = "granary:version"
@@ -91,3 +94,12 @@ func keyAlertHistory(tenant string, index int) string {
 func keyAlertsPending(tenant string) string { return "granary:alerts:pending:" + tenant }
 
 const keyAlertTenants = "granary:alerts:tenants"
+
+func keyKeyReport(tenant string, index int) string {
+	return "granary:keyreport:" + tenant + "/" + field(index)
+}
+func keyHotKeys(tenant string, index int) string {
+	return "granary:hotkeys:" + tenant + "/" + field(index)
+}
+
+const keyKeyReportsPending = "granary:keyreports:pending"

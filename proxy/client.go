@@ -70,9 +70,10 @@ type client struct {
 	tx     *txState
 	ps     *psState
 	quit   bool
-	more   bool    // complete requests may remain buffered
-	err    error   // why step ended the connection
-	lastIn int64   // coarse time of the last input, when idle timeout is on
+	more   bool  // complete requests may remain buffered
+	err    error // why step ended the connection
+	lastIn int64 // coarse time of the last input, when idle timeout is on
+	hot    hotSampler
 	cmd    command // the request being handled (a field, so it does not escape)
 
 	draining atomic.Bool
@@ -100,7 +101,8 @@ const readChunk = 512
 
 func (p *Proxy) newClient(nc net.Conn) *client {
 	id := p.nextID.Add(1)
-	return &client{p: p, id: id, pin: int(id), nc: nc, rd: newReqReader(4 << 10), in: newSockIn(nc), so: newSockOut(nc), lim: &p.unauthLimits, w: newWaiter()}
+	return &client{p: p, id: id, pin: int(id), nc: nc, rd: newReqReader(4 << 10), in: newSockIn(nc), so: newSockOut(nc), lim: &p.unauthLimits, w: newWaiter(),
+		hot: newHotSampler(id, p.cfg.HotKeySample)}
 }
 
 // serve runs the connection until the tenant leaves, a protocol error, or
@@ -283,8 +285,14 @@ func (c *client) handle(cmd *command) {
 	case kLocal:
 		spec.local(c, cmd)
 	case kForward:
+		if spec.firstKey > 0 && c.hot.tick() {
+			c.sampleKey(spec, cmd)
+		}
 		c.forward(spec, cmd)
 	case kBlocking:
+		if spec.firstKey > 0 && c.hot.tick() {
+			c.sampleKey(spec, cmd)
+		}
 		if blocks(spec, cmd) {
 			c.blockingCmd(spec, cmd)
 		} else {

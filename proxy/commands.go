@@ -42,6 +42,9 @@ type cmdSpec struct {
 	write    bool
 	denyoom  bool
 	blocking bool
+	// firstKey is the position of the command's first key argument, 0
+	// when it has none at a fixed position (hot-key sampling, hotkeys.go).
+	firstKey int
 	kind     cmdKind
 	class    class
 	local    handler
@@ -113,11 +116,12 @@ func (s *cmdSpec) checkArity(argc int) error {
 
 // backendCommand is one command as the backend's COMMAND reply describes it.
 type backendCommand struct {
-	name  string
-	arity int
-	flags map[string]bool
-	cats  map[string]bool
-	subs  []backendCommand
+	name     string
+	arity    int
+	firstKey int
+	flags    map[string]bool
+	cats     map[string]bool
+	subs     []backendCommand
 }
 
 // parseCommandReply decodes the reply of COMMAND (Redis 7: name, arity,
@@ -145,10 +149,11 @@ func decodeCommands(vs []value) ([]backendCommand, error) {
 			continue
 		}
 		bc := backendCommand{
-			name:  strings.ToLower(string(e.elems[0].str)),
-			arity: int(e.elems[1].num),
-			flags: map[string]bool{},
-			cats:  map[string]bool{},
+			name:     strings.ToLower(string(e.elems[0].str)),
+			arity:    int(e.elems[1].num),
+			firstKey: int(e.elems[3].num),
+			flags:    map[string]bool{},
+			cats:     map[string]bool{},
 		}
 		for _, f := range e.elems[2].elems {
 			bc.flags[strings.ToLower(string(f.str))] = true
@@ -244,7 +249,7 @@ func buildTable(cmds []backendCommand) *cmdTable {
 // decide is the policy for one command: pure, table-tested.
 func decide(bc backendCommand, locals map[string]handler) *cmdSpec {
 	s := &cmdSpec{name: bc.name, arity: bc.arity, write: bc.flags["write"], denyoom: bc.flags["denyoom"],
-		blocking: bc.flags["blocking"], class: classRead}
+		blocking: bc.flags["blocking"], class: classRead, firstKey: bc.firstKey}
 	if s.write {
 		s.class = classWrite
 	}

@@ -112,6 +112,20 @@ type Config struct {
 	DrainTimeout time.Duration
 	// RedisVersion is what HELLO and INFO report. Default "7.0.15".
 	RedisVersion string
+
+	// HotKeySample samples one in this many keyed commands of each
+	// connection, on average, for the hot-key report (hotkeys.go); 0 is
+	// off. Default 16.
+	HotKeySample int
+	// HotKeyInterval is how often each db's hot keys are published to
+	// metadb. Default 5s.
+	HotKeyInterval time.Duration
+	// HotKeyWindow is the time constant of the counts' exponential decay:
+	// a report reflects about the last HotKeyWindow. Default 1m.
+	HotKeyWindow time.Duration
+	// HotKeyDBs caps the dbs with a hot-key summary at a time (each at
+	// most 128 counters of at most 128 bytes of key name). Default 1024.
+	HotKeyDBs int
 }
 
 // DefaultConfig returns the documented defaults.
@@ -144,6 +158,10 @@ func DefaultConfig() Config {
 		MaxHoldWait:           30 * time.Second,
 		DrainTimeout:          10 * time.Second,
 		RedisVersion:          "7.0.15",
+		HotKeySample:          16,
+		HotKeyInterval:        5 * time.Second,
+		HotKeyWindow:          time.Minute,
+		HotKeyDBs:             1024,
 	}
 }
 
@@ -206,6 +224,16 @@ func (c *Config) Validate() error {
 	}
 	if c.TenantUser == "" || c.ScriptUser == "" || c.TenantUser == c.ScriptUser || c.TenantUser == "default" || c.ScriptUser == "default" {
 		errs = append(errs, fmt.Errorf("tenant user %q and script user %q must be distinct, non-default names", c.TenantUser, c.ScriptUser))
+	}
+	if c.HotKeySample < 0 || c.HotKeySample > 1<<20 {
+		errs = append(errs, fmt.Errorf("hot key sample %d must be from 0 (off) to 1048576", c.HotKeySample))
+	}
+	if c.HotKeySample > 0 {
+		pos("hot key interval", int64(c.HotKeyInterval))
+		pos("hot key dbs", int64(c.HotKeyDBs))
+		if c.HotKeyWindow < c.HotKeyInterval {
+			errs = append(errs, fmt.Errorf("hot key window %v must be at least the interval %v", c.HotKeyWindow, c.HotKeyInterval))
+		}
 	}
 	if c.RedisVersion == "" {
 		c.RedisVersion = "7.0.15"

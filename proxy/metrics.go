@@ -32,6 +32,7 @@ type metrics struct {
 	fenced        prometheus.GaugeFunc
 	psMoved       *prometheus.CounterVec
 	psFollowed    prometheus.Counter
+	hotDropped    prometheus.Counter
 	all           []prometheus.Collector
 }
 
@@ -71,7 +72,9 @@ func newMetrics(p *Proxy) *metrics {
 		Help: "Subscribed connections closed, after an error telling them to resubscribe, because their db moved in a way no message loss could be ruled out (failover, move, dropped, lost)."}, []string{"reason"})
 	m.psFollowed = prometheus.NewCounter(prometheus.CounterOpts{Name: "granary_proxy_pubsub_followed_total",
 		Help: "Subscribed connections moved to a resized db's new server without a disconnect."})
-	m.all = []prometheus.Collector{m.backendErrors, m.confirmLag, m.unconfirmed, m.held, m.clients,
+	m.hotDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "granary_proxy_hot_key_samples_dropped_total",
+		Help: "Sampled commands not counted in the hot-key report because the cap of dbs with a summary was reached."})
+	m.all = []prometheus.Collector{m.hotDropped, m.backendErrors, m.confirmLag, m.unconfirmed, m.held, m.clients,
 		m.protoErrors, m.authFailures, m.panics, m.resyncs, m.leaseFailures, m.version, m.fenced, m.psMoved, m.psFollowed,
 		&dbCollector{p: p}, &tenantCollector{p: p}}
 	for _, c := range m.all {

@@ -26,6 +26,7 @@ type Store interface {
 	Heartbeat(ctx context.Context, kind metadb.Kind, m metadb.Member, ttl time.Duration) error
 	Deregister(ctx context.Context, kind metadb.Kind, id string) error
 	Publish(ctx context.Context, sender string, env *buspb.Envelope) error
+	PublishHotKeys(ctx context.Context, proxy string, hs []metadb.HotKeys, ttl time.Duration) error
 }
 
 // Proxy is the tenants' RESP endpoint. Create it with New and run it with
@@ -47,6 +48,7 @@ type Proxy struct {
 	states       map[dbKey]*dbState
 	tenantStates map[string]*tenantState
 	noDB         *dbState
+	hotDBs       atomic.Int64 // dbs with a hot-key summary (hotkeys.go)
 
 	clientsMu sync.Mutex
 	clients   map[*client]struct{}
@@ -252,6 +254,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	g.Go(func() error { return p.activityLoop(gctx) })
 	g.Go(func() error { return p.watchdog(gctx) })
 	g.Go(func() error { return p.tableLoop(gctx) })
+	g.Go(func() error { return p.hotLoop(gctx) })
 	if mln != nil {
 		srv := p.metricsServer()
 		g.Go(func() error { return serveMetrics(gctx, srv, mln) })

@@ -38,6 +38,8 @@ type dbState struct {
 	mu       sync.Mutex
 	blockers map[*dconn]struct{} // dedicated conns running a blocking write
 	bucket   *bucket             // the ops/s limit's bucket, kept across snapshots (bucketFor)
+
+	hot atomic.Pointer[hotTracker] // sampled hot keys; nil until sampled, or after going quiet (hotkeys.go)
 }
 
 func (p *Proxy) dbState(k dbKey) *dbState {

@@ -55,6 +55,10 @@ type Config struct {
 	// literal may name although it is not public unicast; it should match
 	// the master's (whose dial-time guard is the real check). Default none.
 	WebhookAllow []string
+	// KeyReportGap is the least time between two big-key scans of one db:
+	// a request within it after a scan finished gets that scan's report.
+	// Default 10s.
+	KeyReportGap time.Duration
 }
 
 // DefaultConfig is a Config with every default filled in except AdminToken.
@@ -66,6 +70,7 @@ func DefaultConfig() Config {
 		MaxBodyBytes:    1 << 20,
 		ID:              "api",
 		ShutdownTimeout: 10 * time.Second,
+		KeyReportGap:    10 * time.Second,
 	}
 }
 
@@ -86,6 +91,8 @@ func (c Config) Validate() error {
 		return errors.New("api: id is empty")
 	case c.ShutdownTimeout < 0:
 		return fmt.Errorf("api: shutdown timeout %v < 0", c.ShutdownTimeout)
+	case c.KeyReportGap < 0:
+		return fmt.Errorf("api: key report gap %v < 0", c.KeyReportGap)
 	}
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		return fmt.Errorf("api: addr %q: %w", c.Addr, err)
@@ -135,6 +142,7 @@ type Store interface {
 	AuditLog(ctx context.Context, q metadb.AuditQuery) ([]metadb.AuditEntry, string, error)
 	limitsStore
 	usageStore
+	keysStore
 }
 
 var _ Store = (*metadb.Store)(nil)
@@ -263,6 +271,8 @@ func (s *Server) routes() http.Handler {
 			r.Get("/dbs/{index}/usage", s.getUsage)
 			r.Get("/dbs/{index}/alerts", s.getAlerts)
 			r.With(s.audited(metadb.AuditDBAlerts, false)).Put("/dbs/{index}/alerts", s.putAlerts)
+			r.Get("/dbs/{index}/keys/report", s.getKeyReport)
+			r.Post("/dbs/{index}/keys/report", s.postKeyReport)
 		})
 		r.Route("/admin", func(r chi.Router) {
 			r.Use(s.adminAuth)
@@ -279,6 +289,7 @@ func (s *Server) routes() http.Handler {
 			r.Get("/jobs/{id}", s.getAnyJob)
 			r.Get("/tenants", s.listTenants)
 			r.Get("/tenants/{tenant}/limits", s.getTenantLimits)
+			r.Get("/tenants/{tenant}/dbs/{index}/keys/report", s.adminKeyReport)
 			r.With(s.audited(metadb.AuditTenantLimits, true)).Put("/tenants/{tenant}/limits", s.putTenantLimits)
 		})
 	})

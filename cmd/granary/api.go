@@ -30,6 +30,7 @@ func runAPI(ctx context.Context, log zerolog.Logger, args []string) error {
 	fs.IntVar(&cfg.MaxDBsPerTenant, "max-dbs-per-tenant", cfg.MaxDBsPerTenant, "most dbs one tenant may hold")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest request body accepted")
 	fs.StringVar(&cfg.ID, "id", cfg.ID, "this server's id on the bus, sender api/<id>")
+	fs.DurationVar(&cfg.KeyReportGap, "key-report-gap", cfg.KeyReportGap, "least time between two big-key scans of one db")
 	listFlag(fs, "webhook-allow", "CIDR prefixes an alert webhook's IP literal may name although not public unicast (match the master's)", &cfg.WebhookAllow)
 	fs.StringVar(&cfg.ImportAllow, "import-allow", "", "private address prefixes (CIDR, comma-separated) import sources may be on, e.g. 10.0.0.0/8")
 	storeSpec := fs.String("store", "", "where exports and uploaded RDB files are kept, dir:/path or s3://bucket/prefix?endpoint=host:port (credentials from GRANARY_S3_ACCESS_KEY/GRANARY_S3_SECRET_KEY or AWS_*; default: exports and restores disabled)")

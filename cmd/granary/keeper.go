@@ -39,6 +39,11 @@ func runKeeper(ctx context.Context, log zerolog.Logger, args []string) error {
 	fs.IntVar(&cfg.ScanBatch, "scan-batch", cfg.ScanBatch, "SCAN COUNT, keys per round trip when measuring")
 	fs.IntVar(&cfg.BigKeys, "big-keys", cfg.BigKeys, "largest keys of a db measured every time instead of sampled")
 	fs.Float64Var(&cfg.BigKeyFactor, "big-key-factor", cfg.BigKeyFactor, "times the mean key size a key must be to count as big")
+	fs.DurationVar(&cfg.KeyReportPoll, "key-report-poll", cfg.KeyReportPoll, "how often requested key reports are looked for")
+	fs.IntVar(&cfg.KeyReportWorkers, "key-report-workers", cfg.KeyReportWorkers, "key reports run at once")
+	fs.IntVar(&cfg.KeyReportBatch, "key-report-batch", cfg.KeyReportBatch, "SCAN COUNT of a key report, keys per round trip")
+	fs.Int64Var(&cfg.KeyReportMaxKeys, "key-report-max-keys", cfg.KeyReportMaxKeys, "a key report stops, partial, after scanning this many keys")
+	fs.DurationVar(&cfg.KeyReportMaxTime, "key-report-max-time", cfg.KeyReportMaxTime, "a key report stops, partial, after this long")
 	fs.StringVar(&cfg.ImportAllow, "import-allow", "", "private address prefixes (CIDR, comma-separated) import sources may be on, e.g. 10.0.0.0/8")
 	storeSpec := fs.String("store", "", "where exports and uploaded RDB files are kept, dir:/path or s3://bucket/prefix?endpoint=host:port (credentials from GRANARY_S3_ACCESS_KEY/GRANARY_S3_SECRET_KEY or AWS_*; default: export and restore jobs disabled)")
 	if err := parseFlags(fs, args); err != nil {

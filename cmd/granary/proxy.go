@@ -48,6 +48,10 @@ func runProxy(ctx context.Context, log zerolog.Logger, args []string) error {
 	fs.IntVar(&cfg.MaxHeld, "max-held", cfg.MaxHeld, "maximum writes waiting on one db's resize hold")
 	fs.DurationVar(&cfg.MaxHoldWait, "max-hold-wait", cfg.MaxHoldWait, "bound on a hold without a deadline")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "bound on the drain at SIGTERM: commands already read get this long to finish")
+	fs.IntVar(&cfg.HotKeySample, "hot-key-sample", cfg.HotKeySample, "sample one keyed command in this many, on average, for the hot-key report (0: off)")
+	fs.DurationVar(&cfg.HotKeyInterval, "hot-key-interval", cfg.HotKeyInterval, "how often each db's hot keys are published to metadb")
+	fs.DurationVar(&cfg.HotKeyWindow, "hot-key-window", cfg.HotKeyWindow, "decay time constant of the hot-key counts")
+	fs.IntVar(&cfg.HotKeyDBs, "hot-key-dbs", cfg.HotKeyDBs, "most dbs with a hot-key summary at a time")
 	procs := fs.Int("gomaxprocs", 0, "GOMAXPROCS (0: Go's default; 1 is fastest when the proxy shares 2 cores with Redis)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
