@@ -312,7 +312,20 @@ func TestExportRoundTrip(t *testing.T) {
 	t.Logf("redis-cli --rdb of the replica: %d bytes in %v: %.0f keys/s, %.1f MB/s",
 		st.Size(), cliTook.Round(time.Millisecond), float64(keys)/cliTook.Seconds(), float64(st.Size())/1e6/cliTook.Seconds())
 
-	// The export is listed, and kept after the db is dropped.
+	// The CLI: granary db export --out waits for a second export, then
+	// downloads it and checks its SHA-256.
+	cliFile := filepath.Join(t.TempDir(), "cli-export.rdb")
+	home := t.TempDir()
+	cmd := exec.CommandContext(ctx, granaryBin(t), "db", "export", strconv.Itoa(c.db.Index), "--out", cliFile, "--api", c.api, "--token", "tok")
+	cmd.Env = []string{"HOME=" + home, "XDG_CONFIG_HOME=" + home + "/config", "PATH=/usr/bin:/bin"}
+	b, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(b), "wrote "+cliFile) {
+		t.Fatalf("granary db export --out: %v\n%s", err, b)
+	}
+	checkFile(t, cliFile)
+	sameKeyStates(t, want, keyStates(t, loadFile(t, cliFile)))
+
+	// The exports are listed, and kept after the db is dropped.
 	r := call(t, http.MethodDelete, fmt.Sprintf("%s/v1/dbs/%d", c.api, c.db.Index), "tok", nil)
 	if r.status != http.StatusAccepted {
 		t.Fatalf("drop: %d %s", r.status, r.raw)
