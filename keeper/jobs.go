@@ -36,6 +36,9 @@ func (k *Keeper) jobSteps() map[metadb.JobKind]map[metadb.Step]jobStep {
 			metadb.StepSync:    k.importSync,
 			metadb.StepCutover: k.importCutover,
 		},
+		metadb.JobExport: {
+			metadb.StepDump: k.exportDump,
+		},
 	}
 }
 

@@ -35,6 +35,8 @@ const (
 	AuditWritesDegraded  = "db.writes_degraded"  // the db's pair has no replica: writes acknowledged unconfirmed
 	AuditWritesConfirmed = "db.writes_confirmed" // a replica again: confirmed writes are confirmed again
 	AuditSparesEmpty     = "spares.empty"        // a pair needs a replica and the spare pool is empty
+	AuditDBExport        = "db.export"
+	AuditExportDelete    = "export.delete"
 )
 
 // AuditActions lists every action, for validating filters.
@@ -43,6 +45,7 @@ var AuditActions = []string{
 	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach, AuditDBAlerts,
 	AuditPairDrain, AuditPoolRebalance, AuditDBImport, AuditDBImportCutover, AuditDBImportCancel,
 	AuditWritesDegraded, AuditWritesConfirmed, AuditSparesEmpty,
+	AuditDBExport, AuditExportDelete,
 }
 
 // AuditOK is the result of an action that was carried out; a refused or

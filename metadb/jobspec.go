@@ -19,6 +19,7 @@ import (
 //	drain            plan (master) → move (master) → mark_drained (master)
 //	rebalance        plan (master) → move (master)
 //	import           readonly (master) → sync (keeper) → cutover (keeper) → release (master)
+//	export           dump (keeper)
 //
 // A finished job is at step done. A step's handler returns the next step,
 // which is usually the following one in the list; a few go back or skip
@@ -38,6 +39,7 @@ const (
 	JobDrain     JobKind = "drain"           // move every db off a pair, one resize at a time
 	JobRebalance JobKind = "rebalance"       // even a pool's used bytes, one resize at a time
 	JobImport    JobKind = "import"          // copy a live outside Redis db into a tenant db, then cut over
+	JobExport    JobKind = "export"          // write a db's keys, read from its pair's replica, as an RDB file in the object store
 )
 
 // Job states.
@@ -74,6 +76,7 @@ const (
 	StepSync      Step = "sync"         // import: copy the source and keep the copy in step
 	StepCutover   Step = "cutover"      // import: last changes applied, copy verified, replica has it
 	StepRelease   Step = "release"      // import: the db takes writes again; the source password is forgotten
+	StepDump      Step = "dump"         // export: write the db as an RDB file and store it
 
 	// StepDone is the step of a finished job.
 	StepDone Step = "done"
@@ -118,6 +121,7 @@ var jobSteps = map[JobKind][]StepSpec{
 	JobDrain:     {{StepPlan, ByMaster}, {StepMove, ByMaster}, {StepMarkDrain, ByMaster}},
 	JobRebalance: {{StepPlan, ByMaster}, {StepMove, ByMaster}},
 	JobImport:    {{StepReadOnly, ByMaster}, {StepSync, ByKeeper}, {StepCutover, ByKeeper}, {StepRelease, ByMaster}},
+	JobExport:    {{StepDump, ByKeeper}},
 }
 
 // JobKinds lists every job kind, sorted.
@@ -223,4 +227,12 @@ const (
 	ImportInStep    = "in_step"    // "true" once a full pass is done and the dirty keys are few
 	ImportCutoverAt = "cutover_at" // when the tenant asked for the cut-over (a record time)
 	ImportCancelAt  = "cancel_at"  // when the tenant cancelled (a record time)
+
+	// export (its progress also uses ResizeKeysCopied, ResizeKeysTotal and
+	// ResizeBytesCopied, the file's bytes written so far; ResizeCopyMillis
+	// is how long the finished dump took)
+	ExportObject    = "object"     // the file's object name in the store, "exports/<tenant>/<job id>.rdb"
+	ExportSize      = "bytes"      // the finished file's bytes
+	ExportSHA256    = "sha256"     // the finished file's SHA-256, hex
+	ExportDeletedAt = "deleted_at" // when the tenant deleted the export (a record time); a dump in flight stops
 )
