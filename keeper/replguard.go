@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/granary-db/granary/metadb"
@@ -86,6 +87,25 @@ func (k *Keeper) guardReplication(ctx context.Context, p metadb.Pair, h *metadb.
 			return err
 		}
 		g.ra, g.told = ra, ""
+	case run != "" && run != m.RunID && p.Replica == "":
+		// A second failure: the master of a pair that has no replica
+		// (a failover left it without one and no spare has synced yet)
+		// restarted. There is no other copy to fail over to; a master
+		// that persists (AOF) came back with its data and is the pair's
+		// source again, so the spare being attached may sync from it.
+		// One without persistence came back empty: it stays fenced, and
+		// the pair waits for an operator.
+		aof, err := k.aofEnabled(ctx, p.Master)
+		if err != nil || !aof {
+			return err
+		}
+		ra, err := k.makeReplAuth(ctx, p, m.RunID)
+		if err != nil {
+			return err
+		}
+		g.ra, g.told = ra, ""
+		k.log.Warn().Str("pair", p.ID).Str("master", p.Master).
+			Msg("the master of a pair without a replica restarted with its append-only file: it is the pair's replication source again")
 	}
 	if g.fencedRun(p.Master) != m.RunID {
 		return nil // the master restarted: decideFailover acts
@@ -136,4 +156,16 @@ func tellReplAuth(ctx context.Context, c *redis.Client, ra *metadb.ReplAuth, tim
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	return c.Do(ctx, "CONFIG", "SET", "masteruser", ra.User, "masterauth", ra.Password).Err()
+}
+
+// aofEnabled reports whether the server at addr runs with its append-only
+// file on and loaded (INFO persistence: aof_enabled:1, not loading).
+func (k *Keeper) aofEnabled(ctx context.Context, addr string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, k.cfg.ProbeTimeout)
+	defer cancel()
+	s, err := k.backends.prober(addr).Info(ctx, "persistence").Result()
+	if err != nil {
+		return false, fmt.Errorf("INFO persistence of %s: %w", addr, err)
+	}
+	return strings.Contains(s, "aof_enabled:1\r\n") && strings.Contains(s, "loading:0\r\n"), nil
 }
