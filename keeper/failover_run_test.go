@@ -23,13 +23,29 @@ func spareAndAckedWrite(t *testing.T, e *env) *redistest.Server {
 	if err := e.store.AddSpare(ctx, spare.Addr); err != nil {
 		t.Fatal(err)
 	}
+	ackedWrite(t, e)
+	return spare
+}
+
+// ackedWrite writes key k to the env's db on its master and waits until
+// the replica acknowledged it.
+func ackedWrite(t *testing.T, e *env) {
+	t.Helper()
+	ctx := t.Context()
 	if err := e.master.ClientDB(t, e.db.SlotDB).Set(ctx, "k", "v", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := e.master.Client(t).Wait(ctx, 1, time.Second).Result(); err != nil || n != 1 {
 		t.Fatalf("wait: %d, %v", n, err)
 	}
-	return spare
+}
+
+// assignPair gives the env's pair to the keeper id, as the master would.
+func assignPair(t *testing.T, e *env, id string) {
+	t.Helper()
+	if _, err := e.store.UpdatePair(t.Context(), nil, e.pair.ID, func(p *metadb.Pair) error { p.Keeper = id; return nil }); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestKeeperFailsOverAndAttaches kills a watched pair's master: the keeper
@@ -105,18 +121,11 @@ func TestKeeperFailsOverAndAttaches(t *testing.T) {
 func TestKeeperFailsOverRestartedMaster(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
-	if err := e.master.ClientDB(t, e.db.SlotDB).Set(ctx, "k", "v", 0).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := e.master.Client(t).Wait(ctx, 1, time.Second).Result(); err != nil || n != 1 {
-		t.Fatalf("wait: %d, %v", n, err)
-	}
+	ackedWrite(t, e)
 	cfg := Config{ID: "k1", LeaseTTL: time.Second, PairsPoll: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
 		DetectTime: 5 * time.Second, SizingSweep: time.Hour}
 	k, _ := startKeeper(t, e.store, cfg)
-	if _, err := e.store.UpdatePair(ctx, nil, e.pair.ID, func(p *metadb.Pair) error { p.Keeper = "k1"; return nil }); err != nil {
-		t.Fatal(err)
-	}
+	assignPair(t, e, "k1")
 	redistest.WaitFor(t, 5*time.Second, "the keeper to see the pair healthy", func() bool {
 		h, ok := k.Health(e.pair.ID)
 		return ok && h.Master.Up && h.Replica.LinkUp
@@ -188,18 +197,11 @@ func TestKeeperDropsDeadSpare(t *testing.T) {
 func TestRestartedMasterNeverASource(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
-	if err := e.master.ClientDB(t, e.db.SlotDB).Set(ctx, "k", "v", 0).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := e.master.Client(t).Wait(ctx, 1, time.Second).Result(); err != nil || n != 1 {
-		t.Fatalf("wait: %d, %v", n, err)
-	}
+	ackedWrite(t, e)
 	cfg := Config{ID: "k1", LeaseTTL: time.Second, PairsPoll: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
 		DetectTime: 5 * time.Second, SizingSweep: time.Hour}
 	_, stop := startKeeper(t, e.store, cfg)
-	if _, err := e.store.UpdatePair(ctx, nil, e.pair.ID, func(p *metadb.Pair) error { p.Keeper = "k1"; return nil }); err != nil {
-		t.Fatal(err)
-	}
+	assignPair(t, e, "k1")
 	rc := e.replica.Client(t)
 	redistest.WaitFor(t, 5*time.Second, "the replica told the credential", func() bool {
 		ra, err := e.store.ReplAuth(ctx, e.pair.ID)
@@ -233,9 +235,7 @@ func TestRestartedMasterNeverASource(t *testing.T) {
 
 	cfg.ID = "k2"
 	startKeeper(t, e.store, cfg)
-	if _, err := e.store.UpdatePair(ctx, nil, e.pair.ID, func(p *metadb.Pair) error { p.Keeper = "k2"; return nil }); err != nil {
-		t.Fatal(err)
-	}
+	assignPair(t, e, "k2")
 	redistest.WaitFor(t, 5*time.Second, "promotion", func() bool {
 		p, _ := e.store.Pair(ctx, e.pair.ID)
 		return p.Master == e.replica.Addr
