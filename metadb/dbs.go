@@ -219,6 +219,9 @@ func (s *Store) StartDrop(ctx context.Context, tenant string, index int, jobID s
 		if db.ReadOnly != "" { // an import or a restore is filling it: cancel it first
 			return fmt.Errorf("db %d is read-only while %s: %w", index, db.ReadOnly, ErrBadState)
 		}
+		if err := fillingJob(ctx, tx, db); err != nil {
+			return err
+		}
 		ts := now()
 		job = &Job{ID: jobID, Kind: JobDrop, State: JobRunning, Step: StepUnroute, Tenant: tenant, Index: index,
 			Pair: db.Pair, SlotDB: db.SlotDB, Created: ts, Updated: ts, Log: []JobStep{{Step: StepRequested, At: ts}}}

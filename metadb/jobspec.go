@@ -19,12 +19,14 @@ import (
 //	drain            plan (master) → move (master) → mark_drained (master)
 //	rebalance        plan (master) → move (master)
 //	import           readonly (master) → sync (keeper) → cutover (keeper) → release (master)
+//	restore          check (keeper) → readonly (master) → load (keeper) → release (master)
 //
 // A finished job is at step done. A step's handler returns the next step,
 // which is usually the following one in the list; a few go back or skip
 // (a resize whose hold lapsed goes back to hold; a drop already unrouted
 // skips to flush; a cancelled import skips from readonly or sync to
-// release).
+// release; a restore whose file is refused at check ends failed there,
+// before anything was written).
 
 // JobKind names what a job does; it is stored in Job.Kind.
 type JobKind string
@@ -38,6 +40,10 @@ const (
 	JobDrain     JobKind = "drain"           // move every db off a pair, one resize at a time
 	JobRebalance JobKind = "rebalance"       // even a pool's used bytes, one resize at a time
 	JobImport    JobKind = "import"          // copy a live outside Redis db into a tenant db, then cut over
+	JobRestore   JobKind = "restore"         // replace a tenant db's content with an RDB file (an export or an upload)
+	// JobExport is the export job (written by the export feature) whose
+	// file a restore may read; a restore only reads its record.
+	JobExport JobKind = "export"
 )
 
 // Job states.
@@ -73,7 +79,9 @@ const (
 	StepReadOnly  Step = "readonly"     // import: the db refuses writes, every proxy acknowledged
 	StepSync      Step = "sync"         // import: copy the source and keep the copy in step
 	StepCutover   Step = "cutover"      // import: last changes applied, copy verified, replica has it
-	StepRelease   Step = "release"      // import: the db takes writes again; the source password is forgotten
+	StepRelease   Step = "release"      // import, restore: the db takes writes again; an import's source password is forgotten
+	StepCheck     Step = "check"        // restore: the file loads in a scratch server and its data fits the db
+	StepLoad      Step = "load"         // restore: the db's slot flushed and filled from the file, replica confirmed
 
 	// StepDone is the step of a finished job.
 	StepDone Step = "done"
@@ -118,6 +126,7 @@ var jobSteps = map[JobKind][]StepSpec{
 	JobDrain:     {{StepPlan, ByMaster}, {StepMove, ByMaster}, {StepMarkDrain, ByMaster}},
 	JobRebalance: {{StepPlan, ByMaster}, {StepMove, ByMaster}},
 	JobImport:    {{StepReadOnly, ByMaster}, {StepSync, ByKeeper}, {StepCutover, ByKeeper}, {StepRelease, ByMaster}},
+	JobRestore:   {{StepCheck, ByKeeper}, {StepReadOnly, ByMaster}, {StepLoad, ByKeeper}, {StepRelease, ByMaster}},
 }
 
 // JobKinds lists every job kind, sorted.
@@ -222,4 +231,22 @@ const (
 	ImportInStep    = "in_step"    // "true" once a full pass is done and the dirty keys are few
 	ImportCutoverAt = "cutover_at" // when the tenant asked for the cut-over (a record time)
 	ImportCancelAt  = "cancel_at"  // when the tenant cancelled (a record time)
+
+	// restore (its progress also uses ResizeBytesCopied, ResizeBytesTotal,
+	// ResizeKeysCopied and ResizeKeysTotal)
+	RestoreObject      = "object"       // the RDB file's object store name
+	RestoreFrom        = "from"         // RestoreFromExport or RestoreFromUpload
+	RestoreExport      = "export"       // the export job whose file it is (from an export)
+	RestoreFileBytes   = "file_bytes"   // the file's size
+	RestoreUsedBytes   = "used_bytes"   // what db 0 of the file takes in memory, measured at check
+	RestoreIgnoredKeys = "ignored_keys" // keys of the file's other dbs, which a restore leaves out
+	RestoreRefusal     = "refusal"      // why check refused the file: RestoreTooBig or RestoreCorrupt
+)
+
+// Values of RestoreFrom and RestoreRefusal.
+const (
+	RestoreFromExport = "export"
+	RestoreFromUpload = "upload"
+	RestoreTooBig     = "too_big" // db 0 of the file takes more than the db's size
+	RestoreCorrupt    = "corrupt" // the scratch server would not load the file
 )
