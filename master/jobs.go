@@ -61,7 +61,11 @@ func (m *Master) jobSteps() map[metadb.JobKind]map[metadb.Step]stepFunc {
 		},
 		metadb.JobImport: {
 			metadb.StepReadOnly: m.importReadOnly,
-			metadb.StepRelease:  m.importRelease,
+			metadb.StepRelease:  m.release,
+		},
+		metadb.JobRestore: {
+			metadb.StepReadOnly: m.restoreReadOnly,
+			metadb.StepRelease:  m.release,
 		},
 	}
 }
