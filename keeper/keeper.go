@@ -41,6 +41,7 @@ type Store interface {
 	Promote(ctx context.Context, pr metadb.Promotion) (*metadb.Pair, *metadb.Job, error)
 	DropSpare(ctx context.Context, jobID, spare, why string) error
 	LiveMembers(ctx context.Context, kind metadb.Kind) ([]*metadb.Member, error)
+	RefuseRestore(ctx context.Context, jobID, refusal, why string) (*metadb.Job, error)
 }
 
 // Keeper is one keeper process.

@@ -70,6 +70,13 @@ type env struct {
 // acme an active db on it, as the master's create job would.
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t)
+}
+
+// newEnvWith is newEnv with extra "name value" config args for the pair's
+// servers.
+func newEnvWith(t *testing.T, args ...string) *env {
+	t.Helper()
 	ctx := t.Context()
 	meta := redistest.Start(t)
 	store, err := metadb.Open(metadb.Config{URL: "redis://" + meta.Addr})
@@ -77,7 +84,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	m, r := redistest.StartPair(t, "databases", "4")
+	m, r := redistest.StartPair(t, append([]string{"databases", "4"}, args...)...)
 	pair, err := store.AddPair(ctx, "64M", m.Addr, r.Addr, []int{0, 1, 2, 3})
 	if err != nil {
 		t.Fatal(err)

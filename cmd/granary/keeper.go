@@ -40,6 +40,7 @@ func runKeeper(ctx context.Context, log zerolog.Logger, args []string) error {
 	fs.IntVar(&cfg.BigKeys, "big-keys", cfg.BigKeys, "largest keys of a db measured every time instead of sampled")
 	fs.Float64Var(&cfg.BigKeyFactor, "big-key-factor", cfg.BigKeyFactor, "times the mean key size a key must be to count as big")
 	fs.StringVar(&cfg.ImportAllow, "import-allow", "", "private address prefixes (CIDR, comma-separated) import sources may be on, e.g. 10.0.0.0/8")
+	fs.StringVar(&cfg.RedisServer, "redis-server", cfg.RedisServer, "redis-server binary a restore's scratch server runs")
 	storeSpec := fs.String("store", "", "where exports and uploaded RDB files are kept, dir:/path (default: export and restore jobs disabled)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
