@@ -200,8 +200,8 @@ func TestRestoreCheckRefuses(t *testing.T) {
 
 	for _, tc := range []struct {
 		name, refusal, says string
-		file              []byte
-		quota             int64
+		file                []byte
+		quota               int64
 	}{
 		{"flipped byte", metadb.RestoreCorrupt, "corrupt RDB: the RDB does not load: ", flipped, 64 << 20},
 		{"garbage value", metadb.RestoreCorrupt, "integrity check failed. (key 'bad')", garbageRDB(), 64 << 20},
