@@ -32,13 +32,14 @@ const (
 	AuditDBImport        = "db.import"
 	AuditDBImportCutover = "db.import_cutover"
 	AuditDBImportCancel  = "db.import_cancel"
+	AuditDBRestore       = "db.restore"
 )
 
 // AuditActions lists every action, for validating filters.
 var AuditActions = []string{
 	AuditTenantSignup, AuditDBCreate, AuditDBResize, AuditDBDrop, AuditDBMode, AuditPairAdd, AuditSpareAdd, AuditTenantLimits,
 	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach, AuditDBAlerts,
-	AuditPairDrain, AuditPoolRebalance, AuditDBImport, AuditDBImportCutover, AuditDBImportCancel,
+	AuditPairDrain, AuditPoolRebalance, AuditDBImport, AuditDBImportCutover, AuditDBImportCancel, AuditDBRestore,
 }
 
 // AuditOK is the result of an action that was carried out; a refused or
