@@ -63,6 +63,7 @@ func (m *Master) jobSteps() map[metadb.JobKind]map[metadb.Step]stepFunc {
 			metadb.StepReadOnly: m.importReadOnly,
 			metadb.StepRelease:  m.release,
 		},
+		metadb.JobExport: {}, // its one step is the keeper's
 		metadb.JobRestore: {
 			metadb.StepReadOnly: m.restoreReadOnly,
 			metadb.StepRelease:  m.release,

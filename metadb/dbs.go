@@ -201,7 +201,8 @@ func (s *Store) UpdateDBAudited(ctx context.Context, f *Fence, sender, tenant st
 
 // StartDrop marks an active db as dropping and records its drop job, in one
 // transaction. Dropping a db that is already dropping returns its job.
-// It returns ErrBadState while the db is being created or resized.
+// It returns ErrBadState while the db is being created, resized, filled by
+// an import or exported.
 func (s *Store) StartDrop(ctx context.Context, tenant string, index int, jobID string) (*Job, error) {
 	var job *Job
 	err := s.txn(ctx, nil, func(tx *redis.Tx) error {
@@ -218,6 +219,9 @@ func (s *Store) StartDrop(ctx context.Context, tenant string, index int, jobID s
 		}
 		if db.ReadOnly != "" { // an import or a restore is filling it: cancel it first
 			return fmt.Errorf("db %d is read-only while %s: %w", index, db.ReadOnly, ErrBadState)
+		}
+		if err := exportRunning(ctx, tx, db); err != nil {
+			return err
 		}
 		if err := fillingJob(ctx, tx, db); err != nil {
 			return err

@@ -20,6 +20,7 @@ import (
 //	rebalance        plan (master) → move (master)
 //	import           readonly (master) → sync (keeper) → cutover (keeper) → release (master)
 //	restore          check (keeper) → readonly (master) → load (keeper) → release (master)
+//	export           dump (keeper)
 //
 // A finished job is at step done. A step's handler returns the next step,
 // which is usually the following one in the list; a few go back or skip
@@ -40,10 +41,8 @@ const (
 	JobDrain     JobKind = "drain"           // move every db off a pair, one resize at a time
 	JobRebalance JobKind = "rebalance"       // even a pool's used bytes, one resize at a time
 	JobImport    JobKind = "import"          // copy a live outside Redis db into a tenant db, then cut over
+	JobExport    JobKind = "export"          // write a db's keys, read from its pair's replica, as an RDB file in the object store
 	JobRestore   JobKind = "restore"         // replace a tenant db's content with an RDB file (an export or an upload)
-	// JobExport is the export job (written by the export feature) whose
-	// file a restore may read; a restore only reads its record.
-	JobExport JobKind = "export"
 )
 
 // Job states.
@@ -82,6 +81,7 @@ const (
 	StepRelease   Step = "release"      // import, restore: the db takes writes again; an import's source password is forgotten
 	StepCheck     Step = "check"        // restore: the file loads in a scratch server and its data fits the db
 	StepLoad      Step = "load"         // restore: the db's slot flushed and filled from the file, replica confirmed
+	StepDump      Step = "dump"         // export: write the db as an RDB file and store it
 
 	// StepDone is the step of a finished job.
 	StepDone Step = "done"
@@ -127,6 +127,7 @@ var jobSteps = map[JobKind][]StepSpec{
 	JobRebalance: {{StepPlan, ByMaster}, {StepMove, ByMaster}},
 	JobImport:    {{StepReadOnly, ByMaster}, {StepSync, ByKeeper}, {StepCutover, ByKeeper}, {StepRelease, ByMaster}},
 	JobRestore:   {{StepCheck, ByKeeper}, {StepReadOnly, ByMaster}, {StepLoad, ByKeeper}, {StepRelease, ByMaster}},
+	JobExport:    {{StepDump, ByKeeper}},
 }
 
 // JobKinds lists every job kind, sorted.
@@ -231,6 +232,14 @@ const (
 	ImportInStep    = "in_step"    // "true" once a full pass is done and the dirty keys are few
 	ImportCutoverAt = "cutover_at" // when the tenant asked for the cut-over (a record time)
 	ImportCancelAt  = "cancel_at"  // when the tenant cancelled (a record time)
+
+	// export (its progress also uses ResizeKeysCopied, ResizeKeysTotal and
+	// ResizeBytesCopied, the file's bytes written so far; ResizeCopyMillis
+	// is how long the finished dump took)
+	ExportObject    = "object"     // the file's object name in the store, "exports/<tenant>/<job id>.rdb"
+	ExportSize      = "size"       // the finished file's bytes
+	ExportSHA256    = "sha256"     // the finished file's SHA-256, hex
+	ExportDeletedAt = "deleted_at" // when the tenant deleted the export (a record time); a dump in flight stops
 
 	// restore (its progress also uses ResizeBytesCopied, ResizeBytesTotal,
 	// ResizeKeysCopied and ResizeKeysTotal)

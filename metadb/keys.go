@@ -15,6 +15,7 @@ import (
 //	granary:tenant:<name>          STR   JSON Tenant (credentials hashed; limits, changed by SetLimits)
 //	granary:tenant:<name>:dbs      HASH  db index -> JSON DB (the tenant's dbs and the slot serving each)
 //	granary:tenant:<name>:sizes    HASH  db index -> JSON DBSize (the keeper's last measurement of the db)
+//	granary:tenant:<name>:exports  ZSET  export job id -> creation time (unix ms): the tenant's kept exports, outliving their dbs (exports.go)
 //	granary:token:<sha256 hex>     STR   tenant name owning an API token
 //	granary:pairs                  SET   all pair ids
 //	granary:pool:<size>            SET   pair ids of one size class ("64M")
@@ -71,6 +72,7 @@ func field(index int) string { return strconv.Itoa(index) }
 
 func keyPairHealth(id string) string      { return "granary:pair:" + id + ":health" }
 func keyTenantSizes(name string) string   { return "granary:tenant:" + name + ":sizes" }
+func keyTenantExports(name string) string { return "granary:tenant:" + name + ":exports" }
 func keyPoolRebalance(size string) string { return "granary:pool:" + size + ":rebalance" }
 
 const keyDemoted = "granary:demoted"

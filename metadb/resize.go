@@ -24,10 +24,11 @@ func ResizeTarget(j *Job) (pair string, slot int, ok bool) {
 }
 
 // StartResize marks an active db as resizing to size (quota bytes) and
-// records its resize job (step StepReserve), in one transaction. Resizing a db
-// that is already resizing returns its job. It returns ErrBadState unless
-// the db is active or when it already has that size, and ErrNoFit when its
-// last measured use exceeds the target quota: nothing moves then.
+// records its resize job (step StepReserve), in one transaction. Resizing a
+// db that is already resizing returns its job. It returns ErrBadState
+// unless the db is active, while it is exported, or when it already has
+// that size, and ErrNoFit when its last measured use exceeds the target
+// quota: nothing moves then.
 func (s *Store) StartResize(ctx context.Context, tenant string, index int, size string, quota int64, jobID string) (*Job, error) {
 	return s.startResize(ctx, tenant, index, size, quota, jobID, "", false)
 }
@@ -61,6 +62,9 @@ func (s *Store) startResize(ctx context.Context, tenant string, index int, size 
 		}
 		if db.ReadOnly != "" { // an import or a restore is filling it
 			return fmt.Errorf("db %d is read-only while %s: %w", index, db.ReadOnly, ErrBadState)
+		}
+		if err := exportRunning(ctx, tx, db); err != nil {
+			return err
 		}
 		if err := fillingJob(ctx, tx, db); err != nil {
 			return err

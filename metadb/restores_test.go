@@ -7,7 +7,7 @@ import (
 
 // TestRestoreLifecycle: a restore starts only on an active db without a
 // running job; from its start (before the db is read-only) a second
-// restore, an import, a resize and a drop are refused; a refusal at check
+// restore, an import, a resize, a drop and an export are refused; a refusal at check
 // ends it failed once, with the refusal recorded and the db untouched; a
 // restore that reached release ends done once, and the db may then be
 // resized again.
@@ -41,6 +41,8 @@ func TestRestoreLifecycle(t *testing.T) {
 	refused("a resize", err)
 	_, err = s.StartDrop(ctx, "acme", db.Index, "drop-1")
 	refused("a drop", err)
+	_, err = s.StartExport(ctx, "acme", db.Index, "exp-1", 10)
+	refused("an export", err)
 
 	for range 2 {
 		if _, err := s.RefuseRestore(ctx, "rst-1", RestoreTooBig, "too big"); err != nil {

@@ -64,11 +64,6 @@ const restoreUploadTime = 30 * time.Minute
 // quota leaves room for any file whose data can fit.
 func maxUpload(quota int64) int64 { return 2*quota + 1<<20 }
 
-// exportObject is where the export job j keeps its file.
-func exportObject(j *metadb.Job) string {
-	return "exports/" + j.Tenant + "/" + j.ID + ".rdb"
-}
-
 // uploadObject is where the upload of restore job id is kept.
 func uploadObject(tenant, id string) string { return "uploads/" + tenant + "/" + id + ".rdb" }
 
@@ -147,16 +142,16 @@ func (s *Server) restoreFromExport(w http.ResponseWriter, r *http.Request, tenan
 	if !jobID.MatchString(req.Export) {
 		return nil, notFound
 	}
-	ex, err := s.store.Job(r.Context(), req.Export)
+	ex, err := s.store.Export(r.Context(), tenant, req.Export)
 	switch {
-	case errors.Is(err, metadb.ErrNotFound) || (err == nil && (ex.Kind != metadb.JobExport || ex.Tenant != tenant)):
+	case errors.Is(err, metadb.ErrNotFound):
 		return nil, notFound
 	case err != nil:
 		return nil, err
 	case ex.State != metadb.JobDone:
 		return nil, errorf(metadb.ErrBadState, "export %s is %s, not done: only a finished export can be restored", ex.ID, ex.State)
 	}
-	name := exportObject(ex)
+	name := ex.Data[metadb.ExportObject]
 	info, err := s.cfg.Store.Stat(r.Context(), name)
 	if errors.Is(err, objstore.ErrNotFound) {
 		return nil, errorf(metadb.ErrNotFound, "export %s has no file any more", ex.ID)

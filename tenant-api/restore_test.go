@@ -181,8 +181,30 @@ func TestRestoreRefusals(t *testing.T) {
 		t.Fatalf("streamed oversize upload: %d, uploads %v", resp.StatusCode, uploads(t, objs))
 	}
 
-	// Exports: unknown, not an export, another tenant's.
-	for _, id := range []string{"nope", created.Job, "../../etc"} {
+	// Exports: unknown, not an export, another tenant's (finished, with
+	// its file), one still running.
+	theirs, err := h.store.StartExport(ctx, "other", 0, "exp-other", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := objs.Put(ctx, theirs.Data[metadb.ExportObject], bytes.NewReader(good)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.store.UpdateJob(ctx, nil, theirs.ID, func(j *metadb.Job) error {
+		j.Advance(metadb.StepDump, metadb.StepDone, "keeper/test", time.Now())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.store.StartExport(ctx, "acme", 0, "exp-running", 10); err != nil {
+		t.Fatal(err)
+	}
+	h.do("POST", "/v1/dbs/0/restore", acme.Token, map[string]string{"export": "exp-running"}).want(t, http.StatusConflict)
+	calls++
+	if _, err := h.store.UpdateJob(ctx, nil, "exp-running", func(j *metadb.Job) error { j.State = metadb.JobFailed; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"nope", created.Job, "../../etc", theirs.ID} {
 		h.do("POST", "/v1/dbs/0/restore", acme.Token, map[string]string{"export": id}).want(t, http.StatusNotFound)
 		calls++
 	}

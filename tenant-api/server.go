@@ -126,6 +126,7 @@ type Store interface {
 	RequestImportCutover(ctx context.Context, tenant string, index int, jobID string) (*metadb.Job, error)
 	CancelImport(ctx context.Context, tenant string, index int, jobID string) (*metadb.Job, error)
 	StartRestore(ctx context.Context, tenant string, index int, jobID string, data map[string]string) (*metadb.Job, error)
+	Export(ctx context.Context, tenant, id string) (*metadb.Job, error)
 	Addr() string // the metadb's, which an import source may never be
 
 	// Capacity and operators' views.
