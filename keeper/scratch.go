@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/granary-db/granary/internal/objstore"
@@ -47,6 +48,26 @@ type scratch struct {
 // scratchFile is the file name the scratch server loads.
 const scratchFile = "restore.rdb"
 
+// scratchPrefix begins the name of a scratch server's temp directory,
+// followed by the keeper's pid.
+const scratchPrefix = "granary-restore-"
+
+// sweepScratch removes the scratch directories of keepers that died
+// without removing theirs (a SIGKILL): their files can be big. A keeper's
+// own scratch server dies with it (procgroup's Pdeathsig).
+func sweepScratch() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), scratchPrefix+"*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(filepath.Base(d), scratchPrefix), "-", 2)[0])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			_ = os.RemoveAll(d)
+		}
+	}
+}
+
 // startScratch copies the object name of store into a new temp directory
 // and starts bin (redis-server) on it, with its address space capped at
 // memLimit bytes. It returns once the file is loaded and the server
@@ -54,7 +75,8 @@ const scratchFile = "restore.rdb"
 // errFileRefused (with Redis's own reason) or errFileTooBig; the caller
 // closes the scratch server in every other case.
 func startScratch(ctx context.Context, bin string, store objstore.Store, name string, memLimit int64) (*scratch, error) {
-	dir, err := os.MkdirTemp("", "granary-restore-")
+	sweepScratch()
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", scratchPrefix, os.Getpid()))
 	if err != nil {
 		return nil, err
 	}
