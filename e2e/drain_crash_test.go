@@ -92,18 +92,25 @@ type crashRig struct {
 	masters          map[string]*procgroup.Proc
 	keeper           *procgroup.Proc
 	keeperN, masterN int
+	// keeperArgs are more flags for every keeper the rig starts.
+	keeperArgs []string
 }
 
 func newCrashRig(t *testing.T, metaAddr string, store *metadb.Store) *crashRig {
-	r := &crashRig{t: t, store: store, metaAddr: metaAddr, masters: startMasters(t, metaAddr)}
+	return newCrashRigWith(t, metaAddr, store)
+}
+
+// newCrashRigWith is newCrashRig whose keepers get keeperArgs too.
+func newCrashRigWith(t *testing.T, metaAddr string, store *metadb.Store, keeperArgs ...string) *crashRig {
+	r := &crashRig{t: t, store: store, metaAddr: metaAddr, masters: startMasters(t, metaAddr), keeperArgs: keeperArgs}
 	r.startKeeper()
 	return r
 }
 
 func (r *crashRig) startKeeper() {
 	r.keeperN++
-	r.keeper = startGranary(r.t, "keeper", "--metadb-url", "redis://"+r.metaAddr, "--id", fmt.Sprintf("k%d", r.keeperN),
-		"--lease", leaseTTL.String(), "--pairs-poll", "100ms", "--sizing-sweep", "1s")
+	r.keeper = startGranary(r.t, append([]string{"keeper", "--metadb-url", "redis://" + r.metaAddr, "--id", fmt.Sprintf("k%d", r.keeperN),
+		"--lease", leaseTTL.String(), "--pairs-poll", "100ms", "--sizing-sweep", "1s"}, r.keeperArgs...)...)
 }
 
 // crashAt waits until job id (of kind) has recorded target or a later step
