@@ -63,6 +63,9 @@ func (m *Master) jobSteps() map[metadb.JobKind]map[metadb.Step]stepFunc {
 			metadb.StepReadOnly: m.importReadOnly,
 			metadb.StepRelease:  m.importRelease,
 		},
+		// An export's one step, dump, is the keeper's: the master only
+		// watches it (and gives the pair to another keeper if need be).
+		metadb.JobExport: {},
 	}
 }
 
