@@ -40,6 +40,9 @@ func (k *Keeper) jobSteps() map[metadb.JobKind]map[metadb.Step]jobStep {
 			metadb.StepCheck: k.restoreCheck,
 			metadb.StepLoad:  k.restoreLoad,
 		},
+		metadb.JobExport: {
+			metadb.StepDump: k.exportDump,
+		},
 	}
 }
 

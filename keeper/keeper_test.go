@@ -70,11 +70,11 @@ type env struct {
 // acme an active db on it, as the master's create job would.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	return newEnvWith(t)
+	return newEnvWith(t, "databases", "4")
 }
 
-// newEnvWith is newEnv with extra "name value" config args for the pair's
-// servers.
+// newEnvWith is newEnv with the pair's servers started with args (which
+// must give them at least 4 databases).
 func newEnvWith(t *testing.T, args ...string) *env {
 	t.Helper()
 	ctx := t.Context()
@@ -84,7 +84,7 @@ func newEnvWith(t *testing.T, args ...string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	m, r := redistest.StartPair(t, append([]string{"databases", "4"}, args...)...)
+	m, r := redistest.StartPair(t, args...)
 	pair, err := store.AddPair(ctx, "64M", m.Addr, r.Addr, []int{0, 1, 2, 3})
 	if err != nil {
 		t.Fatal(err)

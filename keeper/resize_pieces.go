@@ -363,14 +363,20 @@ func (s *copySession) syncReplica(ctx context.Context) error {
 	if !s.fromReplica {
 		return nil
 	}
-	want, err := replOffset(ctx, s.src, "master_repl_offset")
+	return syncReplica(ctx, s.src, s.read)
+}
+
+// syncReplica returns once replica has processed everything master had
+// sent when it was called, or errReplicaBehind after replicaSyncTimeout.
+func syncReplica(ctx context.Context, master, replica *redis.Client) error {
+	want, err := replOffset(ctx, master, "master_repl_offset")
 	if err != nil {
 		return fmt.Errorf("source master offset: %w", err)
 	}
 	deadline := time.Now().Add(replicaSyncTimeout)
 	wait := 100 * time.Microsecond
 	for {
-		got, err := replOffset(ctx, s.read, "slave_repl_offset")
+		got, err := replOffset(ctx, replica, "slave_repl_offset")
 		if err != nil {
 			return fmt.Errorf("source replica offset: %w", err)
 		}

@@ -134,7 +134,7 @@ type restoreRig struct {
 
 func newRestoreRig(t *testing.T) *restoreRig {
 	t.Helper()
-	e := newEnvWith(t, "enable-debug-command", "yes")
+	e := newEnvWith(t, "databases", "4", "enable-debug-command", "yes")
 	objs, err := objstore.NewLocal(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -63,11 +63,13 @@ func (m *Master) jobSteps() map[metadb.JobKind]map[metadb.Step]stepFunc {
 			metadb.StepReadOnly: m.importReadOnly,
 			metadb.StepRelease:  m.release,
 		},
-		metadb.JobExport: {}, // its one step is the keeper's
 		metadb.JobRestore: {
 			metadb.StepReadOnly: m.restoreReadOnly,
 			metadb.StepRelease:  m.release,
 		},
+		// An export's one step, dump, is the keeper's: the master only
+		// watches it (and gives the pair to another keeper if need be).
+		metadb.JobExport: {},
 	}
 }
 
