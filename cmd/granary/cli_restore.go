@@ -30,6 +30,7 @@ Keys in the file's other dbs are left out (the job counts them).`,
 	cmd.Flags().StringVar(&export, "export", "", "the id of one of your finished exports")
 	cmd.Flags().StringVar(&file, "file", "", "an RDB file to upload")
 	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job until it ends")
+	cmd.Flags().BoolVar(&wait, "watch", false, "the same as --wait, as other job commands spell it")
 	cmd.RunE = c.action(func(ctx context.Context, args []string) error {
 		index, err := parseDBIndex(args[0])
 		if err != nil {
