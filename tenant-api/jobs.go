@@ -32,6 +32,8 @@ type jobView struct {
 	DBsTotal int    `json:"dbs_total,omitempty"`
 	// Import follows an import (its source without credentials).
 	Import *importFields `json:"import,omitempty"`
+	// Export follows an export.
+	Export *exportFields `json:"export,omitempty"`
 }
 
 func viewJob(j *metadb.Job) jobView {
@@ -49,6 +51,9 @@ func viewJob(j *metadb.Job) jobView {
 	}
 	if j.Kind == metadb.JobImport {
 		v.Import = viewImport(j)
+	}
+	if j.Kind == metadb.JobExport {
+		v.Export = viewExportFields(j)
 	}
 	return v
 }
