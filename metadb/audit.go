@@ -32,6 +32,8 @@ const (
 	AuditDBImport        = "db.import"
 	AuditDBImportCutover = "db.import_cutover"
 	AuditDBImportCancel  = "db.import_cancel"
+	AuditDBExport        = "db.export"
+	AuditExportDelete    = "export.delete"
 	AuditDBRestore       = "db.restore"
 )
 
@@ -39,7 +41,8 @@ const (
 var AuditActions = []string{
 	AuditTenantSignup, AuditDBCreate, AuditDBResize, AuditDBDrop, AuditDBMode, AuditPairAdd, AuditSpareAdd, AuditTenantLimits,
 	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach, AuditDBAlerts,
-	AuditPairDrain, AuditPoolRebalance, AuditDBImport, AuditDBImportCutover, AuditDBImportCancel, AuditDBRestore,
+	AuditPairDrain, AuditPoolRebalance, AuditDBImport, AuditDBImportCutover, AuditDBImportCancel,
+	AuditDBExport, AuditExportDelete, AuditDBRestore,
 }
 
 // AuditOK is the result of an action that was carried out; a refused or

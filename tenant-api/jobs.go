@@ -34,6 +34,8 @@ type jobView struct {
 	Import *importFields `json:"import,omitempty"`
 	// Restore follows a restore: its file and progress.
 	Restore *restoreFields `json:"restore,omitempty"`
+	// Export follows an export.
+	Export *exportFields `json:"export,omitempty"`
 }
 
 func viewJob(j *metadb.Job) jobView {
@@ -54,6 +56,9 @@ func viewJob(j *metadb.Job) jobView {
 	}
 	if j.Kind == metadb.JobRestore {
 		v.Restore = viewRestore(j)
+	}
+	if j.Kind == metadb.JobExport {
+		v.Export = viewExportFields(j)
 	}
 	return v
 }

@@ -51,6 +51,9 @@ type Config struct {
 	MaxDBsPerTenant int
 	// MaxBodyBytes caps a request body; larger ones get 413. Default 1 MiB.
 	MaxBodyBytes int64
+	// MaxExportsPerTenant caps the exports one tenant keeps (running ones
+	// count), so the object store's use is bounded. Default 16.
+	MaxExportsPerTenant int
 	// ID names this server on the bus, as sender "api/<ID>". Default "api".
 	ID string
 	// ShutdownTimeout bounds the drain of in-flight requests when Run's
@@ -65,13 +68,14 @@ type Config struct {
 // DefaultConfig is a Config with every default filled in except AdminToken.
 func DefaultConfig() Config {
 	return Config{
-		Addr:            "127.0.0.1:8080",
-		CreateWait:      5 * time.Second,
-		RestoreWait:     30 * time.Second,
-		MaxDBsPerTenant: 64,
-		MaxBodyBytes:    1 << 20,
-		ID:              "api",
-		ShutdownTimeout: 10 * time.Second,
+		Addr:                "127.0.0.1:8080",
+		CreateWait:          5 * time.Second,
+		RestoreWait:         30 * time.Second,
+		MaxDBsPerTenant:     64,
+		MaxBodyBytes:        1 << 20,
+		MaxExportsPerTenant: 16,
+		ID:                  "api",
+		ShutdownTimeout:     10 * time.Second,
 	}
 }
 
@@ -90,6 +94,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("api: max dbs per tenant %d < 1", c.MaxDBsPerTenant)
 	case c.MaxBodyBytes < 1:
 		return fmt.Errorf("api: max body bytes %d < 1", c.MaxBodyBytes)
+	case c.MaxExportsPerTenant < 1:
+		return fmt.Errorf("api: max exports per tenant %d < 1", c.MaxExportsPerTenant)
 	case c.ID == "":
 		return errors.New("api: id is empty")
 	case c.ShutdownTimeout < 0:
@@ -126,7 +132,10 @@ type Store interface {
 	RequestImportCutover(ctx context.Context, tenant string, index int, jobID string) (*metadb.Job, error)
 	CancelImport(ctx context.Context, tenant string, index int, jobID string) (*metadb.Job, error)
 	StartRestore(ctx context.Context, tenant string, index int, jobID string, data map[string]string) (*metadb.Job, error)
+	StartExport(ctx context.Context, tenant string, index int, jobID string, limit int) (*metadb.Job, error)
+	Exports(ctx context.Context, tenant string) ([]*metadb.Job, error)
 	Export(ctx context.Context, tenant, id string) (*metadb.Job, error)
+	DeleteExport(ctx context.Context, tenant, id string) (*metadb.Job, error)
 	Addr() string // the metadb's, which an import source may never be
 
 	// Capacity and operators' views.
@@ -268,6 +277,10 @@ func (s *Server) routes() http.Handler {
 			r.With(s.audited(metadb.AuditDBImportCutover, false)).Post("/dbs/{index}/imports/{id}/cutover", s.cutoverImport)
 			r.With(s.audited(metadb.AuditDBImportCancel, false)).Delete("/dbs/{index}/imports/{id}", s.cancelImport)
 			r.With(s.audited(metadb.AuditDBRestore, false)).Post("/dbs/{index}/restore", s.restoreDB)
+			r.With(s.audited(metadb.AuditDBExport, false)).Post("/dbs/{index}/exports", s.startExport)
+			r.Get("/exports", s.listExports)
+			r.Get("/exports/{id}", s.downloadExport)
+			r.With(s.audited(metadb.AuditExportDelete, false)).Delete("/exports/{id}", s.deleteExport)
 			r.Get("/jobs/{id}", s.getJob)
 			r.Get("/audit", s.tenantAudit)
 			r.Get("/limits", s.myLimits)
