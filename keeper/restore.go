@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/granary-db/granary/internal/objstore"
+	"github.com/granary-db/granary/internal/rdbfile"
 	"github.com/granary-db/granary/metadb"
 )
 
@@ -17,8 +18,8 @@ import (
 // attempt, so a keeper that dies mid-step leaves nothing that the next
 // attempt depends on.
 //
-//   - check: the file loads (else the job is refused as corrupt, with
-//     Redis's reason), and db 0 of the file, measured exactly with the
+//   - check: the file is whole (magic, version, EOF, CRC-64) and loads
+//     (else the job is refused as corrupt, with Redis's reason), and db 0 of the file, measured exactly with the
 //     keeper's own sizing (the measure that enforces the quota), fits the
 //     db's quota (else refused as too big). Nothing is written to the db.
 //   - load: the db's slot is flushed and every key of db 0 is copied with
@@ -39,7 +40,12 @@ const restoreChunk = 8 << 20
 
 // scratchMemLimit is the address space a restore's scratch server may
 // take: data that fits the db's quota loads well within it.
-func scratchMemLimit(quota int64) int64 { return 4*quota + 512<<20 }
+func scratchMemLimit(quota int64) int64 { return 4*quota + scratchBase }
+
+// scratchBase is the address space a scratch server may take beyond 4 ×
+// the quota: the server itself (about 60 MiB idle) and its allocator's
+// slack. A variable so that a test can lower it.
+var scratchBase int64 = 512 << 20
 
 // restoreCheck is the check step.
 func (k *Keeper) restoreCheck(ctx context.Context, j *metadb.Job) (metadb.Step, error) {
@@ -56,6 +62,8 @@ func (k *Keeper) restoreCheck(ctx context.Context, j *metadb.Job) (metadb.Step, 
 	start := time.Now()
 	s, err := startScratch(ctx, k.cfg.RedisServer, k.cfg.Store, j.Data[metadb.RestoreObject], scratchMemLimit(db.QuotaBytes))
 	switch {
+	case errors.Is(err, rdbfile.ErrCorrupt):
+		return k.refuseRestore(ctx, j, metadb.RestoreCorrupt, err.Error())
 	case errors.Is(err, errFileRefused):
 		return k.refuseRestore(ctx, j, metadb.RestoreCorrupt, "corrupt RDB: "+err.Error())
 	case errors.Is(err, errFileTooBig):

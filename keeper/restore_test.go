@@ -182,7 +182,8 @@ func (r *restoreRig) uploaded(t *testing.T, id string) bool {
 	return err == nil
 }
 
-// TestRestoreCheckRefuses: a file with a flipped byte (checksum wrong), one
+// TestRestoreCheckRefuses: a file with a flipped byte (checksum wrong), a
+// truncated one (an export damaged at rest: the API checks uploads), one
 // with a right checksum and a value Redis will not load, and one whose
 // data takes more than the db's size are refused at check with Redis's own
 // reason or the sizes: the job fails with its refusal code, the upload is
@@ -203,7 +204,8 @@ func TestRestoreCheckRefuses(t *testing.T) {
 		file                []byte
 		quota               int64
 	}{
-		{"flipped byte", metadb.RestoreCorrupt, "corrupt RDB: the RDB does not load: ", flipped, 64 << 20},
+		{"flipped byte", metadb.RestoreCorrupt, "corrupt RDB: checksum mismatch", flipped, 64 << 20},
+		{"truncated", metadb.RestoreCorrupt, "corrupt RDB: truncated", good[:len(good)/2], 64 << 20},
 		{"garbage value", metadb.RestoreCorrupt, "integrity check failed. (key 'bad')", garbageRDB(), 64 << 20},
 		{"too big", metadb.RestoreTooBig, "the db's size is 64M: resize first", good, 100 << 10},
 	} {
@@ -309,4 +311,41 @@ func TestRestoreCheckAndLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameData(t, want, digestsOf(t, slot))
+}
+
+// TestRestoreCheckMemoryCap: a small file of highly compressed values
+// whose data would take far more memory than the db may (a compression
+// bomb) is refused as too big: the scratch server dies at its address
+// space cap instead of taking the host's memory.
+func TestRestoreCheckMemoryCap(t *testing.T) {
+	r := newRestoreRig(t)
+	ctx := t.Context()
+	defer func(b int64) { scratchBase = b }(scratchBase)
+	scratchBase = 160 << 20
+	src := redistest.Start(t).Client(t)
+	if err := src.Set(ctx, "big", strings.Repeat("a", 64<<20), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	dump := []byte(src.Dump(ctx, "big").Val())
+	src.Del(ctx, "big")
+	var buf bytes.Buffer
+	w := rdbfile.NewWriter(&buf)
+	for i := range 8 { // 512 MiB of data
+		if err := w.Add("big"+strconv.Itoa(i), dump, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("file of %d bytes for 512 MiB of data", buf.Len())
+	j := r.start(t, "rst-bomb", buf.Bytes())
+	if _, err := r.k.restoreCheck(ctx, j); !errors.Is(err, errJobEnded) {
+		t.Fatalf("check: %v, want the job ended", err)
+	}
+	j = r.job(t, "rst-bomb")
+	if j.State != metadb.JobFailed || j.Data[metadb.RestoreRefusal] != metadb.RestoreTooBig {
+		t.Fatalf("job %s, refusal %q, error %q; want failed as too big", j.State, j.Data[metadb.RestoreRefusal], j.Error)
+	}
+	t.Logf("refused: %s", j.Error)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/granary-db/granary/internal/objstore"
 	"github.com/granary-db/granary/internal/procgroup"
+	"github.com/granary-db/granary/internal/rdbfile"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -71,8 +72,9 @@ func sweepScratch() {
 // startScratch copies the object name of store into a new temp directory
 // and starts bin (redis-server) on it, with its address space capped at
 // memLimit bytes. It returns once the file is loaded and the server
-// answers. A file the server refuses gives an error wrapping
-// errFileRefused (with Redis's own reason) or errFileTooBig; the caller
+// answers. A malformed file gives an error wrapping rdbfile.ErrCorrupt, a
+// file the server refuses one wrapping errFileRefused (with Redis's own
+// reason) or errFileTooBig; the caller
 // closes the scratch server in every other case.
 func startScratch(ctx context.Context, bin string, store objstore.Store, name string, memLimit int64) (*scratch, error) {
 	sweepScratch()
@@ -87,6 +89,12 @@ func startScratch(ctx context.Context, bin string, store objstore.Store, name st
 		}
 	}()
 	if err := fetch(ctx, store, name, filepath.Join(dir, scratchFile)); err != nil {
+		return nil, err
+	}
+	// A whole, unaltered file first (the API checked an upload already;
+	// this also covers an export damaged at rest): then a short read
+	// while loading can only be the memory cap.
+	if err := checkFile(filepath.Join(dir, scratchFile)); err != nil {
 		return nil, err
 	}
 	var pw [16]byte
@@ -135,6 +143,18 @@ func fetch(ctx context.Context, store objstore.Store, name, path string) error {
 	return nil
 }
 
+// checkFile runs rdbfile.Check on the file at path; a malformed file's
+// error wraps rdbfile.ErrCorrupt.
+func checkFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = rdbfile.Check(f)
+	return err
+}
+
 // waitLoaded waits until the server answers PING (it answers -LOADING
 // while it loads), or has exited, which it does when it refuses the file.
 func (s *scratch) waitLoaded(ctx context.Context) error {
@@ -163,7 +183,9 @@ func (s *scratch) waitLoaded(ctx context.Context) error {
 func (s *scratch) refusal() error {
 	log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
 	out, _ := os.ReadFile(filepath.Join(s.dir, "stdout.log"))
-	if strings.Contains(string(log), "Out Of Memory") {
+	// Redis allocates a big value with a malloc that may fail, and then
+	// says "Short read or OOM": the file was checked whole, so it is OOM.
+	if strings.Contains(string(log), "Out Of Memory") || strings.Contains(string(log), "OOM loading DB") {
 		return errFileTooBig
 	}
 	var reasons []string
