@@ -145,6 +145,18 @@ func (k *Keeper) restoreLoad(ctx context.Context, j *metadb.Job) (metadb.Step, e
 	}
 	start := time.Now()
 	s, err := startScratch(ctx, k.cfg.RedisServer, k.cfg.Store, j.Data[metadb.RestoreObject], scratchMemLimit(db.QuotaBytes))
+	if errors.Is(err, objstore.ErrNotFound) {
+		// The tenant deleted the export meanwhile: give the db its
+		// writes back, and the job ends failed saying what it holds.
+		ok, err := k.advance(ctx, j.ID, metadb.StepLoad, metadb.StepRelease, func(cur *metadb.Job) {
+			cur.Data[metadb.RestoreFailure] = "the RDB file was deleted before the load finished: the db holds " +
+				"part of it, or its old data if the load had not begun; restore it again from another file"
+		})
+		if err != nil || !ok {
+			return "", err
+		}
+		return metadb.StepRelease, nil
+	}
 	if err != nil {
 		return "", err
 	}

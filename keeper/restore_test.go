@@ -311,6 +311,28 @@ func TestRestoreCheckAndLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameData(t, want, digestsOf(t, slot))
+
+	// A file deleted before its load (an export the tenant deleted) gives
+	// the db back, writable, and the job says what happened.
+	if _, err := r.store.EndRelease(ctx, nil, "rst-2", ""); err != nil {
+		t.Fatal(err)
+	}
+	r.start(t, "rst-3", file)
+	if _, err := r.store.UpdateJob(ctx, nil, "rst-3", func(cur *metadb.Job) error {
+		cur.Step = metadb.StepLoad
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.objs.Delete(ctx, "uploads/acme/rst-3.rdb"); err != nil {
+		t.Fatal(err)
+	}
+	next, err = r.k.restoreLoad(ctx, r.job(t, "rst-3"))
+	if j := r.job(t, "rst-3"); err != nil || next != metadb.StepRelease || j.Step != metadb.StepRelease ||
+		!strings.Contains(j.Data[metadb.RestoreFailure], "deleted before the load finished") {
+		t.Fatalf("load of a deleted file: %s, %v; job %+v", next, err, j)
+	}
+	sameData(t, want, digestsOf(t, slot))
 }
 
 // TestRestoreCheckMemoryCap: a small file of highly compressed values

@@ -61,15 +61,18 @@ func (m *Master) readOnlyFor(ctx context.Context, f *metadb.Fence, j *metadb.Job
 
 // release is the last step of an import and of a restore: it clears the
 // db's read-only state (published to proxies) and ends the job: done, or
-// failed after an import's cancellation. EndRelease forgets an import's
+// failed after an import's cancellation or a restore whose load gave up. EndRelease forgets an import's
 // source password.
 func (m *Master) release(ctx context.Context, f *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
 	if _, err := m.store.SetReadOnly(ctx, f, m.sender(), j.Tenant, j.Index, ""); err != nil && !errors.Is(err, metadb.ErrNotFound) {
 		return "", fmt.Errorf("clear read-only: %w", err)
 	}
 	why := ""
-	if j.Kind == metadb.JobImport && j.Data[metadb.ImportCancelAt] != "" {
+	switch {
+	case j.Kind == metadb.JobImport && j.Data[metadb.ImportCancelAt] != "":
 		why = importCancelled
+	case j.Kind == metadb.JobRestore:
+		why = j.Data[metadb.RestoreFailure]
 	}
 	if _, err := m.store.EndRelease(ctx, f, j.ID, why); err != nil {
 		return "", err

@@ -250,6 +250,7 @@ const (
 	RestoreUsedBytes   = "used_bytes"   // what db 0 of the file takes in memory, measured at check
 	RestoreIgnoredKeys = "ignored_keys" // keys of the file's other dbs, which a restore leaves out
 	RestoreRefusal     = "refusal"      // why check refused the file: RestoreTooBig or RestoreCorrupt
+	RestoreFailure     = "failure"      // why load gave up (its file is gone): release then ends the job failed with it
 )
 
 // Values of RestoreFrom and RestoreRefusal.

@@ -121,7 +121,7 @@ func TestNoBareJobNames(t *testing.T) {
 		ResizeToSize, ResizeToQuota, ResizeToPair, ResizeToSlot, ResizeBytesCopied, ResizeBytesTotal, ResizeKeysCopied,
 		ResizeKeysTotal, ResizeCopyMillis, ResizeNotifyBefore, ReplaceSpare, ReplaceMaster, ReplaceOldMaster, ReplaceReason,
 		ReplaceOffset, ReplaceMasterOffset, RestoreObject, RestoreFrom, RestoreExport, RestoreFileBytes, RestoreUsedBytes,
-		RestoreIgnoredKeys, RestoreRefusal} {
+		RestoreIgnoredKeys, RestoreRefusal, RestoreFailure} {
 		names[n] = true
 	}
 	// A Step field or a Data index holds a protocol name; a return or a
