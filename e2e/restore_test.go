@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -149,8 +150,19 @@ func typesSource(t *testing.T, n int) (*redistest.Server, []byte) {
 	return src, file
 }
 
+// noiseValue is key i's value: 200 bytes that do not compress, so files
+// are about as big as the data.
+func noiseValue(i int) string {
+	r := rand.New(rand.NewPCG(uint64(i), 7))
+	b := make([]byte, 200)
+	for j := range b {
+		b[j] = byte(r.Uint32())
+	}
+	return string(b)
+}
+
 // fillTypes writes every data type (an intset, a stream with a consumer
-// group), TTLs and n plain keys of 200 bytes, a quarter with a TTL.
+// group), TTLs and n plain keys of 200 random bytes, a quarter with a TTL.
 func fillTypes(t *testing.T, c *redis.Client, n int) {
 	t.Helper()
 	ctx := t.Context()
@@ -182,9 +194,9 @@ func fillTypes(t *testing.T, c *redis.Client, n int) {
 		_, err := c.Pipelined(ctx, func(pl redis.Pipeliner) error {
 			for k := i; k < min(i+1000, n); k++ {
 				if k%4 == 0 {
-					pl.Set(ctx, "k:"+strconv.Itoa(k), fillValue(k), time.Duration(600+k%600)*time.Second)
+					pl.Set(ctx, "k:"+strconv.Itoa(k), noiseValue(k), time.Duration(600+k%600)*time.Second)
 				} else {
-					pl.Set(ctx, "k:"+strconv.Itoa(k), fillValue(k), 0)
+					pl.Set(ctx, "k:"+strconv.Itoa(k), noiseValue(k), 0)
 				}
 			}
 			return nil
