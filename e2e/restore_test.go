@@ -360,6 +360,29 @@ func TestRestoreUpload(t *testing.T) {
 	if r, _ := view.body["restore"].(map[string]any); view.status != 200 || r["from"] != "upload" || r["keys_copied"] == float64(0) {
 		t.Fatalf("job view: %d %s", view.status, view.raw)
 	}
+
+	// The CLI: a file that does not load is refused (exit 1, the API's
+	// error); the good file is restored again, followed to the end.
+	home := t.TempDir()
+	bad, good := filepath.Join(home, "bad.rdb"), filepath.Join(home, "dump.rdb")
+	if err := os.WriteFile(bad, garbageRDB(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(good, file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	index := strconv.Itoa(c.db.Index)
+	code, out, errs := granaryCLI(t, home, home, "db", "restore", index, "--file", bad, "--api", c.api, "--token", "tok")
+	if code != 1 || !strings.Contains(errs, "Ziplist integrity check failed") {
+		t.Fatalf("granary db restore of a bad file: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	code, out, errs = granaryCLI(t, home, home, "db", "restore", index, "--file", good, "--wait", "--api", c.api, "--token", "tok")
+	if code != 0 || !strings.HasSuffix(strings.TrimSpace(out), "done") {
+		t.Fatalf("granary db restore --wait: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	if cl.Exists(ctx, "after").Val() != 0 || cl.DBSize(ctx).Val() != want.DBSize(ctx).Val() {
+		t.Fatal("the CLI's restore did not replace the db's content")
+	}
 }
 
 // TestRestoreCrash SIGKILLs the keeper and then the leading master while a
