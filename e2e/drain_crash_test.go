@@ -92,15 +92,14 @@ type crashRig struct {
 	masters          map[string]*procgroup.Proc
 	keeper           *procgroup.Proc
 	keeperN, masterN int
-	// keeperArgs are more flags for every keeper the rig starts.
-	keeperArgs []string
+	keeperArgs       []string // more flags for every keeper it starts
 }
 
 func newCrashRig(t *testing.T, metaAddr string, store *metadb.Store) *crashRig {
 	return newCrashRigWith(t, metaAddr, store)
 }
 
-// newCrashRigWith is newCrashRig whose keepers get keeperArgs too.
+// newCrashRigWith is newCrashRig whose keepers also get keeperArgs.
 func newCrashRigWith(t *testing.T, metaAddr string, store *metadb.Store, keeperArgs ...string) *crashRig {
 	r := &crashRig{t: t, store: store, metaAddr: metaAddr, masters: startMasters(t, metaAddr), keeperArgs: keeperArgs}
 	r.startKeeper()

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"os"
 	"path/filepath"
@@ -236,5 +237,17 @@ func TestExportDeletedDuringDump(t *testing.T) {
 	}
 	if _, err := objs.Stat(ctx, job.Data[metadb.ExportObject]); err != objstore.ErrNotFound {
 		t.Fatalf("object after the deleted dump: %v, want ErrNotFound", err)
+	}
+}
+
+// TestDumperFresh: a key SCAN returns again (a rehash during the walk) is
+// written once, since redis-server refuses a file with a key twice.
+func TestDumperFresh(t *testing.T) {
+	d := &dumper{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, seen: map[[2]uint64]struct{}{}}
+	if got := d.fresh([]string{"a", "b", "a"}); fmt.Sprint(got) != "[a b]" {
+		t.Fatalf("first batch: %v", got)
+	}
+	if got := d.fresh([]string{"c", "b", ""}); fmt.Sprint(got) != "[c ]" {
+		t.Fatalf("second batch: %q", got)
 	}
 }

@@ -237,7 +237,7 @@ const (
 	// ResizeBytesCopied, the file's bytes written so far; ResizeCopyMillis
 	// is how long the finished dump took)
 	ExportObject    = "object"     // the file's object name in the store, "exports/<tenant>/<job id>.rdb"
-	ExportSize      = "size"       // the finished file's bytes
+	ExportSize      = "bytes"      // the finished file's bytes
 	ExportSHA256    = "sha256"     // the finished file's SHA-256, hex
 	ExportDeletedAt = "deleted_at" // when the tenant deleted the export (a record time); a dump in flight stops
 

@@ -168,7 +168,7 @@ interrupted (a watched job goes on).`,
 
 	root.AddGroup(&cobra.Group{ID: "client", Title: "Client commands (REST API):"},
 		&cobra.Group{ID: "server", Title: "Server commands (flags: granary <command> -h):"})
-	for _, cmd := range []*cobra.Command{c.signupCmd(), c.loginCmd(), c.dbCmd(), c.jobCmd(), c.auditCmd(), c.adminCmd()} {
+	for _, cmd := range []*cobra.Command{c.signupCmd(), c.loginCmd(), c.dbCmd(), c.jobCmd(), c.exportCmd(), c.auditCmd(), c.adminCmd()} {
 		cmd.GroupID = "client"
 		root.AddCommand(cmd)
 	}

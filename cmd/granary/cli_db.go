@@ -129,7 +129,7 @@ token works.`,
 func (c *cli) dbCmd() *cobra.Command {
 	db := c.group(&cobra.Command{Use: "db", Short: "create, list, show, resize and drop your dbs"})
 	db.AddCommand(c.dbCreateCmd(), c.dbListCmd(), c.dbShowCmd(), c.dbResizeCmd(), c.dbDropCmd(), c.dbSetModeCmd(),
-		c.dbUsageCmd(), c.dbAlertsCmd(), c.dbSetAlertsCmd(), c.dbImportCmd(), c.dbRestoreCmd())
+		c.dbUsageCmd(), c.dbAlertsCmd(), c.dbSetAlertsCmd(), c.dbImportCmd(), c.dbExportCmd(), c.dbRestoreCmd())
 	return db
 }
 
@@ -416,4 +416,9 @@ type jobInfo struct {
 	Updated     string         `json:"updated"`
 	BytesCopied int64          `json:"bytes_copied"`
 	BytesTotal  int64          `json:"bytes_total"`
+	// Export follows an export: keys written so far of those in the db.
+	Export *struct {
+		KeysCopied int64 `json:"keys_copied"`
+		KeysTotal  int64 `json:"keys_total"`
+	} `json:"export"`
 }

@@ -120,7 +120,16 @@ func stepText(j jobInfo) string {
 	if j.BytesTotal > 0 {
 		s += fmt.Sprintf(" %s/%s", humanBytes(j.BytesCopied), humanBytes(j.BytesTotal))
 	}
-	return s
+	return s + exportText(j)
+}
+
+// exportText is an export's " 5000/100000 keys 1.2 MB": the keys written
+// of those in the db, and the file's bytes so far; "" for other jobs.
+func exportText(j jobInfo) string {
+	if j.Export == nil || j.Export.KeysTotal == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" %d/%d keys %s", j.Export.KeysCopied, j.Export.KeysTotal, humanBytes(j.BytesCopied))
 }
 
 // lineDisplay prints a line per step change, for logs and scripts.
@@ -169,7 +178,7 @@ func (d *barDisplay) describe(j jobInfo) string {
 	if j.BytesTotal > 0 {
 		s += fmt.Sprintf(" %s/%s", humanBytes(j.BytesCopied), humanBytes(j.BytesTotal))
 	}
-	return s
+	return s + exportText(j)
 }
 
 func (d *barDisplay) update(_, j jobInfo, _ bool) {

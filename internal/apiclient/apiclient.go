@@ -103,6 +103,50 @@ func (c *Client) Send(ctx context.Context, method, path, contentType string, bod
 	return nil
 }
 
+// Download GETs Base+path and copies a 2xx answer's body into w as it
+// arrives (no size bound: the caller's ctx bounds it), returning the
+// answer's headers. Any other status is an *Error. A file can take longer
+// than HTTP's timeout, so a Client whose HTTP has a Timeout should pass a
+// copy without it.
+func (c *Client) Download(ctx context.Context, path string, w io.Writer) (http.Header, error) {
+	url := strings.TrimRight(c.Base, "/") + path
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+		e := &Error{Method: http.MethodGet, URL: url, Status: resp.StatusCode, StatusText: resp.Status, Message: string(bytes.TrimSpace(b))}
+		var body struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &body) == nil && body.Error != "" {
+			e.Message = body.Error
+		}
+		return nil, e
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: read the file: %w", url, err)
+	}
+	if resp.ContentLength >= 0 && n != resp.ContentLength {
+		return nil, fmt.Errorf("GET %s: got %d bytes of %d", url, n, resp.ContentLength)
+	}
+	return resp.Header, nil
+}
+
 // Call sends body (JSON-encoded, if not nil) with the bearer token (if not
 // empty) and decodes a 2xx answer into out (if not nil). Any other status is
 // an *Error carrying the method, URL, status and the API's error text.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Local is a Store in a directory. An object is the file at its name; its
@@ -30,8 +31,33 @@ func NewLocal(dir string) (*Local, error) {
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("objstore: %w", err)
 	}
+	sweepStale(abs, time.Now().Add(-staleTemp))
 	return &Local{dir: abs}, nil
 }
+
+// staleTemp is the age past which a Put's temporary file is left over
+// from a process killed in the middle of it: a Put in flight writes to its
+// file all along.
+const staleTemp = time.Hour
+
+// sweepStale removes, best effort, the temporary files of Puts under dir
+// last written before cutoff, so that processes killed while storing (a
+// keeper SIGKILLed during an export) do not fill the directory over time.
+func sweepStale(dir string, cutoff time.Time) {
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasPrefix(d.Name(), tempPrefix) {
+			return nil
+		}
+		if info, err := d.Info(); err == nil && info.ModTime().Before(cutoff) {
+			_ = os.Remove(path)
+		}
+		return nil
+	})
+}
+
+// tempPrefix begins the names of the files Puts write before renaming
+// them into place; no object name begins with a dot.
+const tempPrefix = ".put-"
 
 // Dir is the store's directory.
 func (l *Local) Dir() string { return l.dir }
@@ -57,7 +83,7 @@ func (l *Local) Put(ctx context.Context, name string, r io.Reader) (Info, error)
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return Info{}, fmt.Errorf("objstore: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".put-*")
+	tmp, err := os.CreateTemp(filepath.Dir(p), tempPrefix+"*")
 	if err != nil {
 		return Info{}, fmt.Errorf("objstore: %w", err)
 	}

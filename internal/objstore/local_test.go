@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLocalRoundTrip(t *testing.T) {
@@ -117,4 +118,44 @@ func TestOpenSpec(t *testing.T) {
 		t.Fatal("empty spec: no error")
 	}
 	_ = os.Remove(dir)
+}
+
+// TestLocalSweepsStaleTemps: opening a store removes the temporary files
+// of Puts that a killed process left more than an hour ago, and keeps a
+// recent one (a Put in flight) and every object.
+func TestLocalSweepsStaleTemps(t *testing.T) {
+	dir := t.TempDir()
+	s, err := NewLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(t.Context(), "exports/acme/e1.rdb", strings.NewReader("data")); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(dir, "exports", "acme")
+	old, fresh := filepath.Join(sub, ".put-1"), filepath.Join(sub, ".put-2")
+	for _, f := range []string{old, fresh} {
+		if err := os.WriteFile(f, []byte("half"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(old, past, past); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(filepath.Join(sub, "e1.rdb"), past, past); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewLocal(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale temp file: %v, want removed", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Fatalf("recent temp file: %v, want kept", err)
+	}
+	if _, err := s.Stat(t.Context(), "exports/acme/e1.rdb"); err != nil {
+		t.Fatalf("object: %v", err)
+	}
 }
