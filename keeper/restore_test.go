@@ -371,3 +371,32 @@ func TestRestoreCheckMemoryCap(t *testing.T) {
 	}
 	t.Logf("refused: %s", j.Error)
 }
+
+// TestScratchNoVerdict: a scratch server that cannot start (no such
+// binary, or an address space too small to start in) is an error the step
+// retries, never a verdict on the file.
+func TestScratchNoVerdict(t *testing.T) {
+	objs, err := objstore.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := objs.Put(t.Context(), "f.rdb", bytes.NewReader(garbageRDB())); err != nil {
+		t.Fatal(err)
+	}
+	for name, start := range map[string]func() error{
+		"no binary": func() error {
+			_, err := startScratch(t.Context(), "/nonexistent/redis-server", objs, "f.rdb", 1<<30)
+			return err
+		},
+		"cap too small": func() error {
+			_, err := startScratch(t.Context(), "redis-server", objs, "f.rdb", 1<<20)
+			return err
+		},
+	} {
+		err := start()
+		if err == nil || errors.Is(err, errFileRefused) || errors.Is(err, errFileTooBig) || errors.Is(err, rdbfile.ErrCorrupt) {
+			t.Fatalf("%s: %v, want an error that is no verdict on the file", name, err)
+		}
+		t.Logf("%s: %v", name, err)
+	}
+}

@@ -77,6 +77,9 @@ func sweepScratch() {
 // reason) or errFileTooBig; the caller
 // closes the scratch server in every other case.
 func startScratch(ctx context.Context, bin string, store objstore.Store, name string, memLimit int64) (*scratch, error) {
+	if _, err := exec.LookPath(bin); err != nil {
+		return nil, fmt.Errorf("scratch redis-server: %w", err)
+	}
 	sweepScratch()
 	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", scratchPrefix, os.Getpid()))
 	if err != nil {
@@ -199,6 +202,11 @@ func (s *scratch) refusal() error {
 		case started && !strings.HasPrefix(msg, "WARNING") && !strings.HasPrefix(msg, "Terminating server"):
 			reasons = append(reasons, strings.TrimSpace(msg))
 		}
+	}
+	if !started {
+		// It died before it began to load: no verdict on the file (a
+		// missing binary, a cap too small to start); the step retries.
+		return fmt.Errorf("scratch redis-server did not start: %v", s.proc.Exited())
 	}
 	if len(reasons) == 0 {
 		return fmt.Errorf("%w: redis-server exited (%v) while loading it", errFileRefused, s.proc.Exited())
