@@ -31,8 +31,8 @@ import (
 // (ignored_keys) and left out, and the job says so.
 //
 // An uploaded file is deleted once the job no longer needs it: when check
-// refuses it, and after load recorded release. An export's file is never
-// deleted by a restore.
+// refuses it, and when load finished, just before it records release. An
+// export's file is never deleted by a restore.
 
 // restoreChunk bounds the bytes (MEMORY USAGE) of one DUMP/RESTORE
 // pipeline of a load; a bigger key goes alone.
@@ -146,16 +146,7 @@ func (k *Keeper) restoreLoad(ctx context.Context, j *metadb.Job) (metadb.Step, e
 	start := time.Now()
 	s, err := startScratch(ctx, k.cfg.RedisServer, k.cfg.Store, j.Data[metadb.RestoreObject], scratchMemLimit(db.QuotaBytes))
 	if errors.Is(err, objstore.ErrNotFound) {
-		// The tenant deleted the export meanwhile: give the db its
-		// writes back, and the job ends failed saying what it holds.
-		ok, err := k.advance(ctx, j.ID, metadb.StepLoad, metadb.StepRelease, func(cur *metadb.Job) {
-			cur.Data[metadb.RestoreFailure] = "the RDB file was deleted before the load finished: the db holds " +
-				"part of it, or its old data if the load had not begun; restore it again from another file"
-		})
-		if err != nil || !ok {
-			return "", err
-		}
-		return metadb.StepRelease, nil
+		return k.loadGone(ctx, j)
 	}
 	if err != nil {
 		return "", err
@@ -192,6 +183,10 @@ func (k *Keeper) restoreLoad(ctx context.Context, j *metadb.Job) (metadb.Step, e
 		return "", err
 	}
 	took := time.Since(start)
+	// An upload is deleted before release is recorded, so none is left
+	// behind by a crash in between: a load that then finds it gone knows
+	// an earlier attempt finished (loadGone).
+	k.dropUpload(ctx, j)
 	ok, err := k.advance(ctx, j.ID, metadb.StepLoad, metadb.StepRelease, func(cur *metadb.Job) {
 		setRestoreProgress(cur, n, n, bytes, bytes)
 		cur.Data[metadb.ResizeCopyMillis] = strconv.FormatInt(took.Milliseconds(), 10)
@@ -201,7 +196,25 @@ func (k *Keeper) restoreLoad(ctx context.Context, j *metadb.Job) (metadb.Step, e
 	}
 	k.log.Info().Str("job", j.ID).Int64("keys", keys).Int64("bytes", bytes).Dur("took", took).Msg("restore loaded and verified")
 	k.sched.add(dbKey{j.Tenant, j.Index}, reasonWritten, time.Now())
-	k.dropUpload(ctx, j)
+	return metadb.StepRelease, nil
+}
+
+// loadGone is a load whose file is gone. An upload is deleted only by a
+// load that finished (verified, the replica confirmed) just before it
+// records release: that load's work stands, and release is recorded now.
+// An export the tenant deleted meanwhile ends the restore: the db gets its
+// writes back and the job ends failed, saying what the db holds.
+func (k *Keeper) loadGone(ctx context.Context, j *metadb.Job) (metadb.Step, error) {
+	ok, err := k.advance(ctx, j.ID, metadb.StepLoad, metadb.StepRelease, func(cur *metadb.Job) {
+		if cur.Data[metadb.RestoreFrom] == metadb.RestoreFromUpload {
+			return
+		}
+		cur.Data[metadb.RestoreFailure] = "the export was deleted before the load finished: the db holds " +
+			"part of it, or its old data if the load had not begun; restore it again from another file"
+	})
+	if err != nil || !ok {
+		return "", err
+	}
 	return metadb.StepRelease, nil
 }
 

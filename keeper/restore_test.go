@@ -312,25 +312,30 @@ func TestRestoreCheckAndLoad(t *testing.T) {
 	}
 	sameData(t, want, digestsOf(t, slot))
 
-	// A file deleted before its load (an export the tenant deleted) gives
-	// the db back, writable, and the job says what happened.
-	if _, err := r.store.EndRelease(ctx, nil, "rst-2", ""); err != nil {
-		t.Fatal(err)
-	}
-	r.start(t, "rst-3", file)
-	if _, err := r.store.UpdateJob(ctx, nil, "rst-3", func(cur *metadb.Job) error {
-		cur.Step = metadb.StepLoad
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.objs.Delete(ctx, "uploads/acme/rst-3.rdb"); err != nil {
-		t.Fatal(err)
-	}
-	next, err = r.k.restoreLoad(ctx, r.job(t, "rst-3"))
-	if j := r.job(t, "rst-3"); err != nil || next != metadb.StepRelease || j.Step != metadb.StepRelease ||
-		!strings.Contains(j.Data[metadb.RestoreFailure], "deleted before the load finished") {
-		t.Fatalf("load of a deleted file: %s, %v; job %+v", next, err, j)
+	// A file gone at load: an upload was deleted by a load that finished,
+	// whose work stands; an export the tenant deleted ends the restore
+	// failed, saying so. Either way release follows.
+	for i, from := range []string{metadb.RestoreFromUpload, metadb.RestoreFromExport} {
+		prev, id := "rst-"+strconv.Itoa(i+2), "rst-"+strconv.Itoa(i+3)
+		if _, err := r.store.EndRelease(ctx, nil, prev, ""); err != nil {
+			t.Fatal(err)
+		}
+		r.start(t, id, file)
+		if _, err := r.store.UpdateJob(ctx, nil, id, func(cur *metadb.Job) error {
+			cur.Step, cur.Data[metadb.RestoreFrom] = metadb.StepLoad, from
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.objs.Delete(ctx, "uploads/acme/"+id+".rdb"); err != nil {
+			t.Fatal(err)
+		}
+		next, err = r.k.restoreLoad(ctx, r.job(t, id))
+		j := r.job(t, id)
+		failed := strings.Contains(j.Data[metadb.RestoreFailure], "export was deleted before the load finished")
+		if err != nil || next != metadb.StepRelease || j.Step != metadb.StepRelease || failed != (from == metadb.RestoreFromExport) {
+			t.Fatalf("load of a deleted %s: %s, %v; job %+v", from, next, err, j)
+		}
 	}
 	sameData(t, want, digestsOf(t, slot))
 }
