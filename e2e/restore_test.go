@@ -35,6 +35,7 @@ type restoreCluster struct {
 	db    *metadb.DB
 	api   string
 	proxy string
+	objs  string // the object store's directory
 }
 
 // startRestoreCluster starts the processes, a 64M pair of 4 dbs (with
@@ -53,7 +54,8 @@ func startRestoreCluster(t *testing.T) *restoreCluster {
 	if _, err := store.CreateTenant(ctx, "test", "acme", "tok", "pw"); err != nil {
 		t.Fatal(err)
 	}
-	objs := "dir:" + t.TempDir()
+	c.objs = t.TempDir()
+	objs := "dir:" + c.objs
 	c.rig = newCrashRigWith(t, meta.Addr, store, "--store", objs)
 	url := "redis://" + meta.Addr
 	_, out := startGranaryOutputListening(t, "--addr", "api", "--metadb-url", url, "--admin-token", "adm", "--store", objs)
@@ -76,6 +78,12 @@ func (c *restoreCluster) client() *redis.Client {
 		MaxRetries: -1, PoolSize: 4, DialTimeout: time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: time.Second})
 	c.t.Cleanup(func() { cl.Close() })
 	return cl
+}
+
+// uploads lists the uploaded files left in the store.
+func (c *restoreCluster) uploads() []string {
+	left, _ := filepath.Glob(filepath.Join(c.objs, "uploads", "*", "*.rdb"))
+	return left
 }
 
 // slot is the db's slot on the pair's master.
@@ -383,6 +391,9 @@ func TestRestoreUpload(t *testing.T) {
 	if cl.Exists(ctx, "after").Val() != 0 || cl.DBSize(ctx).Val() != want.DBSize(ctx).Val() {
 		t.Fatal("the CLI's restore did not replace the db's content")
 	}
+	if left := c.uploads(); len(left) > 0 {
+		t.Fatalf("uploads left in the store: %v", left)
+	}
 }
 
 // TestRestoreCrash SIGKILLs the keeper and then the leading master while a
@@ -436,6 +447,9 @@ func TestRestoreCrash(t *testing.T) {
 	}
 	cl := c.client()
 	redistest.WaitFor(t, 10*time.Second, "the db to take writes again", func() bool { return cl.Set(ctx, "after", "1", 0).Err() == nil })
+	if left := c.uploads(); len(left) > 0 {
+		t.Fatalf("uploads left in the store after the restore: %v", left)
+	}
 	if db, _ := c.store.DB(ctx, "acme", c.db.Index); db.ReadOnly != "" || db.State != metadb.DBActive {
 		t.Fatalf("db after the restore: %+v", db)
 	}
