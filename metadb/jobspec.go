@@ -75,7 +75,7 @@ const (
 	StepPlan      Step = "plan"         // drain: list the pair's dbs
 	StepMove      Step = "move"         // drain: move each db to another pair with a same-size resize
 	StepMarkDrain Step = "mark_drained" // drain: the pair is empty and drained
-	StepReadOnly  Step = "readonly"     // import: the db refuses writes, every proxy acknowledged
+	StepReadOnly  Step = "readonly"     // import, restore: the db refuses writes, every proxy acknowledged
 	StepSync      Step = "sync"         // import: copy the source and keep the copy in step
 	StepCutover   Step = "cutover"      // import: last changes applied, copy verified, replica has it
 	StepRelease   Step = "release"      // import, restore: the db takes writes again; an import's source password is forgotten

@@ -127,6 +127,11 @@ func TestRestoreRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkingKeeper(t, h.store, objs)
+	acmeDB, _ := h.store.DB(ctx, "acme", 0)
+	slot := m.ClientDB(t, acmeDB.SlotDB)
+	if err := slot.Set(ctx, "mine", "old", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
 
 	good := rdbOf(t, "a", "b")
 	upload := func(token string, body []byte, ct string) reply {
@@ -165,6 +170,9 @@ func TestRestoreRefusals(t *testing.T) {
 	db, _ := h.store.DB(ctx, "acme", 0)
 	if db.ReadOnly != "" || db.State != metadb.DBActive {
 		t.Fatalf("db after the refusals: %+v", db)
+	}
+	if v := slot.Get(ctx, "mine").Val(); v != "old" || slot.DBSize(ctx).Val() != 1 {
+		t.Fatalf("the refusals changed the db's data: mine=%q, %d keys", v, slot.DBSize(ctx).Val())
 	}
 
 	// An oversize upload without a length is cut off as it streams.
