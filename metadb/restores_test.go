@@ -10,7 +10,7 @@ import (
 // restore, an import, a resize, a drop and an export are refused; a refusal at check
 // ends it failed once, with the refusal recorded and the db untouched; a
 // restore that reached release ends done once, and the db may then be
-// resized again.
+// resized again. A running import, or a read-only db, refuses a restore.
 func TestRestoreLifecycle(t *testing.T) {
 	s, _ := newStore(t)
 	ctx := testCtx(t)
@@ -79,6 +79,27 @@ func TestRestoreLifecycle(t *testing.T) {
 	}
 	if active, _ := s.ActiveJobs(ctx); len(active) != 0 {
 		t.Fatalf("active jobs after the end: %d", len(active))
+	}
+	// An import, running or making the db read-only, refuses a restore.
+	if _, err := s.StartImport(ctx, "acme", db.Index, "imp-2", map[string]string{ImportSource: "redis://h:1"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.StartRestore(ctx, "acme", db.Index, "rst-4", data())
+	if !errors.Is(err, ErrBadState) {
+		t.Fatalf("a restore during an import: %v, want ErrBadState", err)
+	}
+	if _, err := s.UpdateJob(ctx, nil, "imp-2", func(j *Job) error { j.State = JobFailed; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetReadOnly(ctx, nil, "test", "acme", db.Index, ReadOnlyImporting); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.StartRestore(ctx, "acme", db.Index, "rst-5", data())
+	if !errors.Is(err, ErrBadState) {
+		t.Fatalf("a restore of a read-only db: %v, want ErrBadState", err)
+	}
+	if _, err := s.SetReadOnly(ctx, nil, "test", "acme", db.Index, ""); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := s.StartResize(ctx, "acme", db.Index, "256M", 256<<20, "resize-2"); err != nil {
 		t.Fatalf("resize after the restore: %v", err)

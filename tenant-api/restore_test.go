@@ -257,6 +257,16 @@ func TestRestoreRefusals(t *testing.T) {
 	if n := len(uploads(t, objs)); n != 1 {
 		t.Fatalf("%d uploads kept after a refused second restore, want 1", n)
 	}
+	// Read-only (here: while its own restore loads), a db refuses a
+	// restore before its body is read.
+	if _, err := h.store.SetReadOnly(ctx, nil, "test", "acme", 0, metadb.ReadOnlyRestoring); err != nil {
+		t.Fatal(err)
+	}
+	rep = h.do("POST", "/v1/dbs/0/restore", acme.Token, map[string]string{"export": theirs.ID})
+	calls++
+	if rep.status != http.StatusConflict || !strings.Contains(rep.errorText(t), "read-only while restoring") {
+		t.Fatalf("restore of a read-only db: %d %s", rep.status, rep.body)
+	}
 	h.do("GET", "/v1/jobs/"+ok.Job, other.Token, nil).want(t, http.StatusNotFound)
 
 	count := 0
