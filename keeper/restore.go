@@ -179,7 +179,9 @@ func (k *Keeper) restoreLoad(ctx context.Context, j *metadb.Job) (metadb.Step, e
 	if want := s.client.DBSize(ctx).Val(); n != want {
 		return "", fmt.Errorf("the db holds %d keys after the load, the file %d (the load retries)", n, want)
 	}
-	if err := waitTargetReplica(ctx, dst, 30*time.Second); err != nil {
+	// The replica applies what the load wrote at its own pace: a timeout
+	// would make the next attempt copy it all again, so allow for it.
+	if err := waitTargetReplica(ctx, dst, 30*time.Second+time.Duration(bytes/(10<<20))*time.Second); err != nil {
 		return "", err
 	}
 	took := time.Since(start)
