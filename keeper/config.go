@@ -16,6 +16,9 @@ type Config struct {
 	// Store keeps db exports and the RDB files restores read (see
 	// internal/objstore); nil disables export and restore jobs.
 	Store objstore.Store
+	// RedisServer is the redis-server binary a restore's scratch server
+	// runs (see scratch.go). Default "redis-server" from PATH.
+	RedisServer string
 	// ImportAllow lists, comma-separated, the prefixes (CIDR) of private
 	// addresses an import source may be on (see internal/netguard); public
 	// unicast addresses are always allowed, the cluster's own servers
@@ -122,6 +125,7 @@ func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
 		ID:             fmt.Sprintf("%s-%d", host, os.Getpid()),
+		RedisServer:    "redis-server",
 		LeaseTTL:       3 * time.Second,
 		PairsPoll:      time.Second,
 		JobPoll:        100 * time.Millisecond,
@@ -156,6 +160,7 @@ func DefaultConfig() Config {
 func (c *Config) Validate() error {
 	d := DefaultConfig()
 	defaults.Fill(&c.ID, d.ID)
+	defaults.Fill(&c.RedisServer, d.RedisServer)
 	defaults.Fill(&c.LeaseTTL, d.LeaseTTL)
 	defaults.Fill(&c.PairsPoll, d.PairsPoll)
 	defaults.Fill(&c.JobPoll, d.JobPoll)

@@ -36,6 +36,10 @@ func (k *Keeper) jobSteps() map[metadb.JobKind]map[metadb.Step]jobStep {
 			metadb.StepSync:    k.importSync,
 			metadb.StepCutover: k.importCutover,
 		},
+		metadb.JobRestore: {
+			metadb.StepCheck: k.restoreCheck,
+			metadb.StepLoad:  k.restoreLoad,
+		},
 		metadb.JobExport: {
 			metadb.StepDump: k.exportDump,
 		},
@@ -98,7 +102,7 @@ func (k *Keeper) jobsLoop(ctx context.Context) error {
 // next poll.
 func (k *Keeper) runStep(ctx context.Context, j *metadb.Job, h jobStep) {
 	next, err := h(ctx, j)
-	if errors.Is(err, errWaitStep) || ctx.Err() != nil {
+	if errors.Is(err, errWaitStep) || errors.Is(err, errJobEnded) || ctx.Err() != nil {
 		return
 	}
 	_, uerr := k.store.UpdateJob(ctx, nil, j.ID, func(cur *metadb.Job) error {

@@ -46,6 +46,7 @@ type Store interface {
 	PendingKeyReports(ctx context.Context) ([]metadb.DBRef, error)
 	ClaimKeyReport(ctx context.Context, tenant string, index int, keeper string, stale time.Duration) (*metadb.KeyReport, bool, error)
 	UpdateKeyReport(ctx context.Context, tenant string, index int, keeper string, started time.Time, fn func(*metadb.KeyReport)) (*metadb.KeyReport, error)
+	RefuseRestore(ctx context.Context, jobID, refusal, why string) (*metadb.Job, error)
 }
 
 // Keeper is one keeper process.

@@ -13,7 +13,7 @@ import (
 // refuse its writes (readonly); after the cut-over, or a cancellation, the
 // db takes writes again and the job ends, forgetting the source's
 // password (release). Both are idempotent: SetReadOnly to the state the db
-// already has changes nothing, and EndImport leaves an ended job alone.
+// already has changes nothing, and EndRelease leaves an ended job alone.
 
 // importCancelled is the error of a cancelled import; the keys copied so
 // far stay in the db.
@@ -26,9 +26,17 @@ func (m *Master) importReadOnly(ctx context.Context, f *metadb.Fence, j *metadb.
 	if j.Data[metadb.ImportCancelAt] != "" {
 		return metadb.StepRelease, nil
 	}
+	return m.readOnlyFor(ctx, f, j, metadb.ReadOnlyImporting, metadb.StepSync)
+}
+
+// readOnlyFor is the readonly step of a job that replaces a db's content
+// (import, restore): the db refuses writes (reason), every live proxy
+// applied it, then the job goes on at next. A db dropped or taken by
+// another job before that fails the job, and nothing was written.
+func (m *Master) readOnlyFor(ctx context.Context, f *metadb.Fence, j *metadb.Job, reason string, next metadb.Step) (metadb.Step, error) {
 	db, err := m.store.DB(ctx, j.Tenant, j.Index)
 	if errors.Is(err, metadb.ErrNotFound) || (err == nil && (db.Job != j.ID || db.State != metadb.DBActive)) {
-		m.failJob(ctx, f, j.ID, "the db was dropped or taken by another job before the import began")
+		m.failJob(ctx, f, j.ID, fmt.Sprintf("the db was dropped or taken by another job before the %s began", j.Kind))
 		_, _ = m.store.UpdateJob(ctx, f, j.ID, func(cur *metadb.Job) error {
 			delete(cur.Data, metadb.ImportPassword)
 			return nil
@@ -38,7 +46,7 @@ func (m *Master) importReadOnly(ctx context.Context, f *metadb.Fence, j *metadb.
 	if err != nil {
 		return "", err
 	}
-	if _, err := m.store.SetReadOnly(ctx, f, m.sender(), j.Tenant, j.Index, metadb.ReadOnlyImporting); err != nil {
+	if _, err := m.store.SetReadOnly(ctx, f, m.sender(), j.Tenant, j.Index, reason); err != nil {
 		return "", fmt.Errorf("set read-only: %w", err)
 	}
 	v, err := m.store.Version(ctx)
@@ -48,21 +56,32 @@ func (m *Master) importReadOnly(ctx context.Context, f *metadb.Fence, j *metadb.
 	if err := m.waitAcks(ctx, v); err != nil {
 		return "", err
 	}
-	return metadb.StepSync, nil
+	return next, nil
 }
 
-// importRelease clears the db's read-only state (published to proxies) and
-// ends the job: done after a cut-over, failed after a cancellation.
-func (m *Master) importRelease(ctx context.Context, f *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
+// release is the last step of an import and of a restore: it clears the
+// db's read-only state (published to proxies) and ends the job: done, or
+// failed after an import's cancellation or a restore whose load gave up. EndRelease forgets an import's
+// source password.
+func (m *Master) release(ctx context.Context, f *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
 	if _, err := m.store.SetReadOnly(ctx, f, m.sender(), j.Tenant, j.Index, ""); err != nil && !errors.Is(err, metadb.ErrNotFound) {
 		return "", fmt.Errorf("clear read-only: %w", err)
 	}
 	why := ""
-	if j.Data[metadb.ImportCancelAt] != "" {
+	switch {
+	case j.Kind == metadb.JobImport && j.Data[metadb.ImportCancelAt] != "":
 		why = importCancelled
+	case j.Kind == metadb.JobRestore:
+		why = j.Data[metadb.RestoreFailure]
 	}
-	if _, err := m.store.EndImport(ctx, f, j.ID, why); err != nil {
+	if _, err := m.store.EndRelease(ctx, f, j.ID, why); err != nil {
 		return "", err
 	}
 	return "", nil
+}
+
+// restoreReadOnly is a restore's readonly step: its file passed the check,
+// and the db now refuses writes before the keeper flushes and fills it.
+func (m *Master) restoreReadOnly(ctx context.Context, f *metadb.Fence, j *metadb.Job) (metadb.Step, error) {
+	return m.readOnlyFor(ctx, f, j, metadb.ReadOnlyRestoring, metadb.StepLoad)
 }

@@ -61,7 +61,11 @@ func (m *Master) jobSteps() map[metadb.JobKind]map[metadb.Step]stepFunc {
 		},
 		metadb.JobImport: {
 			metadb.StepReadOnly: m.importReadOnly,
-			metadb.StepRelease:  m.importRelease,
+			metadb.StepRelease:  m.release,
+		},
+		metadb.JobRestore: {
+			metadb.StepReadOnly: m.restoreReadOnly,
+			metadb.StepRelease:  m.release,
 		},
 		// An export's one step, dump, is the keeper's: the master only
 		// watches it (and gives the pair to another keeper if need be).

@@ -105,7 +105,7 @@ type Store interface {
 	Job(ctx context.Context, id string) (*metadb.Job, error)
 	UpdateJob(ctx context.Context, f *metadb.Fence, id string, fn func(*metadb.Job) error) (*metadb.Job, error)
 	SetReadOnly(ctx context.Context, f *metadb.Fence, sender, tenant string, index int, reason string) (*metadb.DB, error)
-	EndImport(ctx context.Context, f *metadb.Fence, jobID, why string) (*metadb.Job, error)
+	EndRelease(ctx context.Context, f *metadb.Fence, jobID, why string) (*metadb.Job, error)
 	DB(ctx context.Context, tenant string, index int) (*metadb.DB, error)
 	AllDBs(ctx context.Context) ([]*metadb.DB, error)
 	UpdateDB(ctx context.Context, f *metadb.Fence, sender, tenant string, index int, fn func(*metadb.DB) ([]*buspb.Envelope, error)) (*metadb.DB, error)

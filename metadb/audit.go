@@ -37,6 +37,7 @@ const (
 	AuditSparesEmpty     = "spares.empty"        // a pair needs a replica and the spare pool is empty
 	AuditDBExport        = "db.export"
 	AuditExportDelete    = "export.delete"
+	AuditDBRestore       = "db.restore"
 )
 
 // AuditActions lists every action, for validating filters.
@@ -45,7 +46,7 @@ var AuditActions = []string{
 	AuditAdminAuthFailed, AuditQuotaBan, AuditQuotaUnban, AuditPairFailover, AuditSpareAttach, AuditDBAlerts,
 	AuditPairDrain, AuditPoolRebalance, AuditDBImport, AuditDBImportCutover, AuditDBImportCancel,
 	AuditWritesDegraded, AuditWritesConfirmed, AuditSparesEmpty,
-	AuditDBExport, AuditExportDelete,
+	AuditDBExport, AuditExportDelete, AuditDBRestore,
 }
 
 // AuditOK is the result of an action that was carried out; a refused or

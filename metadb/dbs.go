@@ -223,6 +223,9 @@ func (s *Store) StartDrop(ctx context.Context, tenant string, index int, jobID s
 		if err := exportRunning(ctx, tx, db); err != nil {
 			return err
 		}
+		if err := fillingJob(ctx, tx, db); err != nil {
+			return err
+		}
 		ts := now()
 		job = &Job{ID: jobID, Kind: JobDrop, State: JobRunning, Step: StepUnroute, Tenant: tenant, Index: index,
 			Pair: db.Pair, SlotDB: db.SlotDB, Created: ts, Updated: ts, Log: []JobStep{{Step: StepRequested, At: ts}}}

@@ -128,11 +128,11 @@ func (s *Store) CancelImport(ctx context.Context, tenant string, index int, jobI
 	})
 }
 
-// EndImport ends import jobID after the master cleared the db's read-only
-// state: done, or failed with why when it was cancelled (why is ""
-// otherwise), and the source's password is deleted, in one transaction.
-// An ended job is left as it is.
-func (s *Store) EndImport(ctx context.Context, f *Fence, jobID, why string) (*Job, error) {
+// EndRelease ends an import or a restore at its release step, after the
+// master cleared the db's read-only state: done, or failed with why (why
+// is "" for done), in one transaction. An import's source password is
+// deleted with it. An ended job is left as it is.
+func (s *Store) EndRelease(ctx context.Context, f *Fence, jobID, why string) (*Job, error) {
 	return s.UpdateJob(ctx, f, jobID, func(j *Job) error {
 		if j.State != JobRunning || j.Step != StepRelease {
 			return nil

@@ -8,7 +8,7 @@ import (
 // TestImportLifecycle: an import starts only on an active db without a
 // running job; while the db is read-only, a second import, a resize and a
 // drop are refused; a cut-over request and a cancellation are recorded
-// once and refuse each other's late arrival; EndImport ends the job once
+// once and refuse each other's late arrival; EndRelease ends the job once
 // and deletes the password.
 func TestImportLifecycle(t *testing.T) {
 	s, _ := newStore(t)
@@ -57,7 +57,7 @@ func TestImportLifecycle(t *testing.T) {
 		t.Fatalf("cancel at release: %v, want ErrBadState", err)
 	}
 	for range 2 {
-		if _, err := s.EndImport(ctx, nil, "imp-1", ""); err != nil {
+		if _, err := s.EndRelease(ctx, nil, "imp-1", ""); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -19,13 +19,15 @@ import (
 //	drain            plan (master) → move (master) → mark_drained (master)
 //	rebalance        plan (master) → move (master)
 //	import           readonly (master) → sync (keeper) → cutover (keeper) → release (master)
+//	restore          check (keeper) → readonly (master) → load (keeper) → release (master)
 //	export           dump (keeper)
 //
 // A finished job is at step done. A step's handler returns the next step,
 // which is usually the following one in the list; a few go back or skip
 // (a resize whose hold lapsed goes back to hold; a drop already unrouted
 // skips to flush; a cancelled import skips from readonly or sync to
-// release).
+// release; a restore whose file is refused at check ends failed there,
+// before anything was written).
 
 // JobKind names what a job does; it is stored in Job.Kind.
 type JobKind string
@@ -40,6 +42,7 @@ const (
 	JobRebalance JobKind = "rebalance"       // even a pool's used bytes, one resize at a time
 	JobImport    JobKind = "import"          // copy a live outside Redis db into a tenant db, then cut over
 	JobExport    JobKind = "export"          // write a db's keys, read from its pair's replica, as an RDB file in the object store
+	JobRestore   JobKind = "restore"         // replace a tenant db's content with an RDB file (an export or an upload)
 )
 
 // Job states.
@@ -72,10 +75,12 @@ const (
 	StepPlan      Step = "plan"         // drain: list the pair's dbs
 	StepMove      Step = "move"         // drain: move each db to another pair with a same-size resize
 	StepMarkDrain Step = "mark_drained" // drain: the pair is empty and drained
-	StepReadOnly  Step = "readonly"     // import: the db refuses writes, every proxy acknowledged
+	StepReadOnly  Step = "readonly"     // import, restore: the db refuses writes, every proxy acknowledged
 	StepSync      Step = "sync"         // import: copy the source and keep the copy in step
 	StepCutover   Step = "cutover"      // import: last changes applied, copy verified, replica has it
-	StepRelease   Step = "release"      // import: the db takes writes again; the source password is forgotten
+	StepRelease   Step = "release"      // import, restore: the db takes writes again; an import's source password is forgotten
+	StepCheck     Step = "check"        // restore: the file loads in a scratch server and its data fits the db
+	StepLoad      Step = "load"         // restore: the db's slot flushed and filled from the file, replica confirmed
 	StepDump      Step = "dump"         // export: write the db as an RDB file and store it
 
 	// StepDone is the step of a finished job.
@@ -121,6 +126,7 @@ var jobSteps = map[JobKind][]StepSpec{
 	JobDrain:     {{StepPlan, ByMaster}, {StepMove, ByMaster}, {StepMarkDrain, ByMaster}},
 	JobRebalance: {{StepPlan, ByMaster}, {StepMove, ByMaster}},
 	JobImport:    {{StepReadOnly, ByMaster}, {StepSync, ByKeeper}, {StepCutover, ByKeeper}, {StepRelease, ByMaster}},
+	JobRestore:   {{StepCheck, ByKeeper}, {StepReadOnly, ByMaster}, {StepLoad, ByKeeper}, {StepRelease, ByMaster}},
 	JobExport:    {{StepDump, ByKeeper}},
 }
 
@@ -235,4 +241,23 @@ const (
 	ExportSize      = "bytes"      // the finished file's bytes
 	ExportSHA256    = "sha256"     // the finished file's SHA-256, hex
 	ExportDeletedAt = "deleted_at" // when the tenant deleted the export (a record time); a dump in flight stops
+
+	// restore (its progress also uses ResizeBytesCopied, ResizeBytesTotal,
+	// ResizeKeysCopied and ResizeKeysTotal)
+	RestoreObject      = "object"       // the RDB file's object store name
+	RestoreFrom        = "from"         // RestoreFromExport or RestoreFromUpload
+	RestoreExport      = "export"       // the export job whose file it is (from an export)
+	RestoreFileBytes   = "file_bytes"   // the file's size
+	RestoreUsedBytes   = "used_bytes"   // what db 0 of the file takes in memory, measured at check
+	RestoreIgnoredKeys = "ignored_keys" // keys of the file's other dbs, which a restore leaves out
+	RestoreRefusal     = "refusal"      // why check refused the file: RestoreTooBig or RestoreCorrupt
+	RestoreFailure     = "failure"      // why load gave up (its file is gone): release then ends the job failed with it
+)
+
+// Values of RestoreFrom and RestoreRefusal.
+const (
+	RestoreFromExport = "export"
+	RestoreFromUpload = "upload"
+	RestoreTooBig     = "too_big" // db 0 of the file takes more than the db's size
+	RestoreCorrupt    = "corrupt" // the scratch server would not load the file
 )

@@ -120,7 +120,9 @@ func TestNoBareJobNames(t *testing.T) {
 	for _, n := range []string{string(StepDone), string(StepClaim), string(StepRequested), string(StepPromote), string(StepDropSpare),
 		ResizeToSize, ResizeToQuota, ResizeToPair, ResizeToSlot, ResizeBytesCopied, ResizeBytesTotal, ResizeKeysCopied,
 		ResizeKeysTotal, ResizeCopyMillis, ResizeNotifyBefore, ReplaceSpare, ReplaceMaster, ReplaceOldMaster, ReplaceReason,
-		ReplaceOffset, ReplaceMasterOffset, ExportObject, ExportSize, ExportSHA256, ExportDeletedAt} {
+		ReplaceOffset, ReplaceMasterOffset, ExportObject, ExportSize, ExportSHA256, ExportDeletedAt,
+		RestoreObject, RestoreFrom, RestoreExport, RestoreFileBytes, RestoreUsedBytes, RestoreIgnoredKeys, RestoreRefusal,
+		RestoreFailure} {
 		names[n] = true
 	}
 	// A Step field or a Data index holds a protocol name; a return or a

@@ -66,6 +66,9 @@ func (s *Store) startResize(ctx context.Context, tenant string, index int, size 
 		if err := exportRunning(ctx, tx, db); err != nil {
 			return err
 		}
+		if err := fillingJob(ctx, tx, db); err != nil {
+			return err
+		}
 		if db.Size == size && !move {
 			return fmt.Errorf("db %d is already %s: %w", index, size, ErrBadState)
 		}

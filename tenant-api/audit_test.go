@@ -75,6 +75,10 @@ func TestAuditRESTActions(t *testing.T) {
 		{"db mode", func(t *testing.T) {
 			h.do("PATCH", "/v1/dbs/0", acme.Token, map[string]string{"write_mode": "async"}).want(t, http.StatusOK)
 		}, metadb.AuditEntry{Actor: "tenant:acme", Action: metadb.AuditDBMode, Target: "acme/0", Tenant: "acme", Result: "ok"}},
+		{"db restore refused", func(t *testing.T) {
+			h.do("POST", "/v1/dbs/0/restore", acme.Token, map[string]string{"export": "x"}).want(t, http.StatusServiceUnavailable)
+		}, metadb.AuditEntry{Actor: "tenant:acme", Action: metadb.AuditDBRestore, Target: "acme/0", Tenant: "acme",
+			Result: "error: restores are off: this API server has no object store (--store)"}},
 		{"db resize refused", func(t *testing.T) {
 			h.do("PATCH", "/v1/dbs/0", acme.Token, map[string]string{"size": "256M"}).want(t, http.StatusConflict)
 		}, metadb.AuditEntry{Actor: "tenant:acme", Action: metadb.AuditDBResize, Target: "acme/0", Tenant: "acme",

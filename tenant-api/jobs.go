@@ -32,6 +32,8 @@ type jobView struct {
 	DBsTotal int    `json:"dbs_total,omitempty"`
 	// Import follows an import (its source without credentials).
 	Import *importFields `json:"import,omitempty"`
+	// Restore follows a restore: its file and progress.
+	Restore *restoreFields `json:"restore,omitempty"`
 	// Export follows an export.
 	Export *exportFields `json:"export,omitempty"`
 }
@@ -51,6 +53,9 @@ func viewJob(j *metadb.Job) jobView {
 	}
 	if j.Kind == metadb.JobImport {
 		v.Import = viewImport(j)
+	}
+	if j.Kind == metadb.JobRestore {
+		v.Restore = viewRestore(j)
 	}
 	if j.Kind == metadb.JobExport {
 		v.Export = viewExportFields(j)

@@ -248,6 +248,13 @@ func (d *apiDoc) checkRequest(routes chi.Routes, req *http.Request) error {
 		return err
 	}
 	where := fmt.Sprintf("%s %s (%s) request", req.Method, req.URL.Path, pattern)
+	if mt, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type")); mt != "" && mt != "application/json" {
+		// A file (a restore's RDB): the document must name its media type.
+		if _, ok := d.at("/paths/" + escape(pattern) + "/" + strings.ToLower(req.Method) + "/requestBody/content/" + escape(mt)); !ok {
+			return fmt.Errorf("%s: the API accepted a %s body the document does not describe", where, mt)
+		}
+		return nil
+	}
 	ptr := "/paths/" + escape(pattern) + "/" + strings.ToLower(req.Method) + "/requestBody/content/application~1json/schema"
 	if _, ok := d.at(ptr); !ok {
 		return fmt.Errorf("%s: the API accepted a body the document does not describe", where)

@@ -39,6 +39,11 @@ type Config struct {
 	Addr string
 	// AdminToken grants the /v1/admin calls. Required; only its hash is kept.
 	AdminToken string
+	// RestoreWait bounds how long POST /v1/dbs/{index}/restore waits for
+	// the keeper's check of the file (so that a file that does not load
+	// or does not fit is refused in the answer) before answering 202 with
+	// the job still at check. Default 30s.
+	RestoreWait time.Duration
 	// CreateWait bounds how long POST /v1/dbs waits for the master to finish
 	// the create job before answering with state "creating". Default 5s.
 	CreateWait time.Duration
@@ -69,6 +74,7 @@ func DefaultConfig() Config {
 	return Config{
 		Addr:                "127.0.0.1:8080",
 		CreateWait:          5 * time.Second,
+		RestoreWait:         30 * time.Second,
 		MaxDBsPerTenant:     64,
 		MaxBodyBytes:        1 << 20,
 		MaxExportsPerTenant: 16,
@@ -87,6 +93,8 @@ func (c Config) Validate() error {
 		return errors.New("api: admin token is empty")
 	case c.CreateWait < 0:
 		return fmt.Errorf("api: create wait %v < 0", c.CreateWait)
+	case c.RestoreWait < 0:
+		return fmt.Errorf("api: restore wait %v < 0", c.RestoreWait)
 	case c.MaxDBsPerTenant < 1:
 		return fmt.Errorf("api: max dbs per tenant %d < 1", c.MaxDBsPerTenant)
 	case c.MaxBodyBytes < 1:
@@ -130,6 +138,7 @@ type Store interface {
 	StartImport(ctx context.Context, tenant string, index int, jobID string, data map[string]string) (*metadb.Job, error)
 	RequestImportCutover(ctx context.Context, tenant string, index int, jobID string) (*metadb.Job, error)
 	CancelImport(ctx context.Context, tenant string, index int, jobID string) (*metadb.Job, error)
+	StartRestore(ctx context.Context, tenant string, index int, jobID string, data map[string]string) (*metadb.Job, error)
 	StartExport(ctx context.Context, tenant string, index int, jobID string, limit int) (*metadb.Job, error)
 	Exports(ctx context.Context, tenant string) ([]*metadb.Job, error)
 	Export(ctx context.Context, tenant, id string) (*metadb.Job, error)
@@ -275,6 +284,7 @@ func (s *Server) routes() http.Handler {
 			r.With(s.audited(metadb.AuditDBImport, false)).Post("/dbs/{index}/imports", s.startImport)
 			r.With(s.audited(metadb.AuditDBImportCutover, false)).Post("/dbs/{index}/imports/{id}/cutover", s.cutoverImport)
 			r.With(s.audited(metadb.AuditDBImportCancel, false)).Delete("/dbs/{index}/imports/{id}", s.cancelImport)
+			r.With(s.audited(metadb.AuditDBRestore, false)).Post("/dbs/{index}/restore", s.restoreDB)
 			r.With(s.audited(metadb.AuditDBExport, false)).Post("/dbs/{index}/exports", s.startExport)
 			r.Get("/exports", s.listExports)
 			r.Get("/exports/{id}", s.downloadExport)

@@ -129,7 +129,7 @@ token works.`,
 func (c *cli) dbCmd() *cobra.Command {
 	db := c.group(&cobra.Command{Use: "db", Short: "create, list, show, resize and drop your dbs"})
 	db.AddCommand(c.dbCreateCmd(), c.dbListCmd(), c.dbShowCmd(), c.dbResizeCmd(), c.dbDropCmd(), c.dbSetModeCmd(),
-		c.dbUsageCmd(), c.dbAlertsCmd(), c.dbSetAlertsCmd(), c.dbImportCmd(), c.dbKeysCmd(), c.dbExportCmd())
+		c.dbUsageCmd(), c.dbAlertsCmd(), c.dbSetAlertsCmd(), c.dbImportCmd(), c.dbKeysCmd(), c.dbExportCmd(), c.dbRestoreCmd())
 	return db
 }
 

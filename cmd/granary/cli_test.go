@@ -516,7 +516,7 @@ func TestRequests(t *testing.T) {
 		body.ReadFrom(r.Body)
 		got = strings.TrimSpace(r.Header.Get("Authorization") + " " + r.Method + " " + r.URL.Path + " " + strings.TrimSpace(body.String()))
 		switch {
-		case r.Method == "DELETE" || (r.Method == "PATCH" && strings.Contains(body.String(), "size")) || strings.Contains(r.URL.Path, "/imports"):
+		case r.Method == "DELETE" || (r.Method == "PATCH" && strings.Contains(body.String(), "size")) || strings.Contains(r.URL.Path, "/imports") || strings.HasSuffix(r.URL.Path, "/restore"):
 			w.WriteHeader(202)
 			w.Write([]byte(`{"job":"j1"}`))
 		case strings.HasPrefix(r.URL.Path, "/v1/admin/spares"):
@@ -528,6 +528,10 @@ func TestRequests(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
+	rdbPath := filepath.Join(t.TempDir(), "dump.rdb")
+	if err := os.WriteFile(rdbPath, []byte("REDIS0011-file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		args []string
 		want string
@@ -542,6 +546,8 @@ func TestRequests(t *testing.T) {
 		{[]string{"db", "import", "3", "--source", "redis://h:1", "--db", "2"}, `Bearer t POST /v1/dbs/3/imports {"db":2,"source":"redis://h:1"}`, "granary job watch j1"},
 		{[]string{"db", "import", "cutover", "3", "j1"}, `Bearer t POST /v1/dbs/3/imports/j1/cutover`, "granary job watch j1"},
 		{[]string{"db", "import", "cancel", "3", "j1"}, `Bearer t DELETE /v1/dbs/3/imports/j1`, "granary job watch j1"},
+		{[]string{"db", "restore", "3", "--export", "j0"}, `Bearer t POST /v1/dbs/3/restore {"export":"j0"}`, "granary job watch j1"},
+		{[]string{"db", "restore", "3", "--file", rdbPath}, `Bearer t POST /v1/dbs/3/restore REDIS0011-file`, "granary job watch j1"},
 		{[]string{"admin", "pairs", "add", "--size", "64M", "--master", "h1:1", "--replica", "h2:2", "--dbs", "0-15"},
 			`Bearer t POST /v1/admin/pools/64M/pairs {"dbs":"0-15","master":"h1:1","replica":"h2:2"}`, "dbs:"},
 		{[]string{"admin", "pairs", "add", "--size", "64M", "--master", "h1:1", "--replica", "h2:2", "--dbs", "0-15", "--persistence", "aof-always"},

@@ -45,6 +45,7 @@ func runKeeper(ctx context.Context, log zerolog.Logger, args []string) error {
 	fs.Int64Var(&cfg.KeyReportMaxKeys, "key-report-max-keys", cfg.KeyReportMaxKeys, "a key report stops, partial, after scanning this many keys")
 	fs.DurationVar(&cfg.KeyReportMaxTime, "key-report-max-time", cfg.KeyReportMaxTime, "a key report stops, partial, after this long")
 	fs.StringVar(&cfg.ImportAllow, "import-allow", "", "private address prefixes (CIDR, comma-separated) import sources may be on, e.g. 10.0.0.0/8")
+	fs.StringVar(&cfg.RedisServer, "redis-server", cfg.RedisServer, "redis-server binary a restore's scratch server runs")
 	storeSpec := fs.String("store", "", "where exports and uploaded RDB files are kept, dir:/path or s3://bucket/prefix?endpoint=host:port (credentials from GRANARY_S3_ACCESS_KEY/GRANARY_S3_SECRET_KEY or AWS_*; default: export and restore jobs disabled)")
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -46,19 +46,29 @@ type Client struct {
 // sent). Any other status is an *Error.
 func (c *Client) Call(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
+	var size int64
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return err
 		}
-		rd = bytes.NewReader(b)
+		rd, size = bytes.NewReader(b), int64(len(b))
 	}
+	return c.Send(ctx, method, path, "application/json", rd, size, out)
+}
+
+// Send is Call with a body of any content type, streamed from body (size
+// bytes; -1 when unknown), e.g. a file.
+func (c *Client) Send(ctx context.Context, method, path, contentType string, body io.Reader, size int64, out any) error {
 	url := strings.TrimRight(c.Base, "/") + path
-	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.ContentLength = size
+	}
+	req.Header.Set("Content-Type", contentType)
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
