@@ -221,7 +221,11 @@ func (d *dumper) run(ctx context.Context) error {
 	for {
 		keys, next, err := d.read.Scan(gctx, cursor, "", scanCount).Result()
 		if err != nil {
-			_ = g.Wait()
+			// A worker's failure cancels gctx, and so this SCAN: its
+			// error (the export deleted, say) is the one that counts.
+			if werr := g.Wait(); werr != nil {
+				return werr
+			}
 			return fmt.Errorf("scan the db: %w", err)
 		}
 		if err := d.owner(); err != nil {
