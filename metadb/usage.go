@@ -416,4 +416,4 @@ func (s *Store) RecordDelivery(ctx context.Context, f *Fence, a *Alert) error {
 
 // MetadbAddr is the address of the metadb server this store talks to, for
 // guards that must keep tenants away from it.
-func (s *Store) MetadbAddr() string { return s.rdb.Options().Addr }
+func (s *Store) MetadbAddr() string { return s.Addr() }

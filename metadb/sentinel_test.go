@@ -1,0 +1,117 @@
+package metadb
+
+import (
+	"errors"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/granary-db/granary/internal/redistest"
+)
+
+// TestSentinelFailover: a Store that finds the metadb through Sentinels
+// follows a failover (the master SIGKILLed, its replica promoted): every
+// write it acknowledged (confirmed by the replica with WAIT) is on the new
+// master, the bus subscription comes back on its own and resyncs to the
+// new master's version, the lease granted before the kill still belongs to
+// its holder with the same fencing token, and the fence counter does not
+// go back (a later holder gets a larger token).
+func TestSentinelFailover(t *testing.T) {
+	ha := redistest.StartHA(t, 1, 3)
+	s := openStore(t, Config{URL: "redis://ignored:1/0", Sentinels: ha.Sentinels, MasterName: redistest.HAName, Replicas: 1})
+	ctx := testCtx(t)
+
+	fa, ok, err := s.AcquireLeader(ctx, "A", time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("A acquires: %v, %v", ok, err)
+	}
+	r := &recorder{load: versionLoader(s)}
+	subscribe(t, s, r)
+	var acked uint64
+	for range 5 {
+		if acked, err = s.Announce(ctx, fa, "A", banMsg("acme", 0)); err != nil {
+			t.Fatalf("announce: %v", err)
+		}
+	}
+	redistest.WaitFor(t, 5*time.Second, "the announcements on the bus", func() bool {
+		v := r.versions()
+		return len(v) > 0 && v[len(v)-1] == acked
+	})
+	_, before := r.snapshot()
+
+	killed, err := ha.KillMaster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	promoted := ha.WaitFailover(killed, 20*time.Second)
+	ha.Rejoin(killed, 1)
+	var after uint64
+	redistest.WaitFor(t, 20*time.Second, "a confirmed write on the new master", func() bool {
+		after, err = s.Announce(ctx, fa, "A", banMsg("acme", 1))
+		return err == nil
+	})
+	t.Logf("metadb %s killed, %s promoted; writes confirmed again after %v", killed, promoted, time.Since(start).Round(time.Millisecond))
+	if after != acked+1 {
+		t.Errorf("version after the failover: got %d, want %d (the last acknowledged one, %d, plus one)", after, acked+1, acked)
+	}
+	if got, _ := s.MasterAddr(ctx); got != promoted {
+		t.Errorf("MasterAddr: got %q, want %q", got, promoted)
+	}
+
+	redistest.WaitFor(t, 10*time.Second, "the subscriber to resync and see the new version", func() bool {
+		v := r.versions()
+		_, rs := r.snapshot()
+		return len(rs) > len(before) && len(v) > 0 && v[len(v)-1] == after
+	})
+	_, rs := r.snapshot()
+	if got := rs[len(before)]; got < acked {
+		t.Errorf("resync after the failover loaded version %d, want at least %d", got, acked)
+	}
+
+	// The lease crossed over: A still leads with its token, B is refused.
+	if g, ok, err := s.AcquireLeader(ctx, "A", time.Minute); err != nil || !ok || g.Token != fa.Token {
+		t.Fatalf("A renews on the new master: got %+v, %v, %v, want token %d", g, ok, err, fa.Token)
+	}
+	if _, ok, err := s.AcquireLeader(ctx, "B", time.Minute); err != nil || ok {
+		t.Fatalf("B while A leads: got %v, %v, want false, nil", ok, err)
+	}
+	if err := s.ReleaseLeader(ctx, fa); err != nil {
+		t.Fatal(err)
+	}
+	fb, ok, err := s.AcquireLeader(ctx, "B", time.Minute)
+	if err != nil || !ok || fb.Token <= fa.Token {
+		t.Fatalf("B after A released: got %+v, %v, %v, want a token above %d", fb, ok, err, fa.Token)
+	}
+	if _, err := s.Announce(ctx, fa, "A"); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("write with A's old fence: got %v, want %v", err, ErrNotLeader)
+	}
+}
+
+// TestUnconfirmedLeaseIsNoLease: a grant the replica did not confirm is
+// reported as an error, so no master acts on a lease that a metadb
+// failover could lose (and whose token could be handed out again).
+func TestUnconfirmedLeaseIsNoLease(t *testing.T) {
+	m, r := redistest.StartPair(t)
+	s := openStore(t, Config{URL: "redis://" + m.Addr, Replicas: 1, ConfirmTimeout: 200 * time.Millisecond})
+	ctx := testCtx(t)
+	if err := r.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	f, ok, err := s.AcquireLeader(ctx, "A", time.Minute)
+	if !errors.Is(err, ErrNotConfirmed) || ok || f != nil {
+		t.Fatalf("grant with the replica stopped: got %+v, %v, %v, want nil, false, %v", f, ok, err, ErrNotConfirmed)
+	}
+	if err := r.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// Once the replica is back the same call leads (the unconfirmed grant
+	// is renewed, with the token it had: it was never used).
+	f, ok, err = s.AcquireLeader(ctx, "A", time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("grant with the replica back: got %v, %v", ok, err)
+	}
+	if f.Token != 1 {
+		t.Errorf("token: got %d, want 1", f.Token)
+	}
+}
