@@ -147,7 +147,7 @@ func Open(cfg Config) (*Store, error) {
 		PoolSize:      opt.PoolSize,
 		// A dial to the dead master fails fast, so the next one asks the
 		// Sentinels again.
-		DialTimeout:              time.Second,
+		DialTimeout: time.Second,
 	}
 	return &Store{rdb: redis.NewFailoverClient(fo), cfg: cfg, sentinel: true}, nil
 }
