@@ -151,11 +151,17 @@ func WaitSentinels(ctx context.Context, addrs []string, name string, replicas in
 	}
 }
 
-// healthy counts the replicas a Sentinel sees up and linked to the master.
+// healthy counts the replicas a Sentinel could promote: up, linked to the
+// master, and described by an INFO reply of the last 10 s. A replica the
+// Sentinel learned of at a failover (the old master) has an entry before
+// it ever answered INFO, which looks healthy but is skipped at the next
+// failover ("no good slave"): the failover is then retried only after
+// twice the failover timeout.
 func healthy(rs []map[string]string) int {
 	n := 0
 	for _, r := range rs {
-		if !strings.Contains(r["flags"], "down") && !strings.Contains(r["flags"], "disconnected") && r["master-link-status"] == "ok" {
+		if !strings.Contains(r["flags"], "down") && !strings.Contains(r["flags"], "disconnected") &&
+			r["master-link-status"] == "ok" && r["role-reported"] == "slave" && atoi(r["info-refresh"]) < 10_000 {
 			n++
 		}
 	}
