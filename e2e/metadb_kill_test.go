@@ -85,7 +85,7 @@ func TestMetadbKill(t *testing.T) {
 
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	churn := &restChurn{api: api, steady: steady.Index, state: map[int]string{}, drops: map[int]time.Time{}}
+	churn := &restChurn{api: api, steady: steady.Index, state: map[int]string{}, drops: map[int]time.Time{}, byOp: map[string]int{}}
 	probe := &signupProbe{api: api}
 	wg.Add(2)
 	go func() { defer wg.Done(); churn.run(loadCtx) }()
@@ -208,8 +208,9 @@ func TestMetadbKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("signups refused or failed: %d, the last: %v", probe.fails, probe.last)
-	t.Logf("%d kills; acknowledged: %d creates, %d resizes, %d drops still standing, %d signups, %d jobs, %d tenant writes (%d lost); REST calls refused or failed: %d; worst control-plane unavailability %v",
-		*metadbKills, creates, resizes, drops, len(probe.names()), len(jobs), n, lost, churn.failed(), worstCP.Round(time.Millisecond))
+	ops := churn.ops()
+	t.Logf("%d kills; acknowledged: %d creates, %d resizes, %d drops (checked: %d dbs standing, %d resized, %d dropped), %d signups; %d jobs; %d tenant writes (%d lost); REST calls failed: %d; worst control-plane unavailability %v",
+		*metadbKills, ops["create"], ops["resize"], ops["drop"], creates, resizes, drops, len(probe.names()), len(jobs), n, lost, churn.failed(), worstCP.Round(time.Millisecond))
 	if lost > 0 {
 		t.Errorf("%d acknowledged tenant writes lost", lost)
 	}
@@ -234,6 +235,7 @@ type restChurn struct {
 	mu    sync.Mutex
 	state map[int]string    // index -> created, resized, dropped, unknown
 	drops map[int]time.Time // index -> when its drop was acknowledged
+	byOp  map[string]int    // acknowledged calls by operation
 	n     int               // acknowledged changes
 	fails int
 }
@@ -263,6 +265,7 @@ func (c *restChurn) run(ctx context.Context) {
 		case err == nil:
 			c.state[idx] = st
 			c.n++
+			c.byOp[op]++
 			if st == "dropped" {
 				c.drops[idx] = time.Now()
 			}
@@ -301,6 +304,16 @@ func (c *restChurn) next() (int, string) {
 		return live[0], "resize"
 	}
 	return live[0], "drop"
+}
+
+func (c *restChurn) ops() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int, len(c.byOp))
+	for k, v := range c.byOp {
+		out[k] = v
+	}
+	return out
 }
 
 func (c *restChurn) droppedAt(idx int) time.Time {

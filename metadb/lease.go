@@ -58,6 +58,11 @@ func (f *Fence) holder() string {
 //     the new master), so they fail; running the metadb servers with
 //     min-replicas-to-write 1 makes it refuse them outright.
 //
+// The proxies' and keepers' leases (Heartbeat) are confirmed the same way:
+// a proxy fences itself a lease after its last confirmed renewal, and the
+// master, reading the promoted replica, never sees an expiry older than
+// the one the proxy counts on.
+//
 // With Replicas 0 none of this holds: a failover may lose a lease or hand
 // out a used token again. With several replicas, Replicas should be all
 // of them (WAIT n) or Sentinel might promote one that did not confirm.

@@ -283,6 +283,21 @@ func (s *Store) runConfirmed(ctx context.Context, script *redis.Script, keys []s
 	return res, s.confirm(ctx, conn)
 }
 
+// txPipelinedConfirmed runs fn's commands in one MULTI/EXEC, then WAIT,
+// on a dedicated connection.
+func (s *Store) txPipelinedConfirmed(ctx context.Context, fn func(redis.Pipeliner) error) error {
+	if s.cfg.Replicas == 0 {
+		_, err := s.rdb.TxPipelined(ctx, fn)
+		return err
+	}
+	conn := s.rdb.Conn()
+	defer conn.Close()
+	if _, err := conn.TxPipelined(ctx, fn); err != nil {
+		return err
+	}
+	return s.confirm(ctx, conn)
+}
+
 // scriptCodes are the refusals our Lua scripts return, as
 // redis.error_reply('GRANARY_<CODE> text'): the code is the reply's first
 // word (where Redis puts its own, ERR or WRONGTYPE), and the prefix keeps it

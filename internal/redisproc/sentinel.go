@@ -28,7 +28,10 @@ type SentinelConfig struct {
 	// Quorum is how many Sentinels must agree the master is down. Default 2.
 	Quorum int
 	// DownAfter is how long the master may not answer before it counts as
-	// down. Default 1s.
+	// down. Default 1.5s. Keep it above a second, Sentinel's ping period: a
+	// Sentinel times an instance it just learned of (a master it switched
+	// to) from the moment it learned of it but pings it only a second later,
+	// so with 1s it may count a healthy new master down and fail over again.
 	DownAfter time.Duration
 	// FailoverTimeout bounds a failover (and spaces retries). Default 5s.
 	FailoverTimeout time.Duration
@@ -51,7 +54,7 @@ func StartSentinel(ctx context.Context, cfg SentinelConfig) (*Proc, error) {
 		cfg.Quorum = 2
 	}
 	if cfg.DownAfter == 0 {
-		cfg.DownAfter = time.Second
+		cfg.DownAfter = 1500 * time.Millisecond
 	}
 	if cfg.FailoverTimeout == 0 {
 		cfg.FailoverTimeout = 5 * time.Second

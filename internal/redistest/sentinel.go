@@ -25,7 +25,7 @@ type HA struct {
 }
 
 // StartHA starts a master, replicas replicas of it and sentinels Sentinels
-// (quorum: a majority) that count a master down after 1s without an
+// (quorum: a majority) that count a master down after 1.5s without an
 // answer, and waits until the Sentinels know each other and the replicas.
 func StartHA(t testing.TB, replicas, sentinels int) *HA {
 	t.Helper()
