@@ -283,7 +283,7 @@ func startSentinels(ctx context.Context, log zerolog.Logger, dir, master string,
 	var addrs []string
 	for i := 1; i <= devSentinels; i++ {
 		p, err := redisproc.StartSentinel(ctx, redisproc.SentinelConfig{Dir: filepath.Join(dir, "redis", fmt.Sprintf("sentinel-%d", i)),
-			MasterName: devMetadbName, Master: master, Quorum: devSentinels/2 + 1})
+			MasterName: devMetadbName, Master: master, Quorum: devSentinels/2 + 1, DownAfter: redisproc.StaggeredDownAfter(i - 1)})
 		if err != nil {
 			return nil, fmt.Errorf("start sentinel %d: %w", i, err)
 		}

@@ -40,6 +40,16 @@ type SentinelConfig struct {
 	Binary string
 }
 
+// StaggeredDownAfter is the DownAfter of the i-th (from 0) of a group of
+// Sentinels on one host: 1.5s, then a quarter second more for each. Equal
+// timings make the Sentinels see the master down at the same moment and
+// each vote for itself; the failover is then retried only after twice the
+// failover timeout. Staggered, the first two to see it ask the last one,
+// still undecided, whose vote elects one of them.
+func StaggeredDownAfter(i int) time.Duration {
+	return 1500*time.Millisecond + time.Duration(i)*250*time.Millisecond
+}
+
 // StartSentinel starts a Sentinel and waits until it answers PING. When
 // Port is 0 it retries with other ports if the chosen one was taken.
 func StartSentinel(ctx context.Context, cfg SentinelConfig) (*Proc, error) {

@@ -3,6 +3,8 @@ package redistest
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -25,8 +27,9 @@ type HA struct {
 }
 
 // StartHA starts a master, replicas replicas of it and sentinels Sentinels
-// (quorum: a majority) that count a master down after 1.5s without an
-// answer, and waits until the Sentinels know each other and the replicas.
+// (quorum: a majority) that count a master down after 1.5s to 2s without
+// an answer (redisproc.StaggeredDownAfter), and waits until the Sentinels
+// know each other and the replicas.
 func StartHA(t testing.TB, replicas, sentinels int) *HA {
 	t.Helper()
 	h := &HA{t: t, servers: map[string]*Server{}}
@@ -36,14 +39,21 @@ func StartHA(t testing.TB, replicas, sentinels int) *HA {
 		r := StartReplica(t, m)
 		h.servers[r.Addr] = r
 	}
-	for range sentinels {
+	for i := range sentinels {
 		p, err := redisproc.StartSentinel(t.Context(), redisproc.SentinelConfig{Dir: t.TempDir(), MasterName: HAName,
-			Master: m.Addr, Quorum: sentinels/2 + 1})
+			Master: m.Addr, Quorum: sentinels/2 + 1, DownAfter: redisproc.StaggeredDownAfter(i)})
 		if err != nil {
 			t.Fatalf("start sentinel: %v", err)
 		}
 		t.Cleanup(p.Kill)
 		h.Sentinels = append(h.Sentinels, p.Addr)
+		log := filepath.Join(p.Dir, fmt.Sprintf("sentinel-%d.log", p.Port))
+		t.Cleanup(func() {
+			if t.Failed() {
+				b, _ := os.ReadFile(log)
+				t.Logf("sentinel %s log:\n%s", p.Addr, b)
+			}
+		})
 	}
 	if err := redisproc.WaitSentinels(t.Context(), h.Sentinels, HAName, replicas, 20*time.Second); err != nil {
 		t.Fatal(err)
