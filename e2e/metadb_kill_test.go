@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -125,6 +126,9 @@ func TestMetadbKill(t *testing.T) {
 		if b := writers.Back(); !b.IsZero() && dpFails > 0 {
 			back = "after " + b.Sub(kill).Round(time.Millisecond).String()
 		}
+		churn.gate.Lock()
+		checkAcked(t, store, churn, probe, false)
+		churn.gate.Unlock()
 		if err := writers.Flowing(ctx, 10*time.Second); err != nil {
 			t.Fatalf("kill %d: tenant writes through the proxy stopped: %v", i, err)
 		}
@@ -140,36 +144,7 @@ func TestMetadbKill(t *testing.T) {
 	})
 
 	// Every acknowledged REST change is there.
-	for _, name := range probe.names() {
-		if _, err := store.Tenant(ctx, name); err != nil {
-			t.Errorf("tenant %s, signed up with an acknowledgement: %v", name, err)
-		}
-	}
-	creates, resizes, drops := 0, 0, 0
-	for idx, st := range churn.snapshot() {
-		db, err := store.DB(ctx, "acme", idx)
-		switch st {
-		case "created", "resized":
-			want := "64M"
-			creates++
-			if st == "resized" {
-				want = "256M"
-				resizes++
-			}
-			if err != nil || db.State != metadb.DBActive || db.Size != want {
-				t.Errorf("db %d, %s with an acknowledgement: got %+v, %v, want active, %s", idx, st, db, err, want)
-			}
-		case "dropped":
-			drops++
-			// A create whose answer was lost may have taken the index again.
-			if err == nil && db.Created > metadb.Timestamp(churn.droppedAt(idx)) {
-				break
-			}
-			if !errors.Is(err, metadb.ErrNotFound) {
-				t.Errorf("db %d, dropped with an acknowledgement: got %+v, %v, want %v", idx, db, err, metadb.ErrNotFound)
-			}
-		}
-	}
+	creates, resizes, drops := checkAcked(t, store, churn, probe, true)
 	// No slot has two owners, and each db owns the slot it names.
 	dbs, err := store.AllDBs(ctx)
 	if err != nil {
@@ -238,6 +213,9 @@ type dbReply struct {
 type restChurn struct {
 	api    *apiclient.Client
 	steady int
+	// gate is held for each call, from its choice to its recording: a
+	// check holds it to see the acknowledged changes with none in flight.
+	gate sync.Mutex
 
 	mu    sync.Mutex
 	state map[int]string    // index -> created, resized, dropped, unknown
@@ -249,6 +227,7 @@ type restChurn struct {
 
 func (c *restChurn) run(ctx context.Context) {
 	for ctx.Err() == nil {
+		c.gate.Lock()
 		idx, op := c.next()
 		var err error
 		var st string
@@ -264,6 +243,7 @@ func (c *restChurn) run(ctx context.Context) {
 			err, st = c.api.Call(ctx, "DELETE", fmt.Sprintf("/v1/dbs/%d", idx), nil, nil), "dropped"
 		}
 		if ctx.Err() != nil {
+			c.gate.Unlock()
 			return
 		}
 		c.mu.Lock()
@@ -285,6 +265,7 @@ func (c *restChurn) run(ctx context.Context) {
 			}
 		}
 		c.mu.Unlock()
+		c.gate.Unlock()
 		select {
 		case <-ctx.Done():
 		case <-time.After(20 * time.Millisecond): // pacing, not a wait for a condition
@@ -406,4 +387,48 @@ func (p *signupProbe) names() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]string(nil), p.acked...)
+}
+
+// checkAcked checks that every change the churn and the probe had
+// acknowledged is in metadb, with no call in flight, and returns how many
+// dbs it checked as standing, resized and dropped. Jobs may still run
+// unless settled: a resized db may still be 64M, a dropped one may still be
+// dropping.
+func checkAcked(t *testing.T, store *metadb.Store, churn *restChurn, probe *signupProbe, settled bool) (creates, resizes, drops int) {
+	t.Helper()
+	ctx := t.Context()
+	for _, name := range probe.names() {
+		if _, err := store.Tenant(ctx, name); err != nil {
+			t.Errorf("tenant %s, signed up with an acknowledgement: %v", name, err)
+		}
+	}
+	for idx, st := range churn.snapshot() {
+		db, err := store.DB(ctx, "acme", idx)
+		switch st {
+		case "created", "resized":
+			creates++
+			want := []string{"64M"}
+			if st == "resized" {
+				resizes++
+				want = []string{"256M"}
+				if !settled {
+					want = append(want, "64M")
+				}
+			}
+			if err != nil || db.State == metadb.DBDropping || !slices.Contains(want, db.Size) || (settled && db.State != metadb.DBActive) {
+				t.Errorf("db %d, %s with an acknowledgement: got %+v, %v, want it there, %v", idx, st, db, err, want)
+			}
+		case "dropped":
+			drops++
+			// A create whose answer was lost may have taken the index again.
+			if err == nil && db.Created > metadb.Timestamp(churn.droppedAt(idx)) {
+				break
+			}
+			if errors.Is(err, metadb.ErrNotFound) || (!settled && err == nil && db.State == metadb.DBDropping) {
+				break
+			}
+			t.Errorf("db %d, dropped with an acknowledgement: got %+v, %v, want %v", idx, db, err, metadb.ErrNotFound)
+		}
+	}
+	return creates, resizes, drops
 }
