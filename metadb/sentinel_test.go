@@ -2,6 +2,7 @@ package metadb
 
 import (
 	"errors"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -57,6 +58,14 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	if got, _ := s.MasterAddr(ctx); got != promoted {
 		t.Errorf("MasterAddr: got %q, want %q", got, promoted)
+	}
+	// The guards deny every metadb server: the Sentinels, the master, and
+	// the old master, now a replica.
+	addrs := s.MetadbAddrs(ctx)
+	for _, want := range append([]string{promoted, killed}, ha.Sentinels...) {
+		if !slices.Contains(addrs, want) {
+			t.Errorf("MetadbAddrs: got %v, want %s among them", addrs, want)
+		}
 	}
 
 	redistest.WaitFor(t, 10*time.Second, "the subscriber to resync and see the new version", func() bool {

@@ -155,23 +155,6 @@ func Open(cfg Config) (*Store, error) {
 // Close closes the connections.
 func (s *Store) Close() error { return s.rdb.Close() }
 
-// Addr is the metadb's host:port: one of the addresses a tenant-supplied
-// address must never be (see internal/netguard). With Sentinels it is the
-// master they name now ("" when none answers); the replicas and the
-// Sentinels are not in it.
-func (s *Store) Addr() string {
-	if !s.sentinel {
-		return s.rdb.Options().Addr
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	a, err := s.MasterAddr(ctx)
-	if err != nil {
-		return ""
-	}
-	return a
-}
-
 // MasterAddr asks the Sentinels which server is the metadb master now
 // (host:port). Without Sentinels it is URL's server.
 func (s *Store) MasterAddr(ctx context.Context) (string, error) {
@@ -180,8 +163,7 @@ func (s *Store) MasterAddr(ctx context.Context) (string, error) {
 	}
 	var lastErr error
 	for _, a := range s.cfg.Sentinels {
-		c := redis.NewSentinelClient(&redis.Options{Addr: a, DialTimeout: time.Second,
-			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
+		c := newSentinelClient(a)
 		hp, err := c.GetMasterAddrByName(ctx, s.cfg.MasterName).Result()
 		_ = c.Close()
 		if err == nil && len(hp) == 2 {
@@ -281,6 +263,11 @@ func (s *Store) runConfirmed(ctx context.Context, script *redis.Script, keys []s
 		return res, scriptError(err)
 	}
 	return res, s.confirm(ctx, conn)
+}
+
+func newSentinelClient(addr string) *redis.SentinelClient {
+	return redis.NewSentinelClient(&redis.Options{Addr: addr, DialTimeout: time.Second,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
 }
 
 // txPipelinedConfirmed runs fn's commands in one MULTI/EXEC, then WAIT,
