@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/granary-db/granary/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // TestSentinelFailover: a Store that finds the metadb through Sentinels
@@ -123,4 +124,45 @@ func TestUnconfirmedLeaseIsNoLease(t *testing.T) {
 	if f.Token != 1 {
 		t.Errorf("token: got %d, want 1", f.Token)
 	}
+}
+
+// TestSentinelSwitchover: a failover with the old master alive (SENTINEL
+// FAILOVER, or a partition that heals): go-redis drops the pooled
+// connections to the old master when the Sentinels announce the new one,
+// so writes go on after a few refused ones (READONLY); the bus
+// subscription may stay on the old master, now a replica, which still
+// gets every PUBLISH through replication, so the subscriber goes on
+// seeing each new version.
+func TestSentinelSwitchover(t *testing.T) {
+	ha := redistest.StartHA(t, 1, 3)
+	s := openStore(t, Config{URL: "redis://ignored:1/0", Sentinels: ha.Sentinels, MasterName: redistest.HAName, Replicas: 1})
+	ctx := testCtx(t)
+	r := &recorder{load: versionLoader(s)}
+	subscribe(t, s, r)
+	old, err := s.MasterAddr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := redis.NewSentinelClient(&redis.Options{Addr: ha.Sentinels[0]})
+	defer sc.Close()
+	if err := sc.Failover(ctx, redistest.HAName).Err(); err != nil {
+		t.Fatalf("SENTINEL FAILOVER: %v", err)
+	}
+	start := time.Now()
+	promoted := ha.WaitFailover(old, 20*time.Second)
+	switched := time.Since(start)
+	var v uint64
+	redistest.WaitFor(t, 20*time.Second, "a confirmed write on "+promoted, func() bool {
+		v, err = s.Announce(ctx, nil, "test", banMsg("acme", 0))
+		return err == nil
+	})
+	// With one replica, confirmed writes wait for the Sentinels to turn
+	// the old master into a replica: they notice its role in its INFO,
+	// which they read every 10 s.
+	t.Logf("%s promoted after %v; a write confirmed after %v", promoted, switched.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	redistest.WaitFor(t, 10*time.Second, "the subscriber to see the new version", func() bool {
+		vs := r.versions()
+		_, rs := r.snapshot()
+		return (len(vs) > 0 && vs[len(vs)-1] == v) || (len(rs) > 0 && rs[len(rs)-1] == v)
+	})
 }
