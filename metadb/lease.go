@@ -58,6 +58,12 @@ func (f *Fence) holder() string {
 //     the new master), so they fail; running the metadb servers with
 //     min-replicas-to-write 1 makes it refuse them outright.
 //
+// Tests (sentinel_test.go): TestUnconfirmedLeaseIsNoLease (an unconfirmed
+// grant is an error), TestSentinelFailover (a confirmed lease and its token
+// cross a failover, later tokens are larger), TestLeaseNotResurrected (a
+// grant only the old master had is gone after the failover, and stays
+// gone when the old master comes back).
+//
 // The proxies' and keepers' leases (Heartbeat) are confirmed the same way:
 // a proxy fences itself a lease after its last confirmed renewal, and the
 // master, reading the promoted replica, never sees an expiry older than

@@ -3,6 +3,7 @@ package metadb
 import (
 	"errors"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 // its holder with the same fencing token, and the fence counter does not
 // go back (a later holder gets a larger token).
 func TestSentinelFailover(t *testing.T) {
+	t.Parallel() // Sentinel waits long: these overlap
 	ha := redistest.StartHA(t, 1, 3)
 	s := openStore(t, Config{URL: "redis://ignored:1/0", Sentinels: ha.Sentinels, MasterName: redistest.HAName, Replicas: 1})
 	ctx := testCtx(t)
@@ -134,6 +136,7 @@ func TestUnconfirmedLeaseIsNoLease(t *testing.T) {
 // gets every PUBLISH through replication, so the subscriber goes on
 // seeing each new version.
 func TestSentinelSwitchover(t *testing.T) {
+	t.Parallel() // Sentinel waits long: these overlap
 	ha := redistest.StartHA(t, 1, 3)
 	s := openStore(t, Config{URL: "redis://ignored:1/0", Sentinels: ha.Sentinels, MasterName: redistest.HAName, Replicas: 1})
 	ctx := testCtx(t)
@@ -165,4 +168,70 @@ func TestSentinelSwitchover(t *testing.T) {
 		_, rs := r.snapshot()
 		return (len(vs) > 0 && vs[len(vs)-1] == v) || (len(rs) > 0 && rs[len(rs)-1] == v)
 	})
+}
+
+// TestLeaseNotResurrected: a grant made on the metadb master but never
+// replicated (its replica was cut off, so WAIT failed and the grant was an
+// error) is lost when the master is cut off too and the Sentinels promote
+// the replica: no one leads there, another master takes the lease, and
+// when the old master comes back it is made a replica and its copy of the
+// lost grant is replaced by the new master's data.
+func TestLeaseNotResurrected(t *testing.T) {
+	t.Parallel() // Sentinel waits long: these overlap
+	ha := redistest.StartHA(t, 1, 3)
+	s := openStore(t, Config{URL: "redis://ignored:1/0", Sentinels: ha.Sentinels, MasterName: redistest.HAName,
+		Replicas: 1, ConfirmTimeout: 200 * time.Millisecond})
+	ctx := testCtx(t)
+	old, err := s.MasterAddr(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var replica string
+	for _, a := range s.MetadbAddrs(ctx) {
+		if a != old && !slices.Contains(ha.Sentinels, a) {
+			replica = a
+		}
+	}
+	// Cut the replica off: it follows a port nobody listens on.
+	rc := ha.Server(replica).Client(t)
+	if err := rc.SlaveOf(ctx, "127.0.0.1", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.AcquireLeader(ctx, "A", time.Minute); !errors.Is(err, ErrNotConfirmed) || ok {
+		t.Fatalf("A's grant with the replica cut off: got %v, %v, want false, %v", ok, err, ErrNotConfirmed)
+	}
+	oc := ha.Server(old).Client(t)
+	if v, _ := oc.Get(ctx, keyLeader).Result(); v == "" {
+		t.Fatal("the unconfirmed grant is not on the old master: the test shows nothing")
+	}
+	// The old master is cut off too (stopped, not killed: it keeps its data).
+	if err := ha.Server(old).Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ha.Server(old).Signal(syscall.SIGCONT) })
+	promoted := ha.WaitFailover(old, 30*time.Second)
+	if promoted != replica {
+		t.Fatalf("promoted %s, want %s", promoted, replica)
+	}
+	if l, err := s.Leader(ctx); err != nil || l != "" {
+		t.Fatalf("leader on the promoted replica: %q, %v; want none", l, err)
+	}
+	// B's grant is confirmed once the old master follows the new one.
+	if err := ha.Server(old).Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	var fb *Fence
+	redistest.WaitFor(t, 30*time.Second, "B to lead, confirmed", func() bool {
+		f, ok, err := s.AcquireLeader(ctx, "B", time.Minute)
+		fb = f
+		return err == nil && ok
+	})
+	redistest.WaitFor(t, 30*time.Second, "the old master to hold B's lease, as a replica", func() bool {
+		info, err := oc.Info(ctx, "replication").Result()
+		v, _ := oc.Get(ctx, keyLeader).Result()
+		return err == nil && strings.Contains(info, "role:slave") && v == fb.value()
+	})
+	if f, ok, err := s.AcquireLeader(ctx, "A", time.Minute); err != nil || ok {
+		t.Fatalf("A after the failover: got %+v, %v, %v, want B to lead", f, ok, err)
+	}
 }

@@ -74,6 +74,13 @@ func (h *HA) Master(ctx context.Context) (string, error) {
 	return "", last
 }
 
+// Server is the server at addr, nil if it is not one of h's.
+func (h *HA) Server(addr string) *Server {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.servers[addr]
+}
+
 // KillMaster SIGKILLs the master's process group and returns its address.
 func (h *HA) KillMaster(ctx context.Context) (string, error) {
 	m, err := h.Master(ctx)
