@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := bin/granary
 DEV_DIR ?= .dev
 
-.PHONY: dev test deps deps-browser deps-s3 build proto vet fuzz clean bench-proxy bench-resize bench-failover bench-sizing bench-limits
+.PHONY: dev test deps deps-browser deps-s3 build proto vet fuzz clean bench-proxy bench-resize bench-failover bench-sizing bench-limits chaos
 
 ## dev: start a whole local cluster (Ctrl-C stops it) and print how to connect
 dev: deps build
@@ -62,6 +62,11 @@ bench-sizing: deps
 ## bench-limits: a noisy tenant refused at its connection limit beside a quiet one, and an ops/s limit over 10 s (results in docs/benchmarks.md)
 bench-limits: deps
 	$(GO) test -tags limitsreport -count=1 -timeout 10m -v -run TestLimitsReport ./proxy/
+
+## chaos: SIGKILL the metadb master 10 times under REST changes and proxy writes (TestMetadbKill; prints each kill's unavailability)
+KILLS ?= 10
+chaos: deps build
+	$(GO) test -count=1 -timeout 15m -v -run 'TestMetadbKill$$' ./e2e/ -args -metadb-kills=$(KILLS)
 
 clean:
 	rm -rf bin $(DEV_DIR)

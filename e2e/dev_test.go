@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,7 +30,10 @@ type devCluster struct {
 	Proxy      string `json:"proxy"`
 	AdminToken string `json:"admin_token"`
 	Metadb     string `json:"metadb"`
-	Demo       struct {
+	// With --ha: how to reach the metadb through its Sentinels.
+	MetadbSentinels  []string `json:"metadb_sentinels"`
+	MetadbMasterName string   `json:"metadb_master_name"`
+	Demo             struct {
 		User, Password, Token string
 	} `json:"demo"`
 	// Metrics are the /metrics URLs by component: api, proxy, master, keeper.
@@ -39,14 +44,14 @@ type devCluster struct {
 // A port found free can be taken by another test's server before granary
 // dev binds it (the packages' tests run at once): then it exits at once,
 // and startDev tries again on other ports.
-func startDev(t *testing.T) (*procgroup.Proc, *devCluster, string) {
+func startDev(t *testing.T, flags ...string) (*procgroup.Proc, *devCluster, string) {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
 		dir := t.TempDir()
 		apiPort, _ := redisproc.FreePort()
 		proxyPort, _ := redisproc.FreePort()
-		p, out := startGranaryOutput(t, "dev", "--dir", dir,
-			"--api-addr", fmt.Sprintf("127.0.0.1:%d", apiPort), "--proxy-addr", fmt.Sprintf("127.0.0.1:%d", proxyPort))
+		p, out := startGranaryOutput(t, append([]string{"dev", "--dir", dir,
+			"--api-addr", fmt.Sprintf("127.0.0.1:%d", apiPort), "--proxy-addr", fmt.Sprintf("127.0.0.1:%d", proxyPort)}, flags...)...)
 		var c devCluster
 		ready := false
 		redistest.WaitFor(t, 60*time.Second, "cluster.json, or granary dev's exit", func() bool {
@@ -249,4 +254,71 @@ func childRedis(t *testing.T, pid int) []int {
 		}
 	}
 	return pids
+}
+
+// TestDevHA: `granary dev --ha` runs the metadb as a master, a replica and
+// 3 Sentinels, and says so in cluster.json. SIGKILL the metadb master: the
+// Sentinels promote the replica, REST changes go on, the dead server comes
+// back as a replica, and on SIGINT every redis child (Sentinels included)
+// is gone.
+func TestDevHA(t *testing.T) {
+	p, c, _ := startDev(t, "--ha")
+	if len(c.MetadbSentinels) != 3 || c.MetadbMasterName != "granary" {
+		t.Fatalf("cluster.json: sentinels %v, master name %q; want 3 and granary", c.MetadbSentinels, c.MetadbMasterName)
+	}
+	ctx := t.Context()
+	master, err := redisproc.SentinelMaster(ctx, c.MetadbSentinels[0], c.MetadbMasterName)
+	if err != nil || "redis://"+master != c.Metadb {
+		t.Fatalf("the sentinels' master: %q, %v; want %s", master, err, c.Metadb)
+	}
+	redisPids := childRedis(t, p.Pid())
+	if len(redisPids) != 10 {
+		t.Fatalf("dev runs %d redis children, want 10 (metadb and its replica, 3 sentinels, two pairs, a spare)", len(redisPids))
+	}
+
+	mc := redis.NewClient(&redis.Options{Addr: master})
+	defer mc.Close()
+	info, err := mc.Info(ctx, "server").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	for _, l := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(l, "process_id:"); ok {
+			pid, _ = strconv.Atoi(v)
+		}
+	}
+	if !slices.Contains(redisPids, pid) {
+		t.Fatalf("metadb master pid %d is not a child of granary dev (%v)", pid, redisPids)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	redistest.WaitFor(t, 30*time.Second, "a signup after the metadb master's death", func() bool {
+		return call(t, "POST", c.API+"/v1/tenants", "", map[string]string{"name": "acme"}).status == 201
+	})
+	t.Logf("REST writes back %v after the metadb master's SIGKILL", time.Since(killed).Round(time.Millisecond))
+	if m, err := redisproc.SentinelMaster(ctx, c.MetadbSentinels[0], c.MetadbMasterName); err != nil || m == master {
+		t.Fatalf("the sentinels' master after the kill: %q, %v; want another than %s", m, err, master)
+	}
+	redistest.WaitFor(t, 30*time.Second, "the dead metadb server back as a replica", func() bool {
+		info, err := mc.Info(ctx, "replication").Result()
+		return err == nil && strings.Contains(info, "role:slave") && strings.Contains(info, "master_link_status:up")
+	})
+
+	redisPids = childRedis(t, p.Pid())
+	if err := syscall.Kill(p.Pid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("granary dev did not exit within 20s of SIGINT")
+	}
+	for _, pid := range redisPids {
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Fatalf("redis child %d still running after granary dev exited", pid)
+		}
+	}
 }

@@ -35,7 +35,7 @@ const (
 // addresses a source may never be.
 type importStore interface {
 	Spares(ctx context.Context) ([]string, error)
-	Addr() string
+	MetadbAddrs(ctx context.Context) []string
 }
 
 // importSync is the sync step: a whole session (see above).
@@ -72,7 +72,7 @@ func (k *Keeper) importEnds(ctx context.Context, j *metadb.Job) (src, dst *redis
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	deny := append([]string{is.Addr()}, spares...)
+	deny := append(is.MetadbAddrs(ctx), spares...)
 	for _, m := range proxies {
 		deny = append(deny, m.Addr)
 	}

@@ -344,7 +344,7 @@ func (m *Master) deliverAlerts(ctx context.Context, f *metadb.Fence) error {
 // refreshDeny adds the cluster's own servers, as metadb lists them now, to
 // the guard's deny list (it only grows: a server that left stays denied).
 func (m *Master) refreshDeny(ctx context.Context) error {
-	addrs := []string{m.store.MetadbAddr(), m.MetricsAddr()}
+	addrs := append(m.store.MetadbAddrs(ctx), m.MetricsAddr())
 	addrs = append(addrs, m.cfg.Usage.WebhookDeny...)
 	pairs, err := m.store.Pairs(ctx, "")
 	if err != nil {

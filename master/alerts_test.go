@@ -349,7 +349,7 @@ func TestWebhookAddressGuard(t *testing.T) {
 	// metadb stay refused.
 	c := newCluster(t)
 	startAlertMaster(t, c.store, "m1", UsageConfig{Attempts: 2}, io.Discard)
-	for i, target := range []string{c.pair.Master, c.pair.Replica, c.store.MetadbAddr()} {
+	for i, target := range []string{c.pair.Master, c.pair.Replica, c.store.MetadbAddrs(t.Context())[0]} {
 		tenant := fmt.Sprintf("t%d", i)
 		d := newAlertDB(t, c, tenant, metadb.AlertRule{Webhook: "http://" + target + "/", UsedPct: 50})
 		d.setUsed(900)

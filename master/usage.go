@@ -81,7 +81,7 @@ type usageStore interface {
 	AlertRule(ctx context.Context, tenant string, index int) (*metadb.AlertRule, error)
 	PairHealth(ctx context.Context, id string) (*metadb.PairHealth, error)
 	Spares(ctx context.Context) ([]string, error)
-	MetadbAddr() string
+	MetadbAddrs(ctx context.Context) []string
 }
 
 // rearm is the hysteresis of every threshold: once above, a metric must

@@ -12,10 +12,6 @@ import (
 // ReadOnlyImporting is the read-only reason of a db an import fills.
 const ReadOnlyImporting = "importing"
 
-// Addr is the metadb's host:port: one of the addresses a tenant-supplied
-// address must never be (see internal/netguard).
-func (s *Store) Addr() string { return s.rdb.Options().Addr }
-
 // StartImport records the import job of an active tenant db (step
 // StepReadOnly) with data (the source, its credentials and db, see the
 // Import* fields), in one transaction, and names the job in the db. It

@@ -28,6 +28,52 @@ func (f *Fence) holder() string {
 	return f.ID
 }
 
+// The lease across a metadb failover (Config.Sentinels). Redis replicates
+// asynchronously, so what a dying metadb master had not passed on is lost
+// when Sentinel promotes a replica. The lease stays safe because a grant or
+// renewal counts only once the replicas confirmed it (WAIT, Config.Replicas;
+// AcquireLeader runs through runConfirmed):
+//
+//   - A grant that was not confirmed returns an error (ErrNotConfirmed or
+//     the broken connection's), so no master acts on it. If the promoted
+//     replica lacks it, the lease is free there and the fence counter is
+//     one lower: the next grant may hand out the same token number again,
+//     harmless because no write was ever made with the lost one. If the
+//     replica has it, its holder renews it on its next attempt and gets the
+//     same token.
+//   - A confirmed grant is on the replica with its counter, so the
+//     promoted replica never hands out a token at or below one a leader
+//     used: fencing tokens only grow across failovers.
+//   - A renewal that was not confirmed changes nothing that matters: the
+//     promoted replica has the expiry of the last confirmed renewal (Redis
+//     replicates an expiry as an absolute time), which is earlier than the
+//     moment keepLease in the master gives up (a whole ttl after it saw
+//     that renewal confirmed). In between, another master may lead, and
+//     the old leader's writes are refused: every fenced write checks the
+//     leader key in its own transaction, on whichever server is master.
+//   - The old metadb master cannot bring an old lease back: Sentinel turns
+//     it into a replica of the new master when it returns, and it drops its
+//     data for a full copy of the new master's. While it is cut off but
+//     alive, writes that reach it are not confirmed (its replicas follow
+//     the new master), so they fail; running the metadb servers with
+//     min-replicas-to-write 1 makes it refuse them outright.
+//
+// Tests (sentinel_test.go): TestUnconfirmedLeaseIsNoLease (an unconfirmed
+// grant is an error), TestSentinelFailover (a confirmed lease and its token
+// cross a failover, later tokens are larger), TestLeaseNotResurrected (a
+// grant only the old master had is gone after the failover, and stays
+// gone when the old master comes back).
+//
+// The proxies' and keepers' leases (Heartbeat) are confirmed the same way:
+// a proxy fences itself a lease after its last confirmed renewal, and the
+// master, reading the promoted replica, never sees an expiry older than
+// the one the proxy counts on.
+//
+// With Replicas 0 none of this holds: a failover may lose a lease or hand
+// out a used token again. With several replicas, Replicas should be all
+// of them (WAIT n) or Sentinel might promote one that did not confirm.
+// Expiry times are the metadb servers' clocks: keep them in sync (NTP).
+
 // acquireScript takes the lease if it is free, or renews it if the caller
 // holds it. It returns the fencing token, or 0 if another master leads.
 var acquireScript = redis.NewScript(`

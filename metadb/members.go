@@ -43,12 +43,13 @@ func (s *Store) Heartbeat(ctx context.Context, kind Kind, m Member, ttl time.Dur
 		return err
 	}
 	set, rec := kind.keys(m.ID)
-	_, err = s.rdb.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+	// Confirmed like every transaction: after a metadb failover the master
+	// must not see an older lease than the one the member counts on.
+	return s.txPipelinedConfirmed(ctx, func(pl redis.Pipeliner) error {
 		pl.Set(ctx, rec, b, 0)
 		pl.ZAdd(ctx, set, redis.Z{Score: float64(exp.UnixMilli()), Member: m.ID})
 		return nil
 	})
-	return err
 }
 
 // Deregister removes a member at clean shutdown, so nobody waits for its

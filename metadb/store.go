@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -36,8 +37,17 @@ var (
 
 // Config of a Store.
 type Config struct {
-	// URL of the metadb, e.g. redis://127.0.0.1:6379/0.
+	// URL of the metadb, e.g. redis://127.0.0.1:6379/0. With Sentinels set
+	// its host is not used: its db number and credentials are.
 	URL string
+	// Sentinels are host:port addresses of the Redis Sentinels that watch
+	// the metadb (a master with replicas). When set, the Store asks them
+	// where the master is, and goes to the new master after a failover
+	// (go-redis's failover client). Empty: the metadb is URL's server.
+	Sentinels []string
+	// MasterName is the name the Sentinels monitor the metadb under.
+	// Required with Sentinels; default "granary".
+	MasterName string
 	// Replicas is how many metadb replicas must confirm each write (WAIT).
 	// 0 disables the check. Default 0.
 	Replicas int
@@ -61,7 +71,7 @@ const (
 
 // DefaultConfig is a Config for a metadb on the local default port.
 func DefaultConfig() Config {
-	return Config{URL: "redis://127.0.0.1:6379/0", ConfirmTimeout: time.Second, PoolSize: 32,
+	return Config{URL: "redis://127.0.0.1:6379/0", MasterName: "granary", ConfirmTimeout: time.Second, PoolSize: 32,
 		AuditMaxLen: DefaultAuditMaxLen, AuditMaxAge: DefaultAuditMaxAge}
 }
 
@@ -69,6 +79,14 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	if _, err := redis.ParseURL(c.URL); err != nil {
 		return fmt.Errorf("metadb url %q: %w", c.URL, err)
+	}
+	if len(c.Sentinels) > 0 && c.MasterName == "" {
+		return errors.New("metadb sentinels need a master name")
+	}
+	for _, a := range c.Sentinels {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("metadb sentinel %q: want host:port", a)
+		}
 	}
 	if c.Replicas < 0 {
 		return fmt.Errorf("metadb replicas %d < 0", c.Replicas)
@@ -86,6 +104,8 @@ func (c Config) Validate() error {
 type Store struct {
 	rdb *redis.Client
 	cfg Config
+	// sentinel is set when the metadb is found through Sentinels.
+	sentinel bool
 }
 
 // Open returns a Store for cfg. It does no I/O.
@@ -111,11 +131,48 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.AuditMaxAge == 0 {
 		cfg.AuditMaxAge = DefaultAuditMaxAge
 	}
-	return &Store{rdb: redis.NewClient(opt), cfg: cfg}, nil
+	if len(cfg.Sentinels) == 0 {
+		return &Store{rdb: redis.NewClient(opt), cfg: cfg}, nil
+	}
+	// Every connection, the bus's included, is dialed to the master the
+	// Sentinels name at that moment; when they announce a new master,
+	// go-redis drops the pooled connections to the old one. A dropped
+	// subscription redials the same way (see Subscribe).
+	fo := &redis.FailoverOptions{
+		MasterName:    cfg.MasterName,
+		SentinelAddrs: cfg.Sentinels,
+		Username:      opt.Username,
+		Password:      opt.Password,
+		DB:            opt.DB,
+		PoolSize:      opt.PoolSize,
+		// A dial to the dead master fails fast, so the next one asks the
+		// Sentinels again.
+		DialTimeout: time.Second,
+	}
+	return &Store{rdb: redis.NewFailoverClient(fo), cfg: cfg, sentinel: true}, nil
 }
 
 // Close closes the connections.
 func (s *Store) Close() error { return s.rdb.Close() }
+
+// MasterAddr asks the Sentinels which server is the metadb master now
+// (host:port). Without Sentinels it is URL's server.
+func (s *Store) MasterAddr(ctx context.Context) (string, error) {
+	if !s.sentinel {
+		return s.rdb.Options().Addr, nil
+	}
+	var lastErr error
+	for _, a := range s.cfg.Sentinels {
+		c := newSentinelClient(a)
+		hp, err := c.GetMasterAddrByName(ctx, s.cfg.MasterName).Result()
+		_ = c.Close()
+		if err == nil && len(hp) == 2 {
+			return net.JoinHostPort(hp[0], hp[1]), nil
+		}
+		lastErr = err
+	}
+	return "", fmt.Errorf("metadb master %q: no sentinel answers: %v", s.cfg.MasterName, lastErr)
+}
 
 // Ping checks that the metadb answers.
 func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
@@ -206,6 +263,26 @@ func (s *Store) runConfirmed(ctx context.Context, script *redis.Script, keys []s
 		return res, scriptError(err)
 	}
 	return res, s.confirm(ctx, conn)
+}
+
+func newSentinelClient(addr string) *redis.SentinelClient {
+	return redis.NewSentinelClient(&redis.Options{Addr: addr, DialTimeout: time.Second,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
+}
+
+// txPipelinedConfirmed runs fn's commands in one MULTI/EXEC, then WAIT,
+// on a dedicated connection.
+func (s *Store) txPipelinedConfirmed(ctx context.Context, fn func(redis.Pipeliner) error) error {
+	if s.cfg.Replicas == 0 {
+		_, err := s.rdb.TxPipelined(ctx, fn)
+		return err
+	}
+	conn := s.rdb.Conn()
+	defer conn.Close()
+	if _, err := conn.TxPipelined(ctx, fn); err != nil {
+		return err
+	}
+	return s.confirm(ctx, conn)
 }
 
 // scriptCodes are the refusals our Lua scripts return, as

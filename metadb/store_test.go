@@ -136,6 +136,11 @@ func TestConfirmedMissingReplicas(t *testing.T) {
 	if !errors.Is(err, ErrNotConfirmed) {
 		t.Fatalf("announce: got %v, want %v", err, ErrNotConfirmed)
 	}
+	// A member's lease counts on being confirmed too (see lease.go).
+	err = s.Heartbeat(t.Context(), KindProxy, Member{ID: "px", Addr: "127.0.0.1:1"}, time.Minute)
+	if !errors.Is(err, ErrNotConfirmed) {
+		t.Fatalf("heartbeat: got %v, want %v", err, ErrNotConfirmed)
+	}
 }
 
 // waitReplicaOnline waits until the replica acknowledges a write: its link

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -414,6 +415,34 @@ func (s *Store) RecordDelivery(ctx context.Context, f *Fence, a *Alert) error {
 	}, pend, keyAlertTenants)
 }
 
-// MetadbAddr is the address of the metadb server this store talks to, for
-// guards that must keep tenants away from it.
-func (s *Store) MetadbAddr() string { return s.rdb.Options().Addr }
+// MetadbAddrs are the addresses of the metadb's servers, for the guards
+// that keep tenant-supplied addresses (imports, webhooks) away from them:
+// URL's server; with Sentinels, the Sentinels themselves and the master
+// and replicas they know now. A Sentinel that does not answer leaves out
+// what only it would have told.
+func (s *Store) MetadbAddrs(ctx context.Context) []string {
+	if !s.sentinel {
+		return []string{s.rdb.Options().Addr}
+	}
+	out := append([]string(nil), s.cfg.Sentinels...)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for _, a := range s.cfg.Sentinels {
+		c := newSentinelClient(a)
+		hp, err := c.GetMasterAddrByName(ctx, s.cfg.MasterName).Result()
+		var rs []map[string]string
+		if err == nil {
+			rs, err = c.Replicas(ctx, s.cfg.MasterName).Result()
+		}
+		_ = c.Close()
+		if err != nil || len(hp) != 2 {
+			continue
+		}
+		out = append(out, net.JoinHostPort(hp[0], hp[1]))
+		for _, r := range rs {
+			out = append(out, net.JoinHostPort(r["ip"], r["port"]))
+		}
+		break
+	}
+	return out
+}

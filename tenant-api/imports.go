@@ -47,7 +47,7 @@ func (s *Server) importGuard(ctx context.Context) (*netguard.Guard, error) {
 	if err != nil {
 		return nil, err
 	}
-	deny := append([]string{s.store.Addr()}, spares...)
+	deny := append(s.store.MetadbAddrs(ctx), spares...)
 	for _, p := range pairs {
 		deny = append(deny, p.Master, p.Replica)
 	}

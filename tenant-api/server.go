@@ -143,7 +143,7 @@ type Store interface {
 	Exports(ctx context.Context, tenant string) ([]*metadb.Job, error)
 	Export(ctx context.Context, tenant, id string) (*metadb.Job, error)
 	DeleteExport(ctx context.Context, tenant, id string) (*metadb.Job, error)
-	Addr() string // the metadb's, which an import source may never be
+	MetadbAddrs(ctx context.Context) []string // the metadb's servers, which an import source may never be
 
 	// Capacity and operators' views.
 	Pair(ctx context.Context, id string) (*metadb.Pair, error)

@@ -17,13 +17,11 @@ func init() { register("api", "REST API for tenants and admins", runAPI) }
 // runAPI serves the REST API until ctx ends.
 func runAPI(ctx context.Context, log zerolog.Logger, args []string) error {
 	cfg := tenantapi.DefaultConfig()
-	mcfg := metadb.DefaultConfig()
 	if host, err := os.Hostname(); err == nil && host != "" {
 		cfg.ID = host
 	}
 	fs := flag.NewFlagSet("api", flag.ContinueOnError)
-	fs.StringVar(&mcfg.URL, "metadb-url", mcfg.URL, "metadb URL")
-	fs.IntVar(&mcfg.Replicas, "metadb-replicas", mcfg.Replicas, "metadb replicas that must confirm each write (0: none)")
+	mcfg := metadbFlags(fs)
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address host:port")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "admin bearer token (required; better given as GRANARY_ADMIN_TOKEN)")
 	fs.DurationVar(&cfg.CreateWait, "create-wait", cfg.CreateWait, "how long POST /v1/dbs waits for the db to be ready")
@@ -47,7 +45,7 @@ func runAPI(ctx context.Context, log zerolog.Logger, args []string) error {
 		}
 		cfg.Store = objs
 	}
-	store, err := metadb.Open(mcfg)
+	store, err := metadb.Open(*mcfg)
 	if err != nil {
 		return err
 	}

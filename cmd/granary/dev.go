@@ -37,11 +37,22 @@ func runDev(ctx context.Context, log zerolog.Logger, args []string) error {
 	procs := &procSet{}
 	defer procs.stopAll()
 	l := layoutFor(devPools)
+	if c.HA {
+		l = l.withMetadbReplica()
+	}
 	addrs, err := startServers(ctx, log, c.Dir, l.servers, procs)
 	if err != nil {
 		return err
 	}
-	store, err := metadb.Open(metadb.Config{URL: "redis://" + addrs[l.metadb], PoolSize: 64})
+	mcfg := metadb.Config{URL: "redis://" + addrs[l.metadb], PoolSize: 64}
+	var sentinels []string
+	if c.HA {
+		if sentinels, err = startSentinels(ctx, log, c.Dir, addrs[l.metadb], procs); err != nil {
+			return err
+		}
+		mcfg.Sentinels, mcfg.MasterName, mcfg.Replicas = sentinels, devMetadbName, 1
+	}
+	store, err := metadb.Open(mcfg)
 	if err != nil {
 		return err
 	}
@@ -50,7 +61,7 @@ func runDev(ctx context.Context, log zerolog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	err = serveDev(ctx, c, comps, l, addrs, procs)
+	err = serveDev(ctx, log, c, comps, l, addrs, sentinels, procs)
 	// cluster.json describes a running cluster only.
 	_ = os.Remove(c.clusterJSONPath())
 	if ctx.Err() != nil {
@@ -70,6 +81,7 @@ func parseDevFlags(args []string) (devConfig, error) {
 	fs.StringVar(&c.APIAddr, "api-addr", "127.0.0.1:8080", "REST API listen address")
 	fs.StringVar(&c.ProxyAddr, "proxy-addr", "127.0.0.1:7379", "proxy listen address")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "admin token (env GRANARY_ADMIN_TOKEN); random when empty")
+	fs.BoolVar(&c.HA, "ha", false, "run the metadb as a master, a replica and 3 Sentinels, and restart a metadb server that dies as a replica")
 	if err := parseFlags(fs, args); err != nil {
 		return devConfig{}, err
 	}
@@ -98,7 +110,11 @@ func startServers(ctx context.Context, log zerolog.Logger, dir string, servers [
 		if err != nil {
 			return nil, fmt.Errorf("start redis %s: %w", s.name, err)
 		}
-		procs.add(p)
+		if s.supervised {
+			procs.addSupervised(p, s.args)
+		} else {
+			procs.add(p)
+		}
 		log.Info().Str("redis", s.name).Str("addr", p.Addr).Msg("redis started")
 		addrs[s.name] = p.Addr
 		if s.replicaOf != "" {
@@ -113,8 +129,11 @@ func startServers(ctx context.Context, log zerolog.Logger, dir string, servers [
 // serveDev runs the components until ctx ends or one of them, or a redis
 // child, stops. Meanwhile, once the API answers, it sets the cluster up,
 // writes cluster.json and prints how to connect.
-func serveDev(ctx context.Context, c devConfig, comps *devParts, l devLayout, addrs map[string]string, procs *procSet) error {
+func serveDev(ctx context.Context, log zerolog.Logger, c devConfig, comps *devParts, l devLayout, addrs map[string]string, sentinels []string, procs *procSet) error {
 	g, gctx := errgroup.WithContext(ctx)
+	if len(sentinels) > 0 {
+		g.Go(func() error { return procs.supervise(gctx, log, sentinels) })
+	}
 	for _, run := range comps.runs {
 		g.Go(func() error { return run(gctx) })
 	}
@@ -130,6 +149,9 @@ func serveDev(ctx context.Context, c devConfig, comps *devParts, l devLayout, ad
 			return err
 		}
 		info := newClusterInfo(c, addrs[l.metadb], demo, metrics)
+		if len(sentinels) > 0 {
+			info.MetadbSentinels, info.MetadbMasterName = sentinels, devMetadbName
+		}
 		if err := writeClusterJSON(c.clusterJSONPath(), info); err != nil {
 			return err
 		}
@@ -171,9 +193,22 @@ func writeClusterJSON(path string, info *clusterInfo) error {
 }
 
 // procSet tracks the redis children so that every exit path stops them.
+// The supervised ones (the metadb under Sentinel) are not watched:
+// supervise restarts them instead.
 type procSet struct {
-	mu    sync.Mutex
-	procs []*redisproc.Proc
+	mu         sync.Mutex
+	procs      []*redisproc.Proc
+	supervised map[*redisproc.Proc][]string // their config directives
+}
+
+func (s *procSet) addSupervised(p *redisproc.Proc, args []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.supervised == nil {
+		s.supervised = map[*redisproc.Proc][]string{}
+	}
+	s.supervised[p] = args
+	s.procs = append(s.procs, p)
 }
 
 func (s *procSet) add(p *redisproc.Proc) {
@@ -194,7 +229,12 @@ func (s *procSet) stopAll() {
 // watch returns an error when a child exits before ctx ends.
 func (s *procSet) watch(ctx context.Context) error {
 	s.mu.Lock()
-	procs := append([]*redisproc.Proc(nil), s.procs...)
+	var procs []*redisproc.Proc
+	for _, p := range s.procs {
+		if _, ok := s.supervised[p]; !ok {
+			procs = append(procs, p)
+		}
+	}
 	s.mu.Unlock()
 	died := make(chan *redisproc.Proc, len(procs))
 	for _, p := range procs {
@@ -234,4 +274,97 @@ func waitHTTP(ctx context.Context, url string) error {
 		case <-t.C:
 		}
 	}
+}
+
+// startSentinels starts devSentinels Sentinels watching the metadb master
+// at master, adds them to procs and waits until they know each other and
+// the metadb's replica. It returns their addresses.
+func startSentinels(ctx context.Context, log zerolog.Logger, dir, master string, procs *procSet) ([]string, error) {
+	var addrs []string
+	for i := 1; i <= devSentinels; i++ {
+		p, err := redisproc.StartSentinel(ctx, redisproc.SentinelConfig{Dir: filepath.Join(dir, "redis", fmt.Sprintf("sentinel-%d", i)),
+			MasterName: devMetadbName, Master: master, Quorum: devSentinels/2 + 1, DownAfter: redisproc.StaggeredDownAfter(i - 1)})
+		if err != nil {
+			return nil, fmt.Errorf("start sentinel %d: %w", i, err)
+		}
+		procs.add(p)
+		log.Info().Str("sentinel", fmt.Sprint(i)).Str("addr", p.Addr).Msg("redis sentinel started")
+		addrs = append(addrs, p.Addr)
+	}
+	return addrs, redisproc.WaitSentinels(ctx, addrs, devMetadbName, 1, 30*time.Second)
+}
+
+// supervise restarts each supervised metadb server that dies, on its
+// port, as a replica of the master the Sentinels promote instead, so the
+// metadb has a replica again (the writes need its confirmation) and can
+// fail over again. It returns nil when ctx ends.
+func (s *procSet) supervise(ctx context.Context, log zerolog.Logger, sentinels []string) error {
+	died := make(chan *redisproc.Proc)
+	watch := func(p *redisproc.Proc) {
+		go func() {
+			select {
+			case <-p.Done():
+				select {
+				case died <- p:
+				case <-ctx.Done():
+				}
+			case <-ctx.Done():
+			}
+		}()
+	}
+	s.mu.Lock()
+	for p := range s.supervised {
+		watch(p)
+	}
+	s.mu.Unlock()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var p *redisproc.Proc
+		select {
+		case <-ctx.Done():
+			return nil
+		case p = <-died:
+		}
+		log.Warn().Str("addr", p.Addr).Msg("metadb server died; restarting it as a replica once another is master")
+		for {
+			m, err := sentinelMaster(ctx, sentinels)
+			if err == nil && m != p.Addr {
+				s.mu.Lock()
+				args := s.supervised[p]
+				s.mu.Unlock()
+				np, err := redisproc.Start(ctx, redisproc.Config{Dir: p.Dir, Port: p.Port, ReplicaOf: m, Args: args})
+				if err == nil {
+					s.mu.Lock()
+					delete(s.supervised, p)
+					s.supervised[np] = args
+					s.procs = append(s.procs, np)
+					s.mu.Unlock()
+					log.Info().Str("addr", np.Addr).Str("master", m).Msg("metadb server restarted as a replica")
+					watch(np)
+					break
+				}
+				log.Warn().Err(err).Str("addr", p.Addr).Msg("metadb server restart failed")
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+			}
+		}
+	}
+}
+
+// sentinelMaster is the metadb master as the first Sentinel that answers
+// names it.
+func sentinelMaster(ctx context.Context, sentinels []string) (string, error) {
+	var last error
+	for _, a := range sentinels {
+		m, err := redisproc.SentinelMaster(ctx, a, devMetadbName)
+		if err == nil {
+			return m, nil
+		}
+		last = err
+	}
+	return "", last
 }

@@ -18,6 +18,8 @@ type devConfig struct {
 	APIAddr    string
 	ProxyAddr  string
 	AdminToken string
+	// HA runs the metadb as a master, a replica and 3 Sentinels.
+	HA bool
 }
 
 // apiURL is the base URL of the dev cluster's REST API.
@@ -43,6 +45,9 @@ type devServer struct {
 	replicaOf string
 	// args are its config directives.
 	args []string
+	// supervised servers are restarted when they die (the metadb under
+	// Sentinel) instead of stopping the dev cluster.
+	supervised bool
 }
 
 // devPair is one pool's pair, its servers by name.
@@ -53,8 +58,10 @@ type devLayout struct {
 	// servers in the order they start.
 	servers []devServer
 	metadb  string
-	pairs   []devPair
-	spare   string
+	// metadbReplica is the metadb's replica, "" without --ha.
+	metadbReplica string
+	pairs         []devPair
+	spare         string
 }
 
 // layoutFor lays out a dev cluster with one pair per pool: the metadb
@@ -76,6 +83,23 @@ func layoutFor(pools []devPool) devLayout {
 	l.servers = append(l.servers, devServer{name: l.spare, args: []string{"maxmemory", "4gb", "databases", "16"}})
 	return l
 }
+
+// withMetadbReplica is l with a replica of the metadb, started right after
+// it, and both metadb servers supervised: `granary dev --ha`.
+func (l devLayout) withMetadbReplica() devLayout {
+	l.metadbReplica = l.metadb + "-replica"
+	servers := []devServer{l.servers[0], {name: l.metadbReplica, replicaOf: l.metadb, args: l.servers[0].args}}
+	servers[0].supervised, servers[1].supervised = true, true
+	l.servers = append(servers, l.servers[1:]...)
+	return l
+}
+
+// devSentinels is how many Sentinels watch the metadb of `granary dev --ha`,
+// and devMetadbName the name they know it by.
+const (
+	devSentinels  = 3
+	devMetadbName = "granary"
+)
 
 // devPersistence is the dev pairs' persistence policy: the replicas run
 // it, the masters none.
@@ -102,11 +126,15 @@ func adminCalls(l devLayout, addrs map[string]string) []adminCall {
 
 // clusterInfo is written to <dir>/cluster.json once the cluster is ready.
 type clusterInfo struct {
-	API        string   `json:"api"`
-	Proxy      string   `json:"proxy"`
-	AdminToken string   `json:"admin_token"`
-	Metadb     string   `json:"metadb"`
-	Demo       demoInfo `json:"demo"`
+	API        string `json:"api"`
+	Proxy      string `json:"proxy"`
+	AdminToken string `json:"admin_token"`
+	Metadb     string `json:"metadb"`
+	// MetadbSentinels and MetadbMasterName, with --ha, are how to reach the
+	// metadb: through its Sentinels (Metadb is its master at the start).
+	MetadbSentinels  []string `json:"metadb_sentinels,omitempty"`
+	MetadbMasterName string   `json:"metadb_master_name,omitempty"`
+	Demo             demoInfo `json:"demo"`
 	// Metrics are the /metrics URLs of the four components.
 	Metrics metricsURLs `json:"metrics"`
 }

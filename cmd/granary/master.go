@@ -14,10 +14,13 @@ func init() {
 	register("master", "the controller (several may run; one leads)", runMaster)
 }
 
+// metadbFlags are every component's metadb flags.
 func metadbFlags(fs *flag.FlagSet) *metadb.Config {
 	c := metadb.DefaultConfig()
-	fs.StringVar(&c.URL, "metadb-url", c.URL, "metadb Redis URL")
+	fs.StringVar(&c.URL, "metadb-url", c.URL, "metadb Redis URL (with --metadb-sentinels only its db number and credentials count)")
 	fs.IntVar(&c.Replicas, "metadb-replicas", c.Replicas, "metadb replicas that must confirm each write (WAIT); 0 disables")
+	listFlag(fs, "metadb-sentinels", "host:port of the Redis Sentinels that watch the metadb, comma-separated: the metadb master is found through them and followed across failovers", &c.Sentinels)
+	fs.StringVar(&c.MasterName, "metadb-master-name", c.MasterName, "the name the Sentinels monitor the metadb under")
 	return &c
 }
 

@@ -17,9 +17,8 @@ func init() { register("proxy", "RESP endpoint for tenants", runProxy) }
 // do: the proxy then drains (see proxy.Proxy.Serve) and returns.
 func runProxy(ctx context.Context, log zerolog.Logger, args []string) error {
 	cfg := proxy.DefaultConfig()
-	mcfg := metadb.DefaultConfig()
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
-	fs.StringVar(&mcfg.URL, "metadb-url", mcfg.URL, "metadb URL")
+	mcfg := metadbFlags(fs)
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "RESP listen address")
 	fs.StringVar(&cfg.ID, "id", "", "proxy id in metadb (default hostname-port)")
 	fs.StringVar(&cfg.Advertise, "advertise", "", "address tenants are given (default: --addr)")
@@ -59,7 +58,7 @@ func runProxy(ctx context.Context, log zerolog.Logger, args []string) error {
 	if *procs > 0 {
 		runtime.GOMAXPROCS(*procs)
 	}
-	store, err := metadb.Open(mcfg)
+	store, err := metadb.Open(*mcfg)
 	if err != nil {
 		return err
 	}

@@ -115,11 +115,17 @@ func startOn(ctx context.Context, bin string, cfg Config, port int) (*Proc, erro
 	for i := 0; i+1 < len(cfg.Args); i += 2 {
 		args = append(args, "--"+strings.TrimPrefix(cfg.Args[i], "--"), cfg.Args[i+1])
 	}
-	g, err := procgroup.Start(exec.Command(bin, args...))
+	return run(ctx, exec.Command(bin, args...), cfg.Dir, port)
+}
+
+// run starts cmd, a server that will listen on port, and waits until it
+// answers there.
+func run(ctx context.Context, cmd *exec.Cmd, dir string, port int) (*Proc, error) {
+	g, err := procgroup.Start(cmd)
 	if err != nil {
 		return nil, err
 	}
-	p := &Proc{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, Dir: cfg.Dir, Proc: g}
+	p := &Proc{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, Dir: dir, Proc: g}
 
 	c := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer c.Close()
@@ -136,13 +142,13 @@ func startOn(ctx context.Context, bin string, cfg Config, port int) (*Proc, erro
 		}
 		select {
 		case <-p.Done():
-			return nil, fmt.Errorf("redis-server on port %d exited at start (port taken?)", port)
+			return nil, fmt.Errorf("%s on port %d exited at start (port taken?)", cmd.Path, port)
 		case <-ctx.Done():
 			p.Kill()
 			return nil, ctx.Err()
 		case <-deadline.C:
 			p.Kill()
-			return nil, fmt.Errorf("redis-server on port %d did not answer within 10s", port)
+			return nil, fmt.Errorf("%s on port %d did not answer within 10s", cmd.Path, port)
 		case <-tick.C:
 		}
 	}
