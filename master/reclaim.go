@@ -18,8 +18,9 @@ const reclaimInterval = time.Second
 // reclaimDemoted turns demoted masters that answer again into spares. A
 // demoted master is never routed to (the failover took it out of its pair),
 // so it serves no tenant; before it rejoins the spare pool it stops
-// following anyone and is emptied (FLUSHALL), so that nothing of its old
-// data can show when it is attached somewhere as a replica.
+// following anyone, is unfenced (it refuses writes since the failover) and
+// is emptied (FLUSHALL), so that nothing of its old data can show when it
+// is attached somewhere as a replica.
 func (m *Master) reclaimDemoted(ctx context.Context, f *metadb.Fence) error {
 	addrs, err := m.store.Demoted(ctx)
 	if err != nil {
@@ -47,6 +48,11 @@ func (m *Master) reclaim(ctx context.Context, f *metadb.Fence, addr string) erro
 	defer c.Close()
 	if err := c.Ping(ctx).Err(); err != nil {
 		return err
+	}
+	// The keeper fenced it at the failover (keeper/failover.go:
+	// min-replicas-to-write 1, which refuses FLUSHALL too).
+	if err := c.ConfigSet(ctx, "min-replicas-to-write", "0").Err(); err != nil {
+		return fmt.Errorf("unfence %s: %w", addr, err)
 	}
 	if err := c.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
 		return fmt.Errorf("detach %s: %w", addr, err)
