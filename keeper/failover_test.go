@@ -85,3 +85,30 @@ func TestDecideFailover(t *testing.T) {
 		})
 	}
 }
+
+func TestMasterProbeTimeout(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	timeout, interval, detect := 500*time.Millisecond, 250*time.Millisecond, time.Second
+	down := func(lastOK time.Duration) metadb.NodeHealth {
+		return metadb.NodeHealth{Addr: "m:1", LastOK: now.Add(-lastOK)}
+	}
+	tests := []struct {
+		name string
+		m    metadb.NodeHealth
+		want time.Duration
+	}{
+		{"up: the probe timeout", metadb.NodeHealth{Addr: "m:1", Up: true, LastOK: now}, timeout},
+		{"down: the interval", down(100 * time.Millisecond), interval},
+		{"down: ends with the detection time", down(850 * time.Millisecond), 150 * time.Millisecond},
+		{"down past detection: the interval", down(2 * time.Second), interval},
+		{"down, detection about to end: the interval", down(995 * time.Millisecond), interval},
+		{"down, never up: the interval", metadb.NodeHealth{Addr: "m:1"}, interval},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := masterProbeTimeout(tc.m, timeout, interval, detect, now); got != tc.want {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -50,15 +50,24 @@ func (m *Master) reclaim(ctx context.Context, f *metadb.Fence, addr string) erro
 		return err
 	}
 	// The keeper fenced it at the failover (keeper/failover.go:
-	// min-replicas-to-write 1, which refuses FLUSHALL too).
-	if err := c.ConfigSet(ctx, "min-replicas-to-write", "0").Err(); err != nil {
-		return fmt.Errorf("unfence %s: %w", addr, err)
-	}
-	if err := c.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
-		return fmt.Errorf("detach %s: %w", addr, err)
-	}
-	if err := c.FlushAll(ctx).Err(); err != nil {
-		return fmt.Errorf("flush %s: %w", addr, err)
+	// min-replicas-to-write 1, which refuses FLUSHALL too). The fence is
+	// lifted and the server emptied in one pipeline, which Redis runs
+	// without another client's command in between: no write can land on
+	// the old data set between the two.
+	cmds, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ConfigSet(ctx, "min-replicas-to-write", "0")
+		p.Do(ctx, "REPLICAOF", "NO", "ONE")
+		p.FlushAll(ctx)
+		return nil
+	})
+	if err != nil {
+		what := [...]string{"unfence", "detach", "flush"}
+		for i, c := range cmds {
+			if c.Err() != nil {
+				return fmt.Errorf("%s %s: %w", what[i], addr, c.Err())
+			}
+		}
+		return fmt.Errorf("reclaim %s: %w", addr, err)
 	}
 	ks, err := c.Info(ctx, "keyspace").Result()
 	if err != nil {
