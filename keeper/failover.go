@@ -35,6 +35,11 @@ import (
 // default), so an idle but healthy master stays under it.
 const replicaSilence = 12 * time.Second
 
+// replicaSilenceFast is replicaSilence for a master that the watcher set
+// to ping its replicas every second (replguard.go, fastPingPeriod): an
+// idle hung master is then failed over without any proxy's witness.
+const replicaSilenceFast = 3 * time.Second
+
 // A hung master (SIGSTOP, a stuck kernel or disk) keeps its TCP
 // connections open: its replica's link stays "up" and goes silent only
 // slowly (replicaSilence). A faster witness is the proxies: one whose
@@ -98,7 +103,8 @@ type failoverDecision struct {
 //   - a master unreachable since its last good probe for at least detect
 //     has failed only if a witness agrees and no proxy got a reply from it
 //     since the keeper saw it down (px.sees vetoes). The witness is the
-//     replica, its link down or silent for replicaSilence, or, for a hung
+//     replica, its link down or silent for silence (replicaSilence, or
+//     replicaSilenceFast for a master set to ping it every second), or, for a hung
 //     master whose replica's link stays up, a proxy whose requests went
 //     unanswered (px.stalled) together with a replica that has heard
 //     nothing from the master for replicaQuiet. So a keeper cut off from a
@@ -106,7 +112,7 @@ type failoverDecision struct {
 //     on its own view; nor does a replica whose replication id is not the
 //     master's (restarted empty, never resynced) get promoted: it may miss
 //     confirmed writes.
-func decideFailover(h metadb.PairHealth, px proxyView, started time.Time, fenced string, detect time.Duration, now time.Time) failoverDecision {
+func decideFailover(h metadb.PairHealth, px proxyView, started time.Time, fenced string, silence, detect time.Duration, now time.Time) failoverDecision {
 	m, r := h.Master, h.Replica
 	if r.Addr == "" || !r.Up {
 		return failoverDecision{reason: "replica down"}
@@ -145,7 +151,7 @@ func decideFailover(h metadb.PairHealth, px proxyView, started time.Time, fenced
 		return failoverDecision{reason: "master unreachable from the keeper but proxy " + px.sees + " still reaches it"}
 	}
 	reason := reasonMasterDown
-	if !promoted && r.LinkUp && time.Duration(r.LastIOSec)*time.Second < replicaSilence {
+	if !promoted && r.LinkUp && time.Duration(r.LastIOSec)*time.Second < silence {
 		if px.stalled == "" || time.Duration(r.LastIOSec)*time.Second < replicaQuiet {
 			return failoverDecision{reason: "master unreachable from the keeper but the replica still sees it"}
 		}
@@ -195,7 +201,7 @@ func (k *Keeper) proxiesOn(ctx context.Context, master string, h metadb.NodeHeal
 // checkFailover runs after every probe of a pair: it decides and, when the
 // master failed, promotes the replica and records the failover. Failures
 // are retried on the next probe.
-func (k *Keeper) checkFailover(ctx context.Context, p metadb.Pair, h *metadb.PairHealth, fw *failoverWatch, fenced string) {
+func (k *Keeper) checkFailover(ctx context.Context, p metadb.Pair, h *metadb.PairHealth, fw *failoverWatch, fenced string, fastPing bool) {
 	if fw.done || p.Replica == "" || !k.leased() {
 		return
 	}
@@ -204,7 +210,11 @@ func (k *Keeper) checkFailover(ctx context.Context, p metadb.Pair, h *metadb.Pai
 	if !h.Master.Up && now.Sub(h.Master.LastOK) >= k.cfg.DetectTime {
 		px = k.proxiesOn(ctx, p.Master, h.Master)
 	}
-	d := decideFailover(*h, px, fw.started, fenced, k.cfg.DetectTime, now)
+	silence := replicaSilence
+	if fastPing {
+		silence = replicaSilenceFast
+	}
+	d := decideFailover(*h, px, fw.started, fenced, silence, k.cfg.DetectTime, now)
 	log := k.log.With().Str("pair", p.ID).Str("master", p.Master).Str("replica", p.Replica).Logger()
 	if !d.promote {
 		if d.reason != fw.lastWhy && !h.Master.Up {

@@ -123,3 +123,41 @@ func TestFenceOldMasterUnreachable(t *testing.T) {
 		t.Fatalf("fence of a closed port took %v", d)
 	}
 }
+
+// TestKeeperFailsOverIdleHungMaster: a hung master that nobody sends
+// requests to gives no proxy witness; the watcher set it to ping its
+// replica every second, so the replica's silence says it is gone after
+// replicaSilenceFast instead of replicaSilence.
+func TestKeeperFailsOverIdleHungMaster(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	ackedWrite(t, e)
+	cfg := Config{ID: "k1", LeaseTTL: time.Second, PairsPoll: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
+		ProbeTimeout: 200 * time.Millisecond, DetectTime: time.Second, SizingSweep: time.Hour}
+	k, _ := startKeeper(t, e.store, cfg)
+	assignPair(t, e, "k1")
+	redistest.WaitFor(t, 5*time.Second, "the keeper to see the pair healthy and set the master's ping period", func() bool {
+		h, ok := k.Health(e.pair.ID)
+		return ok && h.Master.Up && h.Replica.LinkUp &&
+			e.master.Client(t).ConfigGet(ctx, "repl-ping-replica-period").Val()["repl-ping-replica-period"] == fastPingPeriod
+	})
+	t.Cleanup(func() { _ = e.master.Signal(syscall.SIGCONT) })
+	stopped := time.Now()
+	if err := e.master.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	redistest.WaitFor(t, 10*time.Second, "promotion", func() bool {
+		p, _ := e.store.Pair(ctx, e.pair.ID)
+		return p.Master == e.replica.Addr
+	})
+	took := time.Since(stopped)
+	t.Logf("idle hung master failed over %v after the stop", took.Round(time.Millisecond))
+	// master_last_io_seconds_ago counts whole seconds: 3 can read up to a
+	// second early.
+	if took < replicaSilenceFast-time.Second {
+		t.Fatalf("failed over %v after the stop, before the replica's silence (%v) could say so", took, replicaSilenceFast)
+	}
+	if got := e.replica.ClientDB(t, e.db.SlotDB).Get(ctx, "k").Val(); got != "v" {
+		t.Fatalf("promoted replica has %q for k, want the acknowledged write", got)
+	}
+}

@@ -38,6 +38,8 @@ func TestDecideFailover(t *testing.T) {
 	// for a second (quiet) or is still hearing it (replicaSees).
 	replicaQuietNow := replicaSees
 	replicaQuietNow.LastIOSec = 1
+	replicaSilent3, replicaSilent2 := replicaSees, replicaSees
+	replicaSilent3.LastIOSec, replicaSilent2.LastIOSec = 3, 2
 	stalled := proxyView{stalled: "px"}
 	sees := proxyView{sees: "px"}
 	both := proxyView{sees: "px2", stalled: "px"}
@@ -47,38 +49,47 @@ func TestDecideFailover(t *testing.T) {
 		promote bool
 		fenced  string    // run id the replication credential was made on
 		px      proxyView // what the proxies say of an unreachable master
+		fast    bool      // the master pings its replica every second
 	}{
-		{"healthy", master, replicaSees, false, "", proxyView{}},
-		{"down within detection", down(900 * time.Millisecond), replicaLost, false, "", proxyView{}},
-		{"down past detection, replica lost it", down(1100 * time.Millisecond), replicaLost, true, "", proxyView{}},
-		{"down past detection, replica still sees it", down(5 * time.Second), replicaSees, false, "", proxyView{}},
-		{"down, replica link up but silent", down(5 * time.Second), replicaSilent, true, "", proxyView{}},
-		{"down, replica down", down(5 * time.Second), metadb.NodeHealth{Addr: "r:1"}, false, "", proxyView{}},
-		{"down, replica promoted by us before", down(5 * time.Second), up("master", "c"), true, "", proxyView{}},
-		{"down, replica restarted empty", down(5 * time.Second), up("slave", "z"), false, "", proxyView{}},
-		{"restarted, replica not resynced", restarted, replicaLost, true, "", proxyView{}},
-		{"restarted, replica resynced already", restarted, resynced, false, "", proxyView{}},
-		{"restart seen before this watcher", restartedBefore, replicaSees, false, "", proxyView{}},
-		{"master up, replica promoted but not recorded", master, up("master", "c"), true, "", proxyView{}},
-		{"credential made on this run", master, replicaSees, false, "m", proxyView{}},
-		{"restart seen before this watcher, credential on the old run", restartedBefore, replicaLost, true, "m", proxyView{}},
-		{"restart never seen by a probe, credential on the old run", firstSeen, replicaLost, true, "m", proxyView{}},
-		{"credential on the old run, replica resynced already", restartedBefore, resynced, false, "m", proxyView{}},
-		{"hung: proxy stalled, replica quiet", down(1100 * time.Millisecond), replicaQuietNow, true, "", stalled},
-		{"hung: proxy stalled, within detection", down(900 * time.Millisecond), replicaQuietNow, false, "", stalled},
-		{"hung: proxy stalled, replica still hears it", down(5 * time.Second), replicaSees, false, "", stalled},
-		{"hung: replica quiet, no proxy stalled", down(5 * time.Second), replicaQuietNow, false, "", proxyView{}},
-		{"hung: one proxy stalled, another still reaches it", down(5 * time.Second), replicaQuietNow, false, "", both},
-		{"hung: proxy stalled, replica restarted empty", down(5 * time.Second), func() metadb.NodeHealth { r := replicaQuietNow; r.ReplID = "z"; return r }(), false, "", stalled},
-		{"hung: proxy stalled, replica down", down(5 * time.Second), metadb.NodeHealth{Addr: "r:1"}, false, "", stalled},
-		{"down, replica lost it, a proxy still reaches it", down(5 * time.Second), replicaLost, false, "", sees},
-		{"down, replica silent, a proxy still reaches it", down(5 * time.Second), replicaSilent, false, "", sees},
-		{"down, replica promoted before, a proxy still reaches it", down(5 * time.Second), up("master", "c"), false, "", sees},
-		{"master up, a proxy stalled on it", master, replicaQuietNow, false, "", stalled},
+		{"healthy", master, replicaSees, false, "", proxyView{}, false},
+		{"down within detection", down(900 * time.Millisecond), replicaLost, false, "", proxyView{}, false},
+		{"down past detection, replica lost it", down(1100 * time.Millisecond), replicaLost, true, "", proxyView{}, false},
+		{"down past detection, replica still sees it", down(5 * time.Second), replicaSees, false, "", proxyView{}, false},
+		{"down, replica link up but silent", down(5 * time.Second), replicaSilent, true, "", proxyView{}, false},
+		{"down, replica down", down(5 * time.Second), metadb.NodeHealth{Addr: "r:1"}, false, "", proxyView{}, false},
+		{"down, replica promoted by us before", down(5 * time.Second), up("master", "c"), true, "", proxyView{}, false},
+		{"down, replica restarted empty", down(5 * time.Second), up("slave", "z"), false, "", proxyView{}, false},
+		{"restarted, replica not resynced", restarted, replicaLost, true, "", proxyView{}, false},
+		{"restarted, replica resynced already", restarted, resynced, false, "", proxyView{}, false},
+		{"restart seen before this watcher", restartedBefore, replicaSees, false, "", proxyView{}, false},
+		{"master up, replica promoted but not recorded", master, up("master", "c"), true, "", proxyView{}, false},
+		{"credential made on this run", master, replicaSees, false, "m", proxyView{}, false},
+		{"restart seen before this watcher, credential on the old run", restartedBefore, replicaLost, true, "m", proxyView{}, false},
+		{"restart never seen by a probe, credential on the old run", firstSeen, replicaLost, true, "m", proxyView{}, false},
+		{"credential on the old run, replica resynced already", restartedBefore, resynced, false, "m", proxyView{}, false},
+		{"hung: proxy stalled, replica quiet", down(1100 * time.Millisecond), replicaQuietNow, true, "", stalled, false},
+		{"hung: proxy stalled, within detection", down(900 * time.Millisecond), replicaQuietNow, false, "", stalled, false},
+		{"hung: proxy stalled, replica still hears it", down(5 * time.Second), replicaSees, false, "", stalled, false},
+		{"hung: replica quiet, no proxy stalled", down(5 * time.Second), replicaQuietNow, false, "", proxyView{}, false},
+		{"hung: one proxy stalled, another still reaches it", down(5 * time.Second), replicaQuietNow, false, "", both, false},
+		{"hung: proxy stalled, replica restarted empty", down(5 * time.Second), func() metadb.NodeHealth { r := replicaQuietNow; r.ReplID = "z"; return r }(), false, "", stalled, false},
+		{"hung: proxy stalled, replica down", down(5 * time.Second), metadb.NodeHealth{Addr: "r:1"}, false, "", stalled, false},
+		{"down, replica lost it, a proxy still reaches it", down(5 * time.Second), replicaLost, false, "", sees, false},
+		{"down, replica silent, a proxy still reaches it", down(5 * time.Second), replicaSilent, false, "", sees, false},
+		{"down, replica promoted before, a proxy still reaches it", down(5 * time.Second), up("master", "c"), false, "", sees, false},
+		{"master up, a proxy stalled on it", master, replicaQuietNow, false, "", stalled, false},
+		{"idle hung: replica silent 3s, master pinging every second", down(5 * time.Second), replicaSilent3, true, "", proxyView{}, true},
+		{"idle hung: replica silent 3s, master pinging every 10s", down(5 * time.Second), replicaSilent3, false, "", proxyView{}, false},
+		{"idle hung: replica silent 2s, master pinging every second", down(5 * time.Second), replicaSilent2, false, "", proxyView{}, true},
+		{"idle hung: replica silent 3s, fast ping, a proxy still reaches it", down(5 * time.Second), replicaSilent3, false, "", sees, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d := decideFailover(metadb.PairHealth{Master: tc.m, Replica: tc.r}, tc.px, started, tc.fenced, detect, t0)
+			silence := replicaSilence
+			if tc.fast {
+				silence = replicaSilenceFast
+			}
+			d := decideFailover(metadb.PairHealth{Master: tc.m, Replica: tc.r}, tc.px, started, tc.fenced, silence, detect, t0)
 			if d.promote != tc.promote {
 				t.Fatalf("got promote %v (%s), want %v", d.promote, d.reason, tc.promote)
 			}

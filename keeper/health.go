@@ -42,7 +42,7 @@ func (k *Keeper) watchPair(ctx context.Context, p metadb.Pair) {
 			return
 		}
 		k.setHealth(h)
-		k.checkFailover(ctx, p, &h, &fw, rg.fencedRun(p.Master))
+		k.checkFailover(ctx, p, &h, &fw, rg.fencedRun(p.Master), rg.fastPing(p.Master, h.Master.RunID))
 		if err := k.guardReplication(ctx, p, &h, &rg, &fw); err != nil && ctx.Err() == nil {
 			if err.Error() != rg.lastErr {
 				log.Warn().Err(err).Msg("replication guard failed, will retry")
