@@ -152,8 +152,11 @@ func decideFailover(h metadb.PairHealth, px proxyView, started time.Time, fenced
 	}
 	reason := reasonMasterDown
 	if !promoted && r.LinkUp && time.Duration(r.LastIOSec)*time.Second < silence {
-		if px.stalled == "" || time.Duration(r.LastIOSec)*time.Second < replicaQuiet {
+		switch {
+		case px.stalled == "":
 			return failoverDecision{reason: "master unreachable from the keeper but the replica still sees it"}
+		case time.Duration(r.LastIOSec)*time.Second < replicaQuiet:
+			return failoverDecision{reason: "master unreachable from the keeper and stalled at proxy " + px.stalled + ", but the replica heard from it within a second"}
 		}
 		reason = reasonMasterHung
 	}
