@@ -104,14 +104,14 @@ type failoverDecision struct {
 //     has failed only if a witness agrees and no proxy got a reply from it
 //     since the keeper saw it down (px.sees vetoes). The witness is the
 //     replica, its link down or silent for silence (replicaSilence, or
-//     replicaSilenceFast for a master set to ping it every second), or, for a hung
-//     master whose replica's link stays up, a proxy whose requests went
-//     unanswered (px.stalled) together with a replica that has heard
-//     nothing from the master for replicaQuiet. So a keeper cut off from a
-//     master that its replica or the proxies still see does not fail over
-//     on its own view; nor does a replica whose replication id is not the
-//     master's (restarted empty, never resynced) get promoted: it may miss
-//     confirmed writes.
+//     replicaSilenceFast for a master set to ping it every second), or,
+//     for a hung master whose replica's link stays up, a proxy whose
+//     requests went unanswered (px.stalled) together with a replica that
+//     has heard nothing from the master for replicaQuiet. So a keeper cut
+//     off from a master that its replica or the proxies still see does not
+//     fail over on its own view; nor does a replica whose replication id
+//     is not the master's (restarted empty, never resynced) get promoted:
+//     it may miss confirmed writes.
 func decideFailover(h metadb.PairHealth, px proxyView, started time.Time, fenced string, silence, detect time.Duration, now time.Time) failoverDecision {
 	m, r := h.Master, h.Replica
 	if r.Addr == "" || !r.Up {
