@@ -51,7 +51,7 @@ bench-proxy:
 bench-resize:
 	bash scripts/bench-resize.sh $(BENCH_ARGS)
 
-## bench-failover: 20 master kills under confirmed writes, beside Redis Sentinel (results in docs/benchmarks.md)
+## bench-failover: 20 master kills under confirmed writes, beside Redis Sentinel (BENCH_ARGS=--stop: hung masters; results in docs/benchmarks.md)
 bench-failover:
 	bash scripts/bench-failover.sh $(BENCH_ARGS)
 

@@ -3,6 +3,8 @@ package keeper
 import (
 	"context"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/granary-db/granary/metadb"
@@ -33,6 +35,40 @@ import (
 // default), so an idle but healthy master stays under it.
 const replicaSilence = 12 * time.Second
 
+// replicaSilenceFast is replicaSilence for a master that the watcher set
+// to ping its replicas every second (replguard.go, fastPingPeriod): an
+// idle hung master is then failed over without any proxy's witness.
+const replicaSilenceFast = 3 * time.Second
+
+// A hung master (SIGSTOP, a stuck kernel or disk) keeps its TCP
+// connections open: its replica's link stays "up" and goes silent only
+// slowly (replicaSilence). A faster witness is the proxies: one whose
+// requests to the master have gone unanswered for proxyStallMin reports it
+// in its heartbeat (Member.BackendStalled), and the keeper counts that,
+// with a replica that has heard nothing from the master for replicaQuiet,
+// as agreement that the master is gone.
+const (
+	// proxyStallMin is the shortest unanswered wait in a proxy's stall
+	// report that counts as a witness.
+	proxyStallMin = 500 * time.Millisecond
+	// replicaQuiet: the replica must not have heard from the master for
+	// this long (INFO's master_last_io_seconds_ago, whole seconds). A live
+	// master that a proxy waits on is either answering its replica's
+	// stream or, for a WAIT, sends it REPLCONF GETACK at once.
+	replicaQuiet = time.Second
+)
+
+// proxyView is what the live proxies say of a pair's master that the
+// keeper cannot reach.
+type proxyView struct {
+	// sees names a proxy that got a reply from the master after the keeper
+	// saw it go down: a veto.
+	sees string
+	// stalled names a proxy that reported, after the keeper's last good
+	// probe of the master, a request to it unanswered for proxyStallMin.
+	stalled string
+}
+
 // failoverWatch is one pair watcher's failover memory.
 type failoverWatch struct {
 	started time.Time
@@ -52,11 +88,12 @@ type failoverDecision struct {
 }
 
 // decideFailover says whether the replica of a pair must be promoted, from
-// the watching keeper's health report alone:
+// the watching keeper's health report and, for a master it cannot reach,
+// the proxies' view px:
 //
 //   - the replica must be up; a replica already promoted (a promotion
 //     decided earlier but not recorded) is recorded whatever the master's
-//     state;
+//     state, unless a proxy still reaches an unreachable master;
 //   - a master that came back with a new run id since the watcher started,
 //     or with another run id than fenced, the one its replication
 //     credential was made on (replguard.go; "" if none), restarted, maybe
@@ -64,12 +101,18 @@ type failoverDecision struct {
 //     has not resynced from it (another replication id), which the
 //     credential prevents;
 //   - a master unreachable since its last good probe for at least detect
-//     has failed only if the replica has lost it too (link down, or silent
-//     for replicaSilence): a keeper cut off from a master that its replica
-//     still sees does not fail over on its own view; nor does a replica
-//     whose replication id is not the master's (restarted empty, never
-//     resynced) get promoted: it may miss confirmed writes.
-func decideFailover(h metadb.PairHealth, started time.Time, fenced string, detect time.Duration, now time.Time) failoverDecision {
+//     has failed only if a witness agrees and no proxy got a reply from it
+//     since the keeper saw it down (px.sees vetoes). The witness is the
+//     replica, its link down or silent for silence (replicaSilence, or
+//     replicaSilenceFast for a master set to ping it every second), or,
+//     for a hung master whose replica's link stays up, a proxy whose
+//     requests went unanswered (px.stalled) together with a replica that
+//     has heard nothing from the master for replicaQuiet. So a keeper cut
+//     off from a master that its replica or the proxies still see does not
+//     fail over on its own view; nor does a replica whose replication id
+//     is not the master's (restarted empty, never resynced) get promoted:
+//     it may miss confirmed writes.
+func decideFailover(h metadb.PairHealth, px proxyView, started time.Time, fenced string, silence, detect time.Duration, now time.Time) failoverDecision {
 	m, r := h.Master, h.Replica
 	if r.Addr == "" || !r.Up {
 		return failoverDecision{reason: "replica down"}
@@ -104,8 +147,18 @@ func decideFailover(h metadb.PairHealth, started time.Time, fenced string, detec
 	if now.Sub(last) < detect {
 		return failoverDecision{reason: "master down, within the detection time"}
 	}
-	if !promoted && r.LinkUp && time.Duration(r.LastIOSec)*time.Second < replicaSilence {
-		return failoverDecision{reason: "master unreachable from the keeper but the replica still sees it"}
+	if px.sees != "" {
+		return failoverDecision{reason: "master unreachable from the keeper but proxy " + px.sees + " still reaches it"}
+	}
+	reason := reasonMasterDown
+	if !promoted && r.LinkUp && time.Duration(r.LastIOSec)*time.Second < silence {
+		switch {
+		case px.stalled == "":
+			return failoverDecision{reason: "master unreachable from the keeper but the replica still sees it"}
+		case time.Duration(r.LastIOSec)*time.Second < replicaQuiet:
+			return failoverDecision{reason: "master unreachable from the keeper and stalled at proxy " + px.stalled + ", but the replica heard from it within a second"}
+		}
+		reason = reasonMasterHung
 	}
 	if !promoted && m.ReplID != "" && r.ReplID != m.ReplID {
 		// A replica restarted empty and never resynced has a replication
@@ -113,38 +166,58 @@ func decideFailover(h metadb.PairHealth, started time.Time, fenced string, detec
 		// stale replica; the pair needs an operator.
 		return failoverDecision{reason: "replica is not a copy of the master (another replication id)"}
 	}
-	return failoverDecision{promote: true, reason: reasonMasterDown}
+	return failoverDecision{promote: true, reason: reason}
 }
 
-// reasonMasterDown is decideFailover's reason for an unreachable master,
-// the one case where the proxies' view is asked too (a restarted master
-// answers everyone, so their view says nothing there).
-const reasonMasterDown = "master down"
+// The reasons for promoting over an unreachable master: the replica lost
+// it too, or it hangs (the proxies' requests go unanswered).
+const (
+	reasonMasterDown = "master down"
+	reasonMasterHung = "master hung"
+)
 
-// proxySeesMaster returns the id of a live proxy that got a reply from the
-// master after the keeper saw it go down, or "" if none did (or metadb
-// cannot tell: the replica has already agreed that the master is gone).
-func (k *Keeper) proxySeesMaster(ctx context.Context, master string, downSince time.Time) string {
+// proxiesOn returns what the live proxies say of master, which the keeper
+// has not reached since h.Since (its last good probe was h.LastOK). A
+// metadb that cannot tell gives an empty view: no veto, and no stall
+// witness either.
+func (k *Keeper) proxiesOn(ctx context.Context, master string, h metadb.NodeHealth) proxyView {
+	var v proxyView
 	ms, err := k.store.LiveMembers(ctx, metadb.KindProxy)
 	if err != nil {
-		return ""
+		return v
+	}
+	lastOK := h.LastOK
+	if lastOK.IsZero() {
+		lastOK = h.Since
 	}
 	for _, m := range ms {
-		if ok := m.BackendOK[master]; ok.After(downSince) {
-			return m.ID
+		if ok := m.BackendOK[master]; ok.After(h.Since) && v.sees == "" {
+			v.sees = m.ID
+		}
+		if s := m.BackendStalled[master]; !s.IsZero() && m.Reported.After(lastOK) && m.Reported.Sub(s) >= proxyStallMin && v.stalled == "" {
+			v.stalled = m.ID
 		}
 	}
-	return ""
+	return v
 }
 
 // checkFailover runs after every probe of a pair: it decides and, when the
 // master failed, promotes the replica and records the failover. Failures
 // are retried on the next probe.
-func (k *Keeper) checkFailover(ctx context.Context, p metadb.Pair, h *metadb.PairHealth, fw *failoverWatch, fenced string) {
+func (k *Keeper) checkFailover(ctx context.Context, p metadb.Pair, h *metadb.PairHealth, fw *failoverWatch, fenced string, fastPing bool) {
 	if fw.done || p.Replica == "" || !k.leased() {
 		return
 	}
-	d := decideFailover(*h, fw.started, fenced, k.cfg.DetectTime, time.Now())
+	now := time.Now()
+	var px proxyView
+	if !h.Master.Up && now.Sub(h.Master.LastOK) >= k.cfg.DetectTime {
+		px = k.proxiesOn(ctx, p.Master, h.Master)
+	}
+	silence := replicaSilence
+	if fastPing {
+		silence = replicaSilenceFast
+	}
+	d := decideFailover(*h, px, fw.started, fenced, silence, k.cfg.DetectTime, now)
 	log := k.log.With().Str("pair", p.ID).Str("master", p.Master).Str("replica", p.Replica).Logger()
 	if !d.promote {
 		if d.reason != fw.lastWhy && !h.Master.Up {
@@ -152,16 +225,6 @@ func (k *Keeper) checkFailover(ctx context.Context, p metadb.Pair, h *metadb.Pai
 		}
 		fw.lastWhy = d.reason
 		return
-	}
-	if d.reason == reasonMasterDown {
-		if px := k.proxySeesMaster(ctx, p.Master, h.Master.Since); px != "" {
-			why := "master unreachable from the keeper but proxy " + px + " still reaches it"
-			if why != fw.lastWhy {
-				log.Info().Str("reason", why).Msg("no failover")
-			}
-			fw.lastWhy = why
-			return
-		}
 	}
 	start := time.Now()
 	job, err := k.promote(ctx, p, *h, d.reason)
@@ -205,12 +268,72 @@ func (k *Keeper) promote(ctx context.Context, p metadb.Pair, h metadb.PairHealth
 	if in.role != "master" {
 		return nil, fmt.Errorf("promote %s: still %s", p.Replica, in.role)
 	}
+	// The fence goes out while the failover is recorded; a partitioned
+	// old master costs its dial timeout, not the promotion's.
+	fenced := make(chan error, 1)
+	go func() { fenced <- fenceOldMaster(p.Master, k.cfg.ProbeTimeout) }()
 	_, job, err := k.store.Promote(ctx, metadb.Promotion{Keeper: k.cfg.ID, Pair: p.ID, OldMaster: p.Master,
 		NewMaster: p.Replica, Offset: in.offset, MasterOffset: h.Master.Offset, Reason: reason})
+	if ferr := <-fenced; ferr != nil {
+		k.log.Info().Err(ferr).Str("pair", p.ID).Str("master", p.Master).Msg("old master not fenced (unreachable)")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("record failover: %w", err)
 	}
 	return job, nil
+}
+
+// fenceCmds make a demoted master refuse every write (-NOREPLICAS) from
+// any client: it needs a replica to accept a write, and has none, its old
+// replica's link being dropped (the promoted replica closed it; CLIENT
+// KILL frees it at once so that no stale link still counts). Reads and
+// admin commands still work; master/reclaim.go sets min-replicas-to-write
+// back to 0 before it empties the server.
+var fenceCmds = [][]string{
+	{"CONFIG", "SET", "min-replicas-to-write", "1"},
+	{"CLIENT", "KILL", "TYPE", "replica"},
+}
+
+// fenceOldMaster sends fenceCmds to the old master of a failed-over pair
+// on a fresh connection, without waiting for replies: a hung (stopped)
+// master's kernel still accepts the connection and buffers the commands,
+// and the master runs them, in order, as soon as it resumes, before any
+// command on a connection accepted after ours. It returns an error when
+// the master cannot be reached at all (dead: nothing to fence; or cut off,
+// in which case no proxy writes to it either, the failover having moved
+// its dbs). It blocks at most about twice timeout.
+func fenceOldMaster(addr string, timeout time.Duration) error {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return err
+	}
+	// Closed after writing: the commands are in the server's receive
+	// buffer, ahead of the close, and run when the server reads them.
+	defer c.Close()
+	var b []byte
+	for _, cmd := range fenceCmds {
+		b = appendCommand(b, cmd)
+	}
+	if err := c.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	_, err = c.Write(b)
+	return err
+}
+
+// appendCommand appends cmd to b as a RESP array of bulk strings.
+func appendCommand(b []byte, cmd []string) []byte {
+	b = append(b, '*')
+	b = strconv.AppendInt(b, int64(len(cmd)), 10)
+	b = append(b, '\r', '\n')
+	for _, a := range cmd {
+		b = append(b, '$')
+		b = strconv.AppendInt(b, int64(len(a)), 10)
+		b = append(b, '\r', '\n')
+		b = append(b, a...)
+		b = append(b, '\r', '\n')
+	}
+	return b
 }
 
 // kickPairs asks the pairs loop to reread the pairs at once, so that a

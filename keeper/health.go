@@ -42,7 +42,7 @@ func (k *Keeper) watchPair(ctx context.Context, p metadb.Pair) {
 			return
 		}
 		k.setHealth(h)
-		k.checkFailover(ctx, p, &h, &fw, rg.fencedRun(p.Master))
+		k.checkFailover(ctx, p, &h, &fw, rg.fencedRun(p.Master), rg.fastPing(p.Master, h.Master.RunID))
 		if err := k.guardReplication(ctx, p, &h, &rg, &fw); err != nil && ctx.Err() == nil {
 			if err.Error() != rg.lastErr {
 				log.Warn().Err(err).Msg("replication guard failed, will retry")
@@ -80,8 +80,12 @@ func (k *Keeper) probePair(ctx context.Context, p metadb.Pair, h *metadb.PairHea
 	var m, r result
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); m.info, m.err = k.timedProbe(ctx, p.ID, roleMaster, p.Master) }()
-	go func() { defer wg.Done(); r.info, r.err = k.timedProbe(ctx, p.ID, roleReplica, p.Replica) }()
+	mt := masterProbeTimeout(h.Master, k.cfg.ProbeTimeout, k.cfg.ProbeInterval, k.cfg.DetectTime, time.Now())
+	go func() { defer wg.Done(); m.info, m.err = k.timedProbe(ctx, p.ID, roleMaster, p.Master, mt) }()
+	go func() {
+		defer wg.Done()
+		r.info, r.err = k.timedProbe(ctx, p.ID, roleReplica, p.Replica, k.cfg.ProbeTimeout)
+	}()
 	wg.Wait()
 	now := time.Now().UTC()
 	var mc, rc bool
@@ -91,24 +95,42 @@ func (k *Keeper) probePair(ctx context.Context, p metadb.Pair, h *metadb.PairHea
 	return mc || rc
 }
 
+// masterProbeTimeout bounds the probe of a master. A master already seen
+// down is probed with the shorter of the probe timeout and the probe
+// interval, and never past the end of its detection time: a hung master
+// (its connections open, probes unanswered) is then decided on as soon as
+// a dead one, instead of a probe timeout late.
+func masterProbeTimeout(m metadb.NodeHealth, timeout, interval, detect time.Duration, now time.Time) time.Duration {
+	if m.Up || m.Addr == "" {
+		return timeout
+	}
+	t := min(timeout, interval)
+	if !m.LastOK.IsZero() {
+		if left := m.LastOK.Add(detect).Sub(now); left > 10*time.Millisecond && left < t {
+			t = left
+		}
+	}
+	return t
+}
+
 // timedProbe is probe, counted in the metrics of pair's server in role
 // (a pair without a replica, and a probe cut short by ctx, are not).
-func (k *Keeper) timedProbe(ctx context.Context, pair, role, addr string) (*serverInfo, error) {
+func (k *Keeper) timedProbe(ctx context.Context, pair, role, addr string, timeout time.Duration) (*serverInfo, error) {
 	start := time.Now()
-	in, err := k.probe(ctx, addr)
+	in, err := k.probe(ctx, addr, timeout)
 	if addr != "" && ctx.Err() == nil {
 		k.metrics.probed(pair, role, time.Since(start), err)
 	}
 	return in, err
 }
 
-// probe sends PING and INFO server+replication to one server within the
-// probe timeout.
-func (k *Keeper) probe(ctx context.Context, addr string) (*serverInfo, error) {
+// probe sends PING and INFO server+replication to one server within
+// timeout (at most the probe timeout).
+func (k *Keeper) probe(ctx context.Context, addr string, timeout time.Duration) (*serverInfo, error) {
 	if addr == "" {
 		return nil, errors.New("no server")
 	}
-	ctx, cancel := context.WithTimeout(ctx, k.cfg.ProbeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var info *redis.StringCmd
 	_, err := k.backends.prober(addr).Pipelined(ctx, func(p redis.Pipeliner) error {

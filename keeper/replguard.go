@@ -26,6 +26,11 @@ import (
 // fails the pair over (decideFailover). The credential is kept in metadb
 // (metadb.ReplAuth) so that another keeper taking the pair over, and the
 // spare attached by a failover, use the same one.
+//
+// The guard also sets the master's repl-ping-replica-period to one second
+// at run time, the same way (never saved; redone after a restart), so that
+// a hung master's silence shows at its replica within replicaSilenceFast
+// even when no request is waiting on it (failover.go).
 
 // replUser is the ACL user replicas sync with.
 const replUser = "granary-repl"
@@ -40,6 +45,20 @@ type replGuard struct {
 	// credential, so a replica is told again after it restarts.
 	told    string
 	lastErr string
+	// pinged is "<master>/<run id>" of the master last set to ping its
+	// replicas every second (run-time only: a restart forgets it).
+	pinged string
+}
+
+// fastPingPeriod is the repl-ping-replica-period the watcher sets on a
+// pair's master, so that its replica hears from a healthy idle master every
+// second and a silent one counts as lost after replicaSilenceFast.
+const fastPingPeriod = "1"
+
+// fastPing says whether the pair's master, as the process with run id
+// runID, was set to ping its replicas every second.
+func (g *replGuard) fastPing(master, runID string) bool {
+	return runID != "" && g.pinged == master+"/"+runID
 }
 
 // fencedRun is the run id the pair's master had when its credential was
@@ -110,6 +129,12 @@ func (k *Keeper) guardReplication(ctx context.Context, p metadb.Pair, h *metadb.
 	if g.fencedRun(p.Master) != m.RunID {
 		return nil // the master restarted: decideFailover acts
 	}
+	if !g.fastPing(p.Master, m.RunID) {
+		if err := k.setFastPing(ctx, p.Master, m.RunID); err != nil {
+			return err
+		}
+		g.pinged = p.Master + "/" + m.RunID
+	}
 	r := h.Replica
 	if p.Replica == "" || !r.Up || r.RunID == "" || g.told == r.RunID+"/"+g.ra.User {
 		return nil
@@ -148,6 +173,26 @@ func (k *Keeper) makeReplAuth(ctx context.Context, p metadb.Pair, runID string) 
 		return nil, err
 	}
 	return ra, nil
+}
+
+// setFastPing sets the master's repl-ping-replica-period to
+// fastPingPeriod at run time and checks that it is still the process with
+// run id runID (a restarted one has the setting from its config file).
+func (k *Keeper) setFastPing(ctx context.Context, master, runID string) error {
+	c := k.backends.prober(master)
+	cctx, cancel := context.WithTimeout(ctx, k.cfg.ProbeTimeout)
+	defer cancel()
+	if err := c.ConfigSet(cctx, "repl-ping-replica-period", fastPingPeriod).Err(); err != nil {
+		return fmt.Errorf("repl-ping-replica-period on master %s: %w", master, err)
+	}
+	s, err := c.Info(cctx, "server").Result()
+	if err != nil {
+		return fmt.Errorf("master %s: %w", master, err)
+	}
+	if got := parseInfo(s).runID; got != runID {
+		return fmt.Errorf("master %s restarted while its ping period was set", master)
+	}
+	return nil
 }
 
 // tellReplAuth makes c, a replica (or a spare about to become one), sync

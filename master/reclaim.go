@@ -18,8 +18,9 @@ const reclaimInterval = time.Second
 // reclaimDemoted turns demoted masters that answer again into spares. A
 // demoted master is never routed to (the failover took it out of its pair),
 // so it serves no tenant; before it rejoins the spare pool it stops
-// following anyone and is emptied (FLUSHALL), so that nothing of its old
-// data can show when it is attached somewhere as a replica.
+// following anyone, is unfenced (it refuses writes since the failover) and
+// is emptied (FLUSHALL), so that nothing of its old data can show when it
+// is attached somewhere as a replica.
 func (m *Master) reclaimDemoted(ctx context.Context, f *metadb.Fence) error {
 	addrs, err := m.store.Demoted(ctx)
 	if err != nil {
@@ -48,11 +49,25 @@ func (m *Master) reclaim(ctx context.Context, f *metadb.Fence, addr string) erro
 	if err := c.Ping(ctx).Err(); err != nil {
 		return err
 	}
-	if err := c.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
-		return fmt.Errorf("detach %s: %w", addr, err)
-	}
-	if err := c.FlushAll(ctx).Err(); err != nil {
-		return fmt.Errorf("flush %s: %w", addr, err)
+	// The keeper fenced it at the failover (keeper/failover.go:
+	// min-replicas-to-write 1, which refuses FLUSHALL too). The fence is
+	// lifted and the server emptied in one pipeline, which Redis runs
+	// without another client's command in between: no write can land on
+	// the old data set between the two.
+	cmds, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ConfigSet(ctx, "min-replicas-to-write", "0")
+		p.Do(ctx, "REPLICAOF", "NO", "ONE")
+		p.FlushAll(ctx)
+		return nil
+	})
+	if err != nil {
+		what := [...]string{"unfence", "detach", "flush"}
+		for i, c := range cmds {
+			if c.Err() != nil {
+				return fmt.Errorf("%s %s: %w", what[i], addr, c.Err())
+			}
+		}
+		return fmt.Errorf("reclaim %s: %w", addr, err)
 	}
 	ks, err := c.Info(ctx, "keyspace").Result()
 	if err != nil {

@@ -1,6 +1,7 @@
 package master
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -11,7 +12,8 @@ import (
 // TestReplaceJob: a failover recorded with an empty spare pool waits at
 // take_spare; a spare added later is taken; once the keeper's attach step
 // is recorded the master makes the spare the pair's replica. A demoted
-// master that answers again is emptied and put back in the spare pool.
+// master that answers again, fenced by the keeper, is unfenced, emptied and
+// put back in the spare pool.
 func TestReplaceJob(t *testing.T) {
 	c := newCluster(t)
 	ctx := t.Context()
@@ -32,6 +34,14 @@ func TestReplaceJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Fenced as the keeper fences a demoted master (keeper/failover.go):
+	// it refuses writes, FLUSHALL among them, until it is reclaimed.
+	if err := c.master.Client(t).ConfigSet(ctx, "min-replicas-to-write", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.master.Client(t).Set(ctx, "late", "1", 0).Err(); err == nil || !strings.HasPrefix(err.Error(), "NOREPLICAS") {
+		t.Fatalf("write to the fenced old master: %v, want NOREPLICAS", err)
+	}
 	startMaster(t, c.store, "m1")
 	// The demoted master answers: it is emptied and becomes a spare, and
 	// the waiting job takes it.
@@ -41,6 +51,9 @@ func TestReplaceJob(t *testing.T) {
 	})
 	if n := c.master.Client(t).DBSize(ctx).Val(); n != 0 {
 		t.Fatalf("reclaimed master holds %d keys, want it emptied", n)
+	}
+	if v := c.master.Client(t).ConfigGet(ctx, "min-replicas-to-write").Val()["min-replicas-to-write"]; v != "0" {
+		t.Fatalf("reclaimed master has min-replicas-to-write %s, want the fence lifted (0)", v)
 	}
 	// Stand in for the keeper's attach step.
 	if err := c.master.Client(t).Do(ctx, "REPLICAOF", "127.0.0.1", c.replica.Port).Err(); err != nil {

@@ -118,6 +118,13 @@ type Member struct {
 	// backend server (host:port). A keeper that cannot reach a master asks
 	// it whether the proxies still can before failing the pair over.
 	BackendOK map[string]time.Time `json:"backend_ok,omitempty"`
+	// BackendStalled is, for a proxy, per backend server, since when a
+	// request to it has been waiting without any reply on its connection,
+	// for servers where that wait has passed the proxy's stall report time
+	// (a hung master: SIGSTOP, a stuck kernel). A keeper that cannot reach
+	// a master counts it as a witness that the master is gone
+	// (keeper/failover.go).
+	BackendStalled map[string]time.Time `json:"backend_stalled,omitempty"`
 	// Draining is set by a proxy that stopped accepting connections and is
 	// finishing what it has: it still acknowledges versions, but no new db
 	// is placed on it.

@@ -578,6 +578,54 @@ func (c *bconn) stale(now int64, limit time.Duration) bool {
 	return c.busy.Load() > 0 && now-c.progress.Load() > int64(limit)
 }
 
+// stalledSince returns since when the connection has had requests in
+// flight without any reply (coarse unix nanos), if that is at least limit.
+func (c *bconn) stalledSince(now int64, limit time.Duration) (int64, bool) {
+	since := c.progress.Load()
+	return since, c.busy.Load() > 0 && !c.dead.Load() && now-since >= int64(limit)
+}
+
+// backendStalled is, per backend address, since when its longest-waiting
+// shared connection has had requests in flight without any reply, for the
+// addresses where that wait is at least the stall report time. A confirming
+// WAIT counts too: a live master whose replica lags answers it within the
+// confirm timeout, and the keeper asks the replica as well (failover.go).
+func (p *Proxy) backendStalled(now int64) map[string]time.Time {
+	var out map[string]time.Time
+	p.connsMu.Lock()
+	defer p.connsMu.Unlock()
+	for c := range p.conns {
+		since, ok := c.stalledSince(now, p.cfg.StallReport)
+		if !ok {
+			continue
+		}
+		if out == nil {
+			out = map[string]time.Time{}
+		}
+		if t := time.Unix(0, since); out[c.g.addr].IsZero() || t.Before(out[c.g.addr]) {
+			out[c.g.addr] = t
+		}
+	}
+	return out
+}
+
+// dropBackend fails every shared connection to addr: a failover moved its
+// dbs away, and requests in flight to a hung old master would otherwise
+// wait for the watchdog. Their outcome is unknown, so they get an error.
+func (p *Proxy) dropBackend(addr string, why error) {
+	var drop []*bconn
+	p.connsMu.Lock()
+	for c := range p.conns {
+		if c.g.addr == addr {
+			drop = append(drop, c)
+		}
+	}
+	p.connsMu.Unlock()
+	for _, c := range drop {
+		c.fail(why)
+	}
+}
+
 // backendOK is, per backend address, the last time any group got a reply
 // from it.
 func (p *Proxy) backendOK() map[string]time.Time {

@@ -86,6 +86,11 @@ type Config struct {
 	// ConfirmTimeout is how long a confirmed write waits for the replica
 	// (WAIT 1 <ms>) before it is answered with an error. Default 1s.
 	ConfirmTimeout time.Duration
+	// StallReport is how long a request to a backend may wait without any
+	// reply on its connection before the proxy reports the backend stalled
+	// in its heartbeat (Member.BackendStalled, sent at once): the keepers'
+	// witness of a hung master. Default 500ms.
+	StallReport time.Duration
 
 	// LeaseTTL is the proxy's lease in metadb. The proxy refuses writes
 	// once LeaseTTL minus LeaseMargin has passed since its last renewal.
@@ -150,6 +155,7 @@ func DefaultConfig() Config {
 		DialTimeout:           time.Second,
 		BackendTimeout:        5 * time.Second,
 		ConfirmTimeout:        time.Second,
+		StallReport:           500 * time.Millisecond,
 		LeaseTTL:              6 * time.Second,
 		LeaseMargin:           time.Second,
 		HeartbeatInterval:     time.Second,
@@ -206,6 +212,7 @@ func (c *Config) Validate() error {
 	pos("dial timeout", int64(c.DialTimeout))
 	pos("backend timeout", int64(c.BackendTimeout))
 	pos("confirm timeout", int64(c.ConfirmTimeout))
+	pos("stall report", int64(c.StallReport))
 	pos("write timeout", int64(c.WriteTimeout))
 	pos("lease ttl", int64(c.LeaseTTL))
 	pos("heartbeat interval", int64(c.HeartbeatInterval))

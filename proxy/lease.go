@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -21,6 +22,11 @@ func (p *Proxy) handle(ctx context.Context, env *buspb.Envelope) {
 	}
 	cur := p.snap.Load()
 	next, touched, reload := p.apply(cur, env)
+	if f := env.GetFailover(); f != nil && f.OldMaster != "" && f.OldMaster != f.NewMaster {
+		// After the new routes are published (a client's next write must
+		// not find the old master again): fail what waits on the old one.
+		defer p.dropBackend(f.OldMaster, fmt.Errorf("%s failed over to %s", f.OldMaster, f.NewMaster))
+	}
 	if reload {
 		if n, t, ok := p.reloadOne(ctx, next, env); ok {
 			p.publish(n, t)
@@ -211,7 +217,7 @@ func (p *Proxy) renew(ctx context.Context, s *snapshot) error {
 	err := p.store.Heartbeat(cctx, metadb.KindProxy, metadb.Member{
 		ID: p.cfg.ID, Addr: p.cfg.Advertise, AppliedVersion: s.version,
 		Conns: int(p.nclients.Load()), DBs: len(s.dbs), Started: p.started,
-		BackendOK: p.backendOK(), Draining: p.draining.Load(),
+		BackendOK: p.backendOK(), BackendStalled: p.backendStalled(coarseNow()), Draining: p.draining.Load(),
 		DBOps: dbOps, TenantConns: tenantConns,
 	}, p.cfg.LeaseTTL)
 	if err != nil {

@@ -452,6 +452,9 @@ func (p *Proxy) watchdog(ctx context.Context) error {
 	defer t.Stop()
 	limit := p.cfg.BackendTimeout + p.cfg.ConfirmTimeout
 	n := 0
+	// stalled: the backends last found stalled, so a newly stalled one is
+	// reported by a heartbeat at once rather than at the next interval.
+	var stalled map[string]time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -464,6 +467,17 @@ func (p *Proxy) watchdog(ctx context.Context) error {
 			if n%3000 == 0 {
 				p.retireGroups(now)
 			}
+			st := p.backendStalled(now.UnixNano())
+			for a := range st {
+				if _, ok := stalled[a]; !ok {
+					select {
+					case p.hbKick <- struct{}{}:
+					default:
+					}
+					break
+				}
+			}
+			stalled = st
 			var stale []*bconn
 			p.connsMu.Lock()
 			for c := range p.conns {

@@ -4,7 +4,9 @@
 # Sentinel on the same kind of pair; prints write unavailability per kill,
 # lost acknowledged writes and whether a spare became the new replica.
 # Results go in docs/benchmarks.md, "Failover".
-# Usage: scripts/bench-failover.sh [benchfailover flags]   e.g. --rounds 5
+# With --stop (issue 13, item 2) the master hangs (SIGSTOP) instead, is
+# resumed after the failover and must refuse writes.
+# Usage: scripts/bench-failover.sh [benchfailover flags]   e.g. --rounds 5, --stop
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh redis-server redis-sentinel

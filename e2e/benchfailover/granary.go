@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/granary-db/granary/internal/failoverload"
@@ -100,10 +101,21 @@ func runGranary(ctx context.Context, cfg config, p *procs) (*result, error) {
 			return nil, fmt.Errorf("writes not flowing before a kill: %w", err)
 		}
 		killAt := w.MarkKill()
-		servers[before.Master].Kill()
+		old := servers[before.Master]
+		if cfg.stop {
+			if err := old.Signal(syscall.SIGSTOP); err != nil {
+				return nil, err
+			}
+		} else {
+			old.Kill()
+		}
 		var after *metadb.Pair
+		var promotedAt time.Time
 		err = until(ctx, 30*time.Second, "failover, a new replica and writes", func() bool {
 			after, _ = store.Pair(ctx, pair.ID)
+			if promotedAt.IsZero() && after != nil && after.Master == before.Replica {
+				promotedAt = time.Now()
+			}
 			return after != nil && after.Master == before.Replica && after.Replica != "" &&
 				after.State == metadb.PairActive && !w.Back().IsZero()
 		})
@@ -113,9 +125,25 @@ func runGranary(ctx context.Context, cfg config, p *procs) (*result, error) {
 		}
 		took := w.Back().Sub(killAt)
 		attached := after.Replica == spare.Addr
+		if cfg.stop {
+			// The spare pool also holds the old masters of earlier
+			// rounds, resumed and reclaimed: any of them may be taken.
+			attached = after.Replica != ""
+		}
 		res.add(took, attached)
-		fmt.Printf("granary  round %2d: killed %s, promoted %s, spare attached %v: writes unavailable %v\n",
-			round, before.Master, after.Master, attached, took.Round(time.Millisecond))
+		fmt.Printf("granary  round %2d: %s %s, promoted %s after %v, spare attached %v: writes unavailable %v\n",
+			round, cfg.verb(), before.Master, after.Master, promotedAt.Sub(killAt).Round(time.Millisecond), attached, took.Round(time.Millisecond))
+		if cfg.stop {
+			// The proxies' backend credentials: the tenant user they
+			// create on every master (no backend password: "granary").
+			queued, resumed, err := checkFence(ctx, fenceTarget{addr: before.Master, user: "granary-tenant", pass: "granary",
+				resume: func() error { return old.Signal(syscall.SIGCONT) }, reclaims: true}, round)
+			if err != nil {
+				return nil, fmt.Errorf("round %d: fence check: %w", round, err)
+			}
+			res.fenced(queued, resumed)
+			fmt.Printf("granary  round %2d: resumed old master: write queued while stopped %s, write after SIGCONT %s\n", round, queued, resumed)
+		}
 	}
 	time.Sleep(200 * time.Millisecond)
 	var acked map[string]int

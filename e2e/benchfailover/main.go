@@ -3,7 +3,9 @@
 // clients do confirmed writes, first under Granary (keeper, proxy, spare
 // pool), then under Redis Sentinel on the same kind of pair, and prints per
 // kill how long writes were unavailable, how many acknowledged writes were
-// lost, and whether a spare became the new replica.
+// lost, and whether a spare became the new replica. With --stop (issue 13,
+// item 2) the master hangs (SIGSTOP) instead of dying, and once the
+// failover is over it is resumed and must refuse writes (hung.go).
 package main
 
 import (
@@ -31,7 +33,16 @@ type config struct {
 	clients  int
 	detect   time.Duration
 	sentinel bool
+	stop     bool
 	dir      string
+}
+
+// verb is what a round does to the master, for the output.
+func (c config) verb() string {
+	if c.stop {
+		return "stopped"
+	}
+	return "killed"
 }
 
 // result is one system's figures.
@@ -43,6 +54,17 @@ type result struct {
 	lost     int
 	fails    int64
 	notes    []string
+	// fence counts, in --stop mode, the outcomes of the writes tried on
+	// the resumed old master: queued while stopped, and after SIGCONT.
+	queued, resumed map[string]int
+}
+
+func (r *result) fenced(queued, resumed string) {
+	if r.queued == nil {
+		r.queued, r.resumed = map[string]int{}, map[string]int{}
+	}
+	r.queued[queued]++
+	r.resumed[resumed]++
 }
 
 func (r *result) add(d time.Duration, attached bool) {
@@ -68,6 +90,7 @@ func main() {
 	flag.IntVar(&cfg.clients, "clients", 4, "clients doing confirmed writes")
 	flag.DurationVar(&cfg.detect, "detect", time.Second, "detection time: keeper --detect-time and Sentinel down-after-milliseconds")
 	flag.BoolVar(&cfg.sentinel, "sentinel", true, "also run Redis Sentinel")
+	flag.BoolVar(&cfg.stop, "stop", false, "hang the master (SIGSTOP) instead of killing it, resume it after the failover and check that it refuses writes")
 	flag.StringVar(&cfg.dir, "dir", "", "work folder (default: a temporary one, removed at the end)")
 	flag.Parse()
 	// go-redis logs every failed dial; failed writes are what is measured.
@@ -89,8 +112,12 @@ func run(ctx context.Context, cfg config) error {
 		defer os.RemoveAll(d)
 		cfg.dir = d
 	}
-	fmt.Printf("failover benchmark: %d kills (SIGKILL of the pair's master) per system, %d clients doing confirmed writes, detection %v\n\n",
-		cfg.rounds, cfg.clients, cfg.detect)
+	what := "kills (SIGKILL of the pair's master)"
+	if cfg.stop {
+		what = "hangs (SIGSTOP of the pair's master, SIGCONT after the failover)"
+	}
+	fmt.Printf("failover benchmark: %d %s per system, %d clients doing confirmed writes, detection %v\n\n",
+		cfg.rounds, what, cfg.clients, cfg.detect)
 	var results []*result
 	for _, sys := range []struct {
 		name string
@@ -112,12 +139,26 @@ func run(ctx context.Context, cfg config) error {
 		results = append(results, res)
 		fmt.Println()
 	}
-	fmt.Println("| system | kills | unavailability median | p90 | max | acknowledged writes | lost | new replica attached |")
+	rounds := "kills"
+	if cfg.stop {
+		rounds = "hangs"
+	}
+	fmt.Printf("| system | %s | unavailability median | p90 | max | acknowledged writes | lost | new replica attached |\n", rounds)
 	fmt.Println("|---|---|---|---|---|---|---|---|")
 	for _, r := range results {
 		fmt.Printf("| %s | %d | %v | %v | %v | %d | %d | %d of %d |\n", r.name, len(r.unavail),
 			r.pct(0.5).Round(time.Millisecond), r.pct(0.9).Round(time.Millisecond), r.pct(1).Round(time.Millisecond),
 			r.acked, r.lost, r.attached, len(r.unavail))
+	}
+	if cfg.stop {
+		fmt.Println()
+		fmt.Println("| system | resumed old masters | write queued while stopped: refused / accepted | write after SIGCONT: refused / accepted / after reclaim |")
+		fmt.Println("|---|---|---|---|")
+		for _, r := range results {
+			fmt.Printf("| %s | %d | %d / %d | %d / %d / %d |\n", r.name, r.queued[fenceRefused]+r.queued[fenceAccepted],
+				r.queued[fenceRefused], r.queued[fenceAccepted],
+				r.resumed[fenceRefused], r.resumed[fenceAccepted], r.resumed[fenceAfterReclaim])
+		}
 	}
 	for _, r := range results {
 		if len(r.notes) > 0 {

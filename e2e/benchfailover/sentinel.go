@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/granary-db/granary/internal/failoverload"
@@ -108,7 +109,13 @@ sentinel parallel-syncs %s 1
 			return nil, fmt.Errorf("writes not flowing before a kill: %w", err)
 		}
 		killAt := w.MarkKill()
-		servers[old].Kill()
+		if cfg.stop {
+			if err := servers[old].Signal(syscall.SIGSTOP); err != nil {
+				return nil, err
+			}
+		} else {
+			servers[old].Kill()
+		}
 		// The operator: attach the spare as soon as Sentinel switches.
 		attached := false
 		err = until(ctx, 60*time.Second, "sentinel failover and writes", func() bool {
@@ -127,8 +134,22 @@ sentinel parallel-syncs %s 1
 		}
 		took := w.Back().Sub(killAt)
 		res.add(took, attached)
-		fmt.Printf("sentinel round %2d: killed %s, promoted %s (replica was %s): writes unavailable %v\n",
-			round, old, masterOf(), replica, took.Round(time.Millisecond))
+		fmt.Printf("sentinel round %2d: %s %s, promoted %s (replica was %s): writes unavailable %v\n",
+			round, cfg.verb(), old, masterOf(), replica, took.Round(time.Millisecond))
+		if cfg.stop {
+			// Sentinel's clients use the default user. Sentinel turns a
+			// resumed old master into a replica of the new one when it
+			// notices it; the old master is then killed, as in the kill
+			// mode, so that the rounds stay alike.
+			proc := servers[old]
+			queued, resumed, err := checkFence(ctx, fenceTarget{addr: old, resume: func() error { return proc.Signal(syscall.SIGCONT) }}, round)
+			if err != nil {
+				return nil, fmt.Errorf("round %d: fence check: %w", round, err)
+			}
+			proc.Kill()
+			res.fenced(queued, resumed)
+			fmt.Printf("sentinel round %2d: resumed old master: write queued while stopped %s, write after SIGCONT %s\n", round, queued, resumed)
+		}
 	}
 	time.Sleep(200 * time.Millisecond)
 	var acked map[string]int
