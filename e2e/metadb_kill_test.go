@@ -243,6 +243,14 @@ func (c *restChurn) run(ctx context.Context) {
 			err, st = c.api.Call(ctx, "DELETE", fmt.Sprintf("/v1/dbs/%d", idx), nil, nil), "dropped"
 		}
 		if ctx.Err() != nil {
+			// Stopped with the call in flight: it may have been made
+			// (a resize then finishes after the stop), so the db is not
+			// checked.
+			if op != "create" {
+				c.mu.Lock()
+				c.state[idx] = "unknown"
+				c.mu.Unlock()
+			}
 			c.gate.Unlock()
 			return
 		}
