@@ -220,10 +220,7 @@ func (s *Store) StartDrop(ctx context.Context, tenant string, index int, jobID s
 		if db.ReadOnly != "" { // an import or a restore is filling it: cancel it first
 			return fmt.Errorf("db %d is read-only while %s: %w", index, db.ReadOnly, ErrBadState)
 		}
-		if err := exportRunning(ctx, tx, db); err != nil {
-			return err
-		}
-		if err := fillingJob(ctx, tx, db); err != nil {
+		if err := slotInUse(ctx, tx, db); err != nil {
 			return err
 		}
 		ts := now()

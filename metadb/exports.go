@@ -139,22 +139,3 @@ func (s *Store) DeleteExport(ctx context.Context, tenant, id string) (*Job, erro
 	}
 	return out, err
 }
-
-// exportRunning refuses a change of db's slot (a resize, a move, a drop)
-// while an export reads it.
-func exportRunning(ctx context.Context, tx *redis.Tx, db *DB) error {
-	if db.Job == "" {
-		return nil
-	}
-	j, err := getJSON[Job](ctx, tx, keyJob(db.Job))
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if j.Kind == JobExport && j.State == JobRunning {
-		return fmt.Errorf("db %d is being exported (job %s): wait for the export to finish, or delete it: %w", db.Index, j.ID, ErrBadState)
-	}
-	return nil
-}

@@ -19,6 +19,13 @@ const ReadOnlyImporting = "importing"
 // active, is read-only, or has a running job of any kind: nothing is
 // recorded then.
 func (s *Store) StartImport(ctx context.Context, tenant string, index int, jobID string, data map[string]string) (*Job, error) {
+	return s.startFillJob(ctx, JobImport, StepReadOnly, tenant, index, jobID, data)
+}
+
+// startFillJob records a job of kind, at step, that replaces the content
+// of an active tenant db (an import, a restore), in one transaction with
+// the db naming it; importable says which dbs may take one.
+func (s *Store) startFillJob(ctx context.Context, kind JobKind, step Step, tenant string, index int, jobID string, data map[string]string) (*Job, error) {
 	var job *Job
 	err := s.txn(ctx, nil, func(tx *redis.Tx) error {
 		db, err := getDB(ctx, tx, tenant, index)
@@ -29,7 +36,7 @@ func (s *Store) StartImport(ctx context.Context, tenant string, index int, jobID
 			return err
 		}
 		ts := now()
-		job = &Job{ID: jobID, Kind: JobImport, State: JobRunning, Step: StepReadOnly, Tenant: tenant, Index: index,
+		job = &Job{ID: jobID, Kind: kind, State: JobRunning, Step: step, Tenant: tenant, Index: index,
 			Pair: db.Pair, SlotDB: db.SlotDB, Created: ts, Updated: ts, Log: []JobStep{{Step: StepRequested, At: ts}},
 			Data: data}
 		db.Job = jobID

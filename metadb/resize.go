@@ -63,10 +63,7 @@ func (s *Store) startResize(ctx context.Context, tenant string, index int, size 
 		if db.ReadOnly != "" { // an import or a restore is filling it
 			return fmt.Errorf("db %d is read-only while %s: %w", index, db.ReadOnly, ErrBadState)
 		}
-		if err := exportRunning(ctx, tx, db); err != nil {
-			return err
-		}
-		if err := fillingJob(ctx, tx, db); err != nil {
+		if err := slotInUse(ctx, tx, db); err != nil {
 			return err
 		}
 		if db.Size == size && !move {

@@ -2,7 +2,6 @@ package metadb
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -19,28 +18,7 @@ const ReadOnlyRestoring = "restoring"
 // ErrNotFound for no such db and ErrBadState when the db is not active, is
 // read-only, or has a running job of any kind: nothing is recorded then.
 func (s *Store) StartRestore(ctx context.Context, tenant string, index int, jobID string, data map[string]string) (*Job, error) {
-	var job *Job
-	err := s.txn(ctx, nil, func(tx *redis.Tx) error {
-		db, err := getDB(ctx, tx, tenant, index)
-		if err != nil {
-			return err
-		}
-		if err := importable(ctx, tx, db); err != nil {
-			return err
-		}
-		ts := now()
-		job = &Job{ID: jobID, Kind: JobRestore, State: JobRunning, Step: StepCheck, Tenant: tenant, Index: index,
-			Pair: db.Pair, SlotDB: db.SlotDB, Created: ts, Updated: ts, Log: []JobStep{{Step: StepRequested, At: ts}},
-			Data: data}
-		db.Job = jobID
-		dbJSON, _ := json.Marshal(db)
-		_, err = tx.TxPipelined(ctx, func(pl redis.Pipeliner) error {
-			pl.HSet(ctx, keyTenantDBs(tenant), field(index), dbJSON)
-			return queueNewJob(ctx, pl, job)
-		})
-		return err
-	}, keyTenantDBs(tenant))
-	return job, err
+	return s.startFillJob(ctx, JobRestore, StepCheck, tenant, index, jobID, data)
 }
 
 // RefuseRestore ends restore jobID, still at check, as failed because its
@@ -62,10 +40,11 @@ func (s *Store) RefuseRestore(ctx context.Context, jobID, refusal, why string) (
 	})
 }
 
-// fillingJob refuses, with ErrBadState, a change of a db that an import or
-// a restore is filling: from their start (before the db is read-only) to
-// their end.
-func fillingJob(ctx context.Context, tx *redis.Tx, db *DB) error {
+// slotInUse refuses, with ErrBadState, a change of a db's slot (a resize,
+// a move, a drop) while a job of the db reads it (an export) or fills it
+// (an import or a restore, from its start, before the db is read-only, to
+// its end).
+func slotInUse(ctx context.Context, tx *redis.Tx, db *DB) error {
 	if db.Job == "" {
 		return nil
 	}
@@ -73,10 +52,13 @@ func fillingJob(ctx context.Context, tx *redis.Tx, db *DB) error {
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
-	if err != nil {
+	if err != nil || j.State != JobRunning {
 		return err
 	}
-	if j.State == JobRunning && (j.Kind == JobImport || j.Kind == JobRestore) {
+	switch j.Kind {
+	case JobExport:
+		return fmt.Errorf("db %d is being exported (job %s): wait for the export to finish, or delete it: %w", db.Index, j.ID, ErrBadState)
+	case JobImport, JobRestore:
 		return fmt.Errorf("db %d has a running %s job %s: %w", db.Index, j.Kind, j.ID, ErrBadState)
 	}
 	return nil
