@@ -82,14 +82,16 @@ func keyState(t *testing.T, c *redis.Client) map[string][2]string {
 	return out
 }
 
-// sameKeys fails t unless got holds want's keys with the same values and
-// expiries (±1 s).
+// sameKeys stops the test unless got holds want's keys, and only them,
+// with the same values and expiries (±1 s), naming the first few that
+// differ.
 func sameKeys(t *testing.T, want, got map[string][2]string) {
 	t.Helper()
+	bad := 0
 	if len(got) != len(want) {
+		bad++
 		t.Errorf("%d keys loaded, want %d", len(got), len(want))
 	}
-	bad := 0
 	for k, w := range want {
 		g, ok := got[k]
 		wt, _ := strconv.ParseInt(w[1], 10, 64)
@@ -99,6 +101,9 @@ func sameKeys(t *testing.T, want, got map[string][2]string) {
 				t.Errorf("key %q: loaded %v (present %v), want %v", k, g, ok, w)
 			}
 		}
+	}
+	if bad > 0 {
+		t.FailNow()
 	}
 }
 

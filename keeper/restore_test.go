@@ -83,46 +83,6 @@ func garbageRDB() []byte {
 	return binary.LittleEndian.AppendUint64(b, rdbfile.Checksum(b))
 }
 
-// digestsOf is each key's DEBUG DIGEST-VALUE and absolute expiry (ms).
-func digestsOf(t *testing.T, c *redis.Client) map[string][2]string {
-	t.Helper()
-	ctx := t.Context()
-	out := map[string][2]string{}
-	iter := c.Scan(ctx, 0, "", 1000).Iterator()
-	for iter.Next(ctx) {
-		k := iter.Val()
-		d, err := c.Do(ctx, "DEBUG", "DIGEST-VALUE", k).StringSlice()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[k] = [2]string{d[0], strconv.FormatInt(c.PExpireTime(ctx, k).Val().Milliseconds(), 10)}
-	}
-	if err := iter.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// sameData fails the test unless want and got hold the same keys and
-// values, and expiries within a second of each other.
-func sameData(t *testing.T, want, got map[string][2]string) {
-	t.Helper()
-	if len(want) != len(got) {
-		t.Fatalf("%d keys, want %d", len(got), len(want))
-	}
-	for k, w := range want {
-		g, ok := got[k]
-		if !ok || g[0] != w[0] {
-			t.Fatalf("key %q: digest %q, want %q", k, g[0], w[0])
-		}
-		a, _ := strconv.ParseInt(w[1], 10, 64)
-		b, _ := strconv.ParseInt(g[1], 10, 64)
-		if (a > 0) != (b > 0) || a-b > 1000 || b-a > 1000 {
-			t.Fatalf("key %q expires at %d, want %d (±1s)", k, b, a)
-		}
-	}
-}
-
 // restoreRig is a keeper (not running: its steps are called directly,
 // with a lease) beside a pair, a store directory and a source server
 // whose saved file the tests restore.
@@ -250,7 +210,7 @@ func TestRestoreCheckAndLoad(t *testing.T) {
 	src.ClientDB(t, 1).Set(ctx, "elsewhere", "1", 0)
 	src.ClientDB(t, 1).Set(ctx, "elsewhere2", "1", 0)
 	file := savedRDB(t, src)
-	want := digestsOf(t, src.Client(t))
+	want := keyState(t, src.Client(t))
 	slot := r.master.ClientDB(t, r.db.SlotDB)
 	slot.Set(ctx, "mine", "old", 0)
 	slot.Set(ctx, "str:int", "overwritten", 0)
@@ -283,7 +243,7 @@ func TestRestoreCheckAndLoad(t *testing.T) {
 		t.Fatalf("load: %s, %v", next, err)
 	}
 	t.Logf("loaded %d keys (%d bytes) in %v", len(want), used, time.Since(start))
-	sameData(t, want, digestsOf(t, slot))
+	sameKeys(t, want, keyState(t, slot))
 	if n := r.replica.ClientDB(t, r.db.SlotDB).DBSize(ctx).Val(); n != int64(len(want)) {
 		t.Fatalf("replica holds %d keys, want %d", n, len(want))
 	}
@@ -310,7 +270,7 @@ func TestRestoreCheckAndLoad(t *testing.T) {
 	if _, err := r.k.restoreLoad(context.WithoutCancel(ctx), r.job(t, "rst-2")); err != nil {
 		t.Fatal(err)
 	}
-	sameData(t, want, digestsOf(t, slot))
+	sameKeys(t, want, keyState(t, slot))
 
 	// A file gone at load: an upload was deleted by a load that finished,
 	// whose work stands; an export the tenant deleted ends the restore
@@ -337,7 +297,7 @@ func TestRestoreCheckAndLoad(t *testing.T) {
 			t.Fatalf("load of a deleted %s: %s, %v; job %+v", from, next, err, j)
 		}
 	}
-	sameData(t, want, digestsOf(t, slot))
+	sameKeys(t, want, keyState(t, slot))
 }
 
 // TestRestoreCheckMemoryCap: a small file of highly compressed values
