@@ -89,15 +89,19 @@ func (k *Keeper) guardReplication(ctx context.Context, p metadb.Pair, h *metadb.
 		}
 	}
 	restartedHere := m.PrevRunID != "" && m.RestartedAt.After(fw.started)
-	switch run := g.fencedRun(p.Master); {
-	case run == "" && !restartedHere:
+	run := g.fencedRun(p.Master)
+	// restarted: since its credential was made, or, with none made yet,
+	// under this watcher's eyes.
+	restarted := (run != "" && run != m.RunID) || (run == "" && restartedHere)
+	switch {
+	case !restarted && run == "":
 		ra, err := k.makeReplAuth(ctx, p, m.RunID)
 		if err != nil {
 			return err
 		}
 		g.ra, g.told = ra, ""
 		k.log.Info().Str("pair", p.ID).Str("master", p.Master).Msg("replication credential made on the master")
-	case run != "" && run != m.RunID && m.ReplID != "" && h.Replica.ReplID == m.ReplID:
+	case restarted && m.ReplID != "" && h.Replica.ReplID == m.ReplID:
 		// The master restarted and its replica resynced from it anyway
 		// (it had not been told the credential yet): nothing is left to
 		// protect, but the next restart must be caught.
@@ -106,14 +110,15 @@ func (k *Keeper) guardReplication(ctx context.Context, p metadb.Pair, h *metadb.
 			return err
 		}
 		g.ra, g.told = ra, ""
-	case run != "" && run != m.RunID && p.Replica == "":
+	case restarted && p.Replica == "":
 		// A second failure: the master of a pair that has no replica
 		// (a failover left it without one and no spare has synced yet)
-		// restarted. There is no other copy to fail over to; a master
-		// that persists (AOF) came back with its data and is the pair's
-		// source again, so the spare being attached may sync from it.
-		// One without persistence came back empty: it stays fenced, and
-		// the pair waits for an operator.
+		// restarted, before or after its credential was made. There is
+		// no other copy to fail over to; a master that persists (AOF)
+		// came back with its data and is the pair's source again, so the
+		// spare being attached may sync from it. One without persistence
+		// came back empty: it stays fenced, and the pair waits for an
+		// operator.
 		aof, err := k.aofEnabled(ctx, p.Master)
 		if err != nil || !aof {
 			return err
