@@ -30,25 +30,7 @@ func fillTypes(t *testing.T, c *redis.Client, n int) {
 	t.Helper()
 	ctx := t.Context()
 	_, err := c.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		pl.Set(ctx, "str:int", "12345", 0)
-		pl.Set(ctx, "str:long", strings.Repeat("x", 5000), time.Hour)
-		pl.RPush(ctx, "list:small", "a", "b", 3)
-		pl.SAdd(ctx, "set:ints", 1, 2, 3, -7)
-		pl.SAdd(ctx, "set:small", "a", "b")
-		pl.ZAdd(ctx, "zset:small", redis.Z{Score: 1.5, Member: "a"}, redis.Z{Score: -2, Member: "b"})
-		pl.HSet(ctx, "hash:small", "a", "1", "b", "two")
-		pl.PExpire(ctx, "hash:small", 90*time.Second)
-		for i := range 300 {
-			pl.RPush(ctx, "list:big", fmt.Sprintf("element-%d-%s", i, strings.Repeat("y", 100)))
-			pl.SAdd(ctx, "set:big", fmt.Sprintf("member-%d", i))
-			pl.ZAdd(ctx, "zset:big", redis.Z{Score: float64(i) / 3, Member: fmt.Sprintf("m%d", i)})
-			pl.HSet(ctx, "hash:big", fmt.Sprintf("f%d", i), strings.Repeat("v", i%200))
-		}
-		for i := range 20 {
-			pl.XAdd(ctx, &redis.XAddArgs{Stream: "stream", Values: []any{"n", i}})
-		}
-		pl.XGroupCreate(ctx, "stream", "g", "0")
-		pl.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{"stream", ">"}, Count: 5})
+		redistest.QueueEveryType(ctx, pl, 300)
 		for i := range n {
 			if i%4 == 0 {
 				pl.Set(ctx, "k"+strconv.Itoa(i), i, time.Duration(i+60)*time.Second)

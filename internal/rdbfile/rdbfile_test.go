@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,27 +18,7 @@ import (
 func fill(t *testing.T, c *redis.Client) {
 	ctx := t.Context()
 	pl := c.Pipeline()
-	pl.Set(ctx, "str:int", "12345", 0)
-	pl.Set(ctx, "str:short", "hello", 0)
-	pl.Set(ctx, "str:long", strings.Repeat("x", 5000), time.Hour)
-	pl.Set(ctx, "str:bin", "\x00\xff\r\n", 0)
-	pl.RPush(ctx, "list:small", "a", "b", 3)
-	for i := 0; i < 1000; i++ {
-		pl.RPush(ctx, "list:big", fmt.Sprintf("element-%d-%s", i, strings.Repeat("y", 100)))
-		pl.SAdd(ctx, "set:big", fmt.Sprintf("member-%d", i))
-		pl.ZAdd(ctx, "zset:big", redis.Z{Score: float64(i) / 3, Member: fmt.Sprintf("m%d", i)})
-		pl.HSet(ctx, "hash:big", fmt.Sprintf("f%d", i), strings.Repeat("v", i%200))
-	}
-	pl.SAdd(ctx, "set:ints", 1, 2, 3, -7)
-	pl.SAdd(ctx, "set:small", "a", "b")
-	pl.ZAdd(ctx, "zset:small", redis.Z{Score: 1.5, Member: "a"}, redis.Z{Score: -2, Member: "b"})
-	pl.HSet(ctx, "hash:small", "a", "1", "b", "two")
-	pl.PExpire(ctx, "hash:small", 90*time.Second)
-	for i := 0; i < 50; i++ {
-		pl.XAdd(ctx, &redis.XAddArgs{Stream: "stream", Values: []any{"n", i}})
-	}
-	pl.XGroupCreate(ctx, "stream", "g", "0")
-	pl.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{"stream", ">"}, Count: 10})
+	redistest.QueueEveryType(ctx, pl, 1000)
 	if _, err := pl.Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
