@@ -75,17 +75,9 @@ func (s *Server) startImport(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errorf(errBadRequest, "%v", err))
 		return
 	}
-	target, err := s.loadDB(r)
+	target, err := s.fillableDB(r)
 	if err != nil {
 		s.writeError(w, r, err)
-		return
-	}
-	if target.State != metadb.DBActive {
-		s.writeError(w, r, errorf(metadb.ErrBadState, "db %d is %s: wait for its job to end first", target.Index, target.State))
-		return
-	}
-	if target.ReadOnly != "" {
-		s.writeError(w, r, errorf(metadb.ErrBadState, "db %d is read-only while %s: wait for that job to end (or cancel it) first", target.Index, target.ReadOnly))
 		return
 	}
 	g, err := s.importGuard(ctx)
@@ -197,4 +189,21 @@ func viewImport(j *metadb.Job) *importFields {
 		v.LagSeconds = &lag
 	}
 	return v
+}
+
+// fillableDB loads the request's db for a job that replaces its content (an
+// import, a restore): it must be active and not read-only already, checked
+// before anything is read or dialled (metadb checks again when it records
+// the job).
+func (s *Server) fillableDB(r *http.Request) (*metadb.DB, error) {
+	db, err := s.loadDB(r)
+	switch {
+	case err != nil:
+		return nil, err
+	case db.State != metadb.DBActive:
+		return nil, errorf(metadb.ErrBadState, "db %d is %s: wait for its job to end first", db.Index, db.State)
+	case db.ReadOnly != "":
+		return nil, errorf(metadb.ErrBadState, "db %d is read-only while %s: wait for that job to end (or cancel it) first", db.Index, db.ReadOnly)
+	}
+	return db, nil
 }

@@ -79,17 +79,9 @@ func (s *Server) restoreDB(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(restoreUploadTime))
 	_ = rc.SetWriteDeadline(time.Now().Add(restoreUploadTime + s.cfg.RestoreWait + 10*time.Second))
-	target, err := s.loadDB(r)
+	target, err := s.fillableDB(r)
 	if err != nil {
 		s.writeError(w, r, err)
-		return
-	}
-	if target.State != metadb.DBActive {
-		s.writeError(w, r, errorf(metadb.ErrBadState, "db %d is %s: wait for its job to end first", target.Index, target.State))
-		return
-	}
-	if target.ReadOnly != "" {
-		s.writeError(w, r, errorf(metadb.ErrBadState, "db %d is read-only while %s: wait for that job to end (or cancel it) first", target.Index, target.ReadOnly))
 		return
 	}
 	tenant, id := tenantOf(r), newJobID()
