@@ -69,22 +69,29 @@ func Start(ctx context.Context, cfg Config) (*Proc, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
+	return onFreePort(cfg.Port, func(port int) (*Proc, error) { return startOn(ctx, bin, cfg, port) })
+}
+
+// onFreePort runs start on port, or, when port is 0, on a free loopback
+// port, trying up to 8 ports: another process may take a free port before
+// the server binds it.
+func onFreePort(port int, start func(port int) (*Proc, error)) (*Proc, error) {
 	var lastErr error
 	for attempt := 0; attempt < 8; attempt++ {
-		port := cfg.Port
-		if port == 0 {
+		try := port
+		if try == 0 {
 			p, err := FreePort()
 			if err != nil {
 				return nil, err
 			}
-			port = p
+			try = p
 		}
-		p, err := startOn(ctx, bin, cfg, port)
+		p, err := start(try)
 		if err == nil {
 			return p, nil
 		}
 		lastErr = err
-		if cfg.Port != 0 {
+		if port != 0 {
 			break
 		}
 	}

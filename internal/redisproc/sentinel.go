@@ -76,14 +76,7 @@ func StartSentinel(ctx context.Context, cfg SentinelConfig) (*Proc, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	var lastErr error
-	for attempt := 0; attempt < 8; attempt++ {
-		port := cfg.Port
-		if port == 0 {
-			if port, err = FreePort(); err != nil {
-				return nil, err
-			}
-		}
+	return onFreePort(cfg.Port, func(port int) (*Proc, error) {
 		conf := filepath.Join(cfg.Dir, fmt.Sprintf("sentinel-%d.conf", port))
 		body := fmt.Sprintf(`port %d
 bind 127.0.0.1
@@ -103,16 +96,8 @@ sentinel parallel-syncs %s 1
 		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
 			return nil, err
 		}
-		p, err := run(ctx, exec.Command(bin, conf, "--sentinel"), cfg.Dir, port)
-		if err == nil {
-			return p, nil
-		}
-		lastErr = err
-		if cfg.Port != 0 {
-			break
-		}
-	}
-	return nil, lastErr
+		return run(ctx, exec.Command(bin, conf, "--sentinel"), cfg.Dir, port)
+	})
 }
 
 // SentinelMaster asks the Sentinel at addr which server is the master
